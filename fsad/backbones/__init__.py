@@ -1,0 +1,1 @@
+"""CLIP backbones: open_clip loading, preprocessing, window masks and batched window embeddings."""

@@ -1,0 +1,1 @@
+"""Datasets: adapters, downloads, manifests, few-shot splits and augmentations."""

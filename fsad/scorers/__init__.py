@@ -1,0 +1,1 @@
+"""Scorers: one module (or folder) per method, a common interface and a registry."""
