@@ -1,0 +1,21 @@
+# fsad-bench: few-shot / zero-shot industrial anomaly detection benchmark.
+# Stages: data -> features -> scores -> evaluation/report (see DESIGN.md). All logic lives in fsad/.
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/features.smk"
+include: "rules/scores.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

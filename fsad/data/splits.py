@@ -1,0 +1,126 @@
+"""Few-shot splits.
+
+Two steps keep reruns exact:
+
+* :func:`draw_pool` fixes, once per category, the test subset and the candidate pools of normal and
+  anomalous reference images. It depends only on the manifest, the seed and the pool sizes, never on
+  settings or runs, so adding a setting or a run never changes the test set or the feature cache.
+* :func:`draw_split` draws one (setting, run)'s references and validation images from the pools,
+  seeded from ``(seed, dataset, category, setting, run)``.
+
+References and validation images come from the pools, which are disjoint from the test subset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fsad.seeding import derive_seed
+
+
+def _choose(rng: np.random.Generator, ids: list[str], n: int) -> list[str]:
+    """``n`` ids drawn without replacement, in drawn order (input sorted first, so results never depend on row order)."""
+    ids = sorted(ids)
+    if n <= 0 or not ids:
+        return []
+    return [ids[i] for i in rng.permutation(len(ids))[: min(n, len(ids))]]
+
+
+def _stratified_test(rng: np.random.Generator, candidates: pd.DataFrame, max_test: int) -> list[str]:
+    """At most ``max_test`` test images keeping the label proportions (at least one of each present label)."""
+    if len(candidates) <= max_test:
+        return sorted(candidates["image_id"])
+    by_label = {lbl: sorted(g["image_id"]) for lbl, g in candidates.groupby("label")}
+    n_anomalous = len(by_label.get(1, []))
+    want_anomalous = int(round(max_test * n_anomalous / len(candidates)))
+    if n_anomalous:
+        want_anomalous = min(max(want_anomalous, 1), n_anomalous, max_test - (1 if by_label.get(0) else 0))
+    picked = _choose(rng, by_label.get(1, []), want_anomalous) + _choose(rng, by_label.get(0, []), max_test - want_anomalous)
+    return sorted(picked)
+
+
+def draw_pool(
+    manifest: pd.DataFrame,
+    *,
+    dataset: str,
+    category: str,
+    seed: int,
+    max_test: int,
+    normal_pool: int,
+    anomalous_pool: int,
+) -> dict[str, Any]:
+    """Fix the test subset and the reference pools of one category.
+
+    Normal candidates are training normals; anomalous candidates are anomalous images (training ones
+    first, else test ones; those with masks first, since methods that learn from anomalies need them).
+    Anomalous pool images are removed from the test candidates before the test subset is drawn.
+    """
+    rows = manifest[manifest["category"] == category]
+    if rows.empty:
+        raise ValueError(f"dataset {dataset!r}: no images of category {category!r} in the manifest")
+    rng = np.random.default_rng(derive_seed(seed, dataset, category, "pool"))
+
+    normals = _choose(rng, list(rows.loc[(rows["split"] == "train") & (rows["label"] == 0), "image_id"]), normal_pool)
+    anomalous = rows[rows["label"] == 1]
+    anomalous_ids: list[str] = []
+    for in_train in (True, False):
+        for with_mask in (True, False):
+            part = anomalous[((anomalous["split"] == "train") == in_train) & ((anomalous["mask_path"] != "") == with_mask)]
+            anomalous_ids += _choose(rng, list(part["image_id"]), anomalous_pool - len(anomalous_ids))
+
+    test_candidates = rows[(rows["split"] == "test") & ~rows["image_id"].isin(anomalous_ids)]
+    test = _stratified_test(rng, test_candidates, max_test)
+    if not test:
+        raise ValueError(f"dataset {dataset!r}, category {category!r}: no test images left after drawing the pools")
+    return {
+        "dataset": dataset,
+        "category": category,
+        "seed": seed,
+        "test": test,
+        "normal_pool": normals,
+        "anomalous_pool": anomalous_ids,
+    }
+
+
+def pool_image_ids(pool: dict[str, Any]) -> list[str]:
+    """Every image a category's jobs may need features for: test subset and both pools."""
+    return sorted(set(pool["test"]) | set(pool["normal_pool"]) | set(pool["anomalous_pool"]))
+
+
+def draw_split(pool: dict[str, Any], setting: dict[str, Any], run: int) -> dict[str, Any]:
+    """Draw the references and validation images of one (setting, run) from a category's pools.
+
+    Normal references and validation normals are drawn with the run's own seed. Anomalous references
+    rotate through the anomalous pool so that each run gets different anomalous images, as the
+    anomalous-samples protocol asks (three runs, three different anomalous training images).
+    """
+    name = setting["name"]
+    n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
+    where = f"dataset {pool['dataset']!r}, category {pool['category']!r}, setting {name!r}, run {run}"
+    if n_normal + n_valid > len(pool["normal_pool"]):
+        raise ValueError(
+            f"{where}: needs {n_normal + n_valid} normal training images but the pool holds {len(pool['normal_pool'])}; "
+            "raise reference_pool.normal in the config (or the dataset has too few training normals)"
+        )
+    if n_anomalous * (run + 1) > len(pool["anomalous_pool"]):
+        raise ValueError(
+            f"{where}: needs {n_anomalous * (run + 1)} distinct anomalous images across runs 0..{run} but the pool holds "
+            f"{len(pool['anomalous_pool'])}; raise reference_pool.anomalous in the config"
+        )
+    split_seed = derive_seed(pool["seed"], pool["dataset"], pool["category"], name, run)
+    rng = np.random.default_rng(split_seed)
+    drawn = _choose(rng, pool["normal_pool"], n_normal + n_valid)
+    return {
+        "dataset": pool["dataset"],
+        "category": pool["category"],
+        "setting": name,
+        "run": run,
+        "seed": split_seed,
+        "normal_refs": drawn[:n_normal],
+        "validation": drawn[n_normal:],
+        "anomalous_refs": pool["anomalous_pool"][run * n_anomalous : (run + 1) * n_anomalous],
+        "test": list(pool["test"]),
+    }

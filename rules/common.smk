@@ -1,0 +1,136 @@
+# Helpers every rule uses: config validation, names known before any job runs, input functions.
+import json
+import re
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from fsad.config import check_config, canonical
+from fsad.data.registry import dataset_categories, get_adapter
+from fsad.features.cache import backbone_key
+
+validate(config, schema="../config/schema.yaml")
+check_config(config)
+
+R = config["results_dir"]
+DATASETS = {d["name"]: d for d in config["datasets"]}
+CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
+SETTINGS = {s["name"]: s for s in config["settings"]}
+RUNS = list(range(config["runs"]))
+BACKBONE_DIRS = {name: backbone_key(name, spec) for name, spec in config["backbones"].items()}
+SCORERS = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
+
+
+def _alternation(names):
+    return "|".join(sorted(map(re.escape, names))) or "^$"
+
+
+wildcard_constraints:
+    dataset=_alternation(DATASETS),
+    setting=_alternation(SETTINGS),
+    scorer=_alternation(SCORERS),
+    backbone=_alternation(BACKBONE_DIRS.values()),
+    category="[^/]+",
+    run=r"\d+",
+
+
+def scorer_datasets(scorer):
+    return SCORERS[scorer].get("datasets") or list(DATASETS)
+
+
+def scorer_settings(scorer):
+    return SCORERS[scorer].get("settings") or list(SETTINGS)
+
+
+def score_jobs():
+    """(scorer, dataset, category, setting, run) of every score job the config asks for."""
+    return [
+        (scorer, dataset, category, setting, run)
+        for scorer in SCORERS
+        for dataset in scorer_datasets(scorer)
+        for category in CATEGORIES[dataset]
+        for setting in scorer_settings(scorer)
+        for run in RUNS
+    ]
+
+
+def score_path(scorer, dataset, category, setting, run, suffix=".parquet"):
+    return f"{R}/scores/{scorer}/{dataset}/{category}/{setting}/run{run}{suffix}"
+
+
+def metrics_part_path(scorer, dataset, category, setting, run):
+    return f"{R}/metrics/parts/{scorer}/{dataset}/{category}/{setting}/run{run}.csv"
+
+
+# --- input functions and params -------------------------------------------------------------
+
+
+def backbone_dir_of_scorer(wildcards):
+    return BACKBONE_DIRS[SCORERS[wildcards.scorer]["backbone"]]
+
+
+def backbone_spec(wildcards):
+    """The backbone entry of a features job (found through its directory name)."""
+    name = next(n for n, d in BACKBONE_DIRS.items() if d == wildcards.backbone)
+    return canonical(config["backbones"][name])
+
+
+def window_sizes(wildcards):
+    name = next(n for n, d in BACKBONE_DIRS.items() if d == wildcards.backbone)
+    sizes = set(config["backbones"][name]["window_sizes"]) | set(DATASETS[wildcards.dataset].get("extra_window_sizes", []))
+    return sorted(sizes)
+
+
+def features_index(wildcards):
+    return f"{R}/cache/features/{backbone_dir_of_scorer(wildcards)}/{wildcards.dataset}/{wildcards.category}.json"
+
+
+def scorer_backbone_spec(wildcards):
+    return canonical(config["backbones"][SCORERS[wildcards.scorer]["backbone"]])
+
+
+def scorer_params(wildcards):
+    """The scorer's own parameters; job-selection keys are left out so that adding a dataset or setting reruns nothing."""
+    spec = {k: v for k, v in SCORERS[wildcards.scorer].items() if k not in ("enabled", "settings", "datasets", "backbone")}
+    return canonical(spec)
+
+
+def dataset_spec(wildcards):
+    return canonical(DATASETS[wildcards.dataset])
+
+
+def all_metric_parts(wildcards=None):
+    return [metrics_part_path(*job) for job in score_jobs()]
+
+
+def all_score_files(wildcards=None):
+    return [score_path(*job) for job in score_jobs()]
+
+
+def dataset_dir(wildcards):
+    return f"{R}/data/{wildcards.dataset}"
+
+
+def setting_spec(wildcards):
+    return canonical(SETTINGS[wildcards.setting])
+
+
+def features_store(wildcards):
+    return f"{R}/cache/features/{wildcards.backbone}/{wildcards.dataset}/{wildcards.category}.h5"
+
+
+def datasets_scored():
+    return sorted({dataset for _, dataset, *_ in score_jobs()})
+
+
+def all_targets():
+    targets = [f"{R}/metrics/metrics.csv"]
+    for dataset in datasets_scored():
+        targets += [f"{R}/tables/{dataset}.{ext}" for ext in ("md", "csv", "tex")]
+        targets += [f"{R}/plots/roc_{dataset}.png", f"{R}/plots/auroc_{dataset}.png"]
+    targets += [f"{R}/tables/summary.{ext}" for ext in ("md", "csv", "tex")]
+    return targets
+
+
+def dataset_score_files(wildcards):
+    return [score_path(*job) for job in score_jobs() if job[1] == wildcards.dataset]

@@ -1,0 +1,67 @@
+# Evaluation and report stage: metrics per score file, one long metrics table, paper-style tables and plots.
+
+
+rule evaluate:
+    input:
+        scores=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}"),
+        maps=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}", ".maps.h5"),
+        manifest=rules.prepare_dataset.output.manifest,
+    output:
+        metrics=metrics_part_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}"),
+    params:
+        map_size=config["evaluation"]["map_size"],
+        fpr_limit=config["evaluation"]["pro_fpr_limit"],
+    log:
+        f"{R}/logs/evaluate/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+rule collect_metrics:
+    input:
+        parts=all_metric_parts,
+    output:
+        metrics=f"{R}/metrics/metrics.csv",
+    log:
+        f"{R}/logs/collect_metrics.log",
+    script:
+        "../workflow_scripts/collect_metrics.py"
+
+
+rule tables:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+    output:
+        md=f"{R}/tables/{{dataset}}.md",
+        csv=f"{R}/tables/{{dataset}}.csv",
+        tex=f"{R}/tables/{{dataset}}.tex",
+    log:
+        f"{R}/logs/tables/{{dataset}}.log",
+    script:
+        "../workflow_scripts/tables.py"
+
+
+rule summary_table:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+    output:
+        md=f"{R}/tables/summary.md",
+        csv=f"{R}/tables/summary.csv",
+        tex=f"{R}/tables/summary.tex",
+    log:
+        f"{R}/logs/tables/summary.log",
+    script:
+        "../workflow_scripts/summary_table.py"
+
+
+rule plots:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+        scores=dataset_score_files,
+    output:
+        roc=f"{R}/plots/roc_{{dataset}}.png",
+        auroc=f"{R}/plots/auroc_{{dataset}}.png",
+    log:
+        f"{R}/logs/plots/{{dataset}}.log",
+    script:
+        "../workflow_scripts/plots.py"

@@ -1,0 +1,26 @@
+"""Rule extract_features: encode the images of a category's test subset and reference pools into the store."""
+
+from fsad.data.manifest import read_manifest
+from fsad.data.splits import pool_image_ids
+from fsad.devices import claim_device
+from fsad.features.extract import extract_category
+from fsad.io import read_json, write_json
+from fsad.logs import job_logging
+
+smk = snakemake  # noqa: F821
+with job_logging(smk.log[0]) as log, claim_device() as device:
+    manifest = read_manifest(smk.input.manifest, smk.wildcards.category).set_index("image_id")
+    ids = pool_image_ids(read_json(smk.input.pool))
+    summary = extract_category(
+        backbone_spec=smk.params.backbone,
+        backbone_name=smk.wildcards.backbone,
+        image_paths={i: manifest.at[i, "image_path"] for i in ids},
+        cache_path=smk.params.store,
+        window_sizes=smk.params.window_sizes,
+        batch_size=smk.params.backbone["batch_size"],
+        device=device,
+        weights_fallback=smk.params.weights_fallback,
+        seed=smk.params.seed,
+    )
+    log.info("features: %s", summary)
+    write_json(smk.output.index, {**summary, "image_ids": ids, "window_sizes": smk.params.window_sizes})

@@ -1,0 +1,23 @@
+"""Rule score: run one scorer on one (dataset, category, setting, run)."""
+
+from fsad.devices import claim_device
+from fsad.logs import job_logging
+from fsad.scorers.run import run_scorer
+
+smk = snakemake  # noqa: F821
+with job_logging(smk.log[0]), claim_device() as device:
+    run_scorer(
+        smk.wildcards.scorer,
+        split_path=smk.input.split,
+        manifest_path=smk.input.manifest,
+        features_store=smk.input.features[: -len(".json")] + ".h5",
+        backbone_spec=smk.params.backbone,
+        scorer_params=smk.params.scorer_params,
+        map_size=smk.params.map_size,
+        weights_fallback=smk.params.weights_fallback,
+        seed=smk.params.seed,
+        device=device,
+        out_scores=smk.output.scores,
+        out_maps=smk.output.maps,
+        out_details=smk.output.details,
+    )
