@@ -1,0 +1,47 @@
+"""The whole pipeline on the tiny configuration: outputs, contents, and an immediate rerun doing nothing."""
+
+from __future__ import annotations
+
+import h5py
+import pandas as pd
+import yaml
+
+from .conftest import ROOT, snakemake
+
+
+def test_default_config_dry_runs(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--cores", "2", configfiles=())
+    assert "extract_features" in proc.stdout and "score" in proc.stdout
+
+
+def test_a_bad_config_key_stops_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"scorers": {"winclip": {"prompt_presett": "paper"}}}))
+    proc = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(bad,), check=False)
+    assert proc.returncode != 0
+    assert "prompt_presett" in proc.stdout + proc.stderr
+
+
+def test_tiny_run_writes_scores_metrics_and_tables(tiny_run):
+    workdir, _ = tiny_run
+    results = workdir / "results"
+    scores = pd.read_parquet(results / "scores/winclip/synthetic/textile/k1/run0.parquet")
+    assert {"image_id", "image_path", "label", "defect_type", "score", "zero_shot", "weights"} <= set(scores.columns)
+    assert scores["label"].nunique() == 2
+    with h5py.File(results / "scores/winclip/synthetic/textile/k1/run0.maps.h5") as h5:
+        assert h5["maps"].shape == (len(scores), 64, 64)
+    metrics = pd.read_csv(results / "metrics/metrics.csv")
+    assert {"dataset", "category", "setting", "run", "scorer", "metric", "value", "weights"} <= set(metrics.columns)
+    synthetic = metrics[metrics["dataset"] == "synthetic"]
+    assert {"image_auroc", "image_ap", "image_f1max", "pixel_auroc", "pixel_pro"} <= set(synthetic["metric"])
+    assert (metrics["weights"] == "random").all()
+    for ext in ("md", "csv", "tex"):
+        assert (results / f"tables/synthetic.{ext}").stat().st_size > 0
+    assert "random" in (results / "tables/synthetic.md").read_text().lower()
+    assert (results / "plots/roc_synthetic.png").stat().st_size > 0
+
+
+def test_an_immediate_rerun_has_nothing_to_do(tiny_run):
+    workdir, _ = tiny_run
+    proc = snakemake(workdir, "-n", "--cores", "2")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
