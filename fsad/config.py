@@ -63,10 +63,11 @@ def check_config(config: dict[str, Any]) -> None:
                     )
     pool = config.get("reference_pool", {})
     for setting in settings.values():
-        need = setting.get("anomalous_shots", 0) * config.get("runs", 1)
+        runs = setting.get("runs", config.get("runs", 1))
+        need = setting.get("anomalous_shots", 0) * runs
         if need > pool.get("anomalous", 0):
             raise ConfigError(
-                f"config: setting {setting['name']!r} needs {need} distinct anomalous images over {config.get('runs', 1)} "
+                f"config: setting {setting['name']!r} needs {need} distinct anomalous images over {runs} "
                 f"run(s) but reference_pool.anomalous is {pool.get('anomalous', 0)}; raise it to at least {need}"
             )
         need = setting.get("normal_shots", 0) + setting.get("validation_normals", 0)

@@ -16,7 +16,6 @@ R = config["results_dir"]
 DATASETS = {d["name"]: d for d in config["datasets"]}
 CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
 SETTINGS = {s["name"]: s for s in config["settings"]}
-RUNS = list(range(config["runs"]))
 BACKBONE_DIRS = {name: backbone_key(name, spec) for name, spec in config["backbones"].items()}
 SCORERS = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
 
@@ -50,7 +49,7 @@ def score_jobs():
         for dataset in scorer_datasets(scorer)
         for category in CATEGORIES[dataset]
         for setting in scorer_settings(scorer)
-        for run in RUNS
+        for run in range(SETTINGS[setting].get("runs", config["runs"]))
     ]
 
 
@@ -112,7 +111,8 @@ def dataset_dir(wildcards):
 
 
 def setting_spec(wildcards):
-    return canonical(SETTINGS[wildcards.setting])
+    """A setting's shot counts; its run count only adds or removes jobs, so it is left out."""
+    return canonical({k: v for k, v in SETTINGS[wildcards.setting].items() if k != "runs"})
 
 
 def features_store(wildcards):
