@@ -1,0 +1,130 @@
+"""Incremental reruns: a config change reruns exactly the jobs it touches (through `snakemake --summary`)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import TINY, snakemake
+
+# Outputs that aggregate over jobs: they must update whenever any job's result changes or appears.
+AGGREGATES = {"collect_metrics", "tables", "summary_table", "plots", "gallery", "anomalous_tables", "all"}
+UPSTREAM = {"prepare_dataset", "draw_pool", "draw_split", "extract_features"}
+
+
+def write_overlay(path, data):
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def summary(workdir, *configfiles) -> pd.DataFrame:
+    """The `--summary` table: one row per output file with its rule and the planned action."""
+    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(TINY, *configfiles))
+    text = proc.stdout[proc.stdout.index("output_file") :]
+    return pd.read_csv(io.StringIO(text), sep="\t")
+
+
+def pending(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["plan"] != "no update"]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A finished tiny run with a second backbone (used by anomalous_memory), in its own working directory."""
+    workdir = tmp_path_factory.mktemp("reruns")
+    base = write_overlay(
+        workdir / "base.yaml",
+        {
+            "backbones": {
+                "vitb16plus": yaml.safe_load(TINY.read_text())["backbones"]["vitb16plus"],
+                "tiny2": {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112, "window_sizes": [2, 3]},
+            },
+            "scorers": {"anomalous_memory": {"backbone": "tiny2"}},
+        },
+    )
+    snakemake(workdir, "--cores", "2", configfiles=(TINY, base))
+    return workdir, base
+
+
+def rules_pending(workdir, *configfiles) -> set[str]:
+    return set(pending(summary(workdir, *configfiles))["rule"])
+
+
+def test_an_immediate_rerun_does_nothing(done):
+    workdir, base = done
+    assert rules_pending(workdir, base) == set()
+
+
+def test_a_changed_scorer_parameter_reruns_only_that_scorers_jobs(done, tmp_path):
+    workdir, base = done
+    change = write_overlay(tmp_path / "c.yaml", {"scorers": {"winclip": {"temperature": 0.05}}})
+    table = pending(summary(workdir, base, change))
+    assert not set(table["rule"]) & UPSTREAM
+    scored = table[table["rule"] == "score"]["output_file"]
+    assert len(scored) and scored.str.contains("/scores/winclip/").all()
+    assert set(table["rule"]) <= {"score", "evaluate"} | AGGREGATES
+
+
+def test_a_changed_backbone_reruns_features_and_after_for_that_backbone_only(done, tmp_path):
+    workdir, base = done
+    overlay = yaml.safe_load(base.read_text())
+    overlay["backbones"]["tiny2"]["image_size"] = 96
+    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    assert not set(table["rule"]) & {"prepare_dataset", "draw_pool", "draw_split"}
+    features = table[table["rule"] == "extract_features"]["output_file"]
+    assert len(features) and not features.str.contains("/vitb16plus-").any()
+    scored = table[table["rule"] == "score"]["output_file"]
+    assert scored.str.contains("/scores/anomalous_memory/").all()
+
+
+def test_a_new_setting_and_run_add_jobs_and_change_nothing_that_exists(done, tmp_path):
+    workdir, base = done
+    tiny = yaml.safe_load(TINY.read_text())
+    settings = yaml.safe_load((TINY.parents[3] / "config" / "config.yaml").read_text())["settings"]
+    overlay = {
+        "runs": 2,
+        "reference_pool": {**tiny["reference_pool"], "anomalous": 2},
+        "settings": settings + [{"name": "k2", "normal_shots": 2}],
+        "scorers": {"winclip": {"settings": ["zs", "k1", "k2"]}},
+    }
+    before = summary(workdir, base)
+    after = pending(summary(workdir, base, write_overlay(tmp_path / "c.yaml", overlay)))
+    existing = set(before["output_file"])
+    touched = after[after["output_file"].isin(existing) & ~after["rule"].isin(AGGREGATES)]
+    assert touched.empty, touched[["output_file", "rule", "status"]].to_string()
+    assert (after["rule"] == "score").any()
+
+
+def test_a_new_dataset_adds_jobs_and_changes_nothing_that_exists(done, tmp_path):
+    workdir, base = done
+    tiny = yaml.safe_load(TINY.read_text())
+    overlay = {"datasets": tiny["datasets"] + [{"name": "elpv", "kind": "elpv", "categories": ["mono"]}]}
+    before = summary(workdir, base)
+    after = pending(summary(workdir, base, write_overlay(tmp_path / "c.yaml", overlay)))
+    touched = after[after["output_file"].isin(set(before["output_file"])) & ~after["rule"].isin(AGGREGATES)]
+    assert touched.empty, touched[["output_file", "rule", "status"]].to_string()
+    assert after["output_file"].str.contains("/elpv/").any()
+
+
+def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
+    workdir, base = done
+    reordered = tmp_path / "tiny_reordered.yaml"
+    text = TINY.read_text()
+    data = yaml.safe_load(text)
+    # Reverse every mapping's key order and spell 0.07 as 0.070.
+    def reverse(obj):
+        if isinstance(obj, dict):
+            return {k: reverse(obj[k]) for k in reversed(list(obj))}
+        if isinstance(obj, list):
+            return [reverse(v) for v in obj]
+        return obj
+
+    reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False) + "scorers:\n  winclip:\n    temperature: 0.070\n")
+    base_reordered = tmp_path / "base_reordered.yaml"
+    base_reordered.write_text(yaml.safe_dump(reverse(yaml.safe_load(base.read_text())), sort_keys=False))
+    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(reordered, base_reordered))
+    table = pd.read_csv(io.StringIO(proc.stdout[proc.stdout.index("output_file") :]), sep="\t")
+    assert pending(table).empty, pending(table)[["output_file", "rule", "status"]].to_string()
