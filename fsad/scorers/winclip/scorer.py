@@ -1,0 +1,74 @@
+"""The ``winclip`` scorer: text embeddings and reference memory from the context, scores of the test images.
+
+Params (the scorer's config entry): ``prompt_preset`` (``paper`` | ``anomalib``), ``temperature``
+(0.07), ``window_sizes`` ([2, 3]), ``text_normalisation`` (``raw_mean`` | ``normalised_mean``, default
+per preset). ``class_name_mode`` is resolved into ``ctx.class_name`` by :mod:`fsad.scorers.run`.
+Zero-shot when the split has no normal references, WinCLIP+ otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fsad.features.types import FeatureBatch
+from fsad.scorers.base import ScoreResult, ScoringContext, register_scorer
+from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
+from fsad.text.prompts import text_embeddings
+
+DEFAULT_WINDOW_SIZES = [2, 3]
+# Test images scored per step; bounds the (images, positions, memory) similarity tensor.
+IMAGES_PER_STEP = 64
+
+
+def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None:
+    missing = sorted(set(window_sizes) - set(features.windows))
+    if missing:
+        raise ValueError(
+            f"winclip asks for window sizes {missing} that the feature cache does not hold (it has "
+            f"{sorted(features.windows)}); add them to the backbone's window_sizes in the config or drop them "
+            f"from scorers.winclip.window_sizes"
+        )
+
+
+@register_scorer("winclip")
+def score(ctx: ScoringContext) -> ScoreResult:
+    """Score ``ctx.split.test`` with WinCLIP (no normal references) or WinCLIP+ (``split.normal_refs``)."""
+    params = ctx.params
+    window_sizes = list(params.get("window_sizes") or DEFAULT_WINDOW_SIZES)
+    temperature = float(params.get("temperature", 0.07))
+    text = text_embeddings(
+        ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")
+    ).to(ctx.device)
+
+    memory = None
+    if ctx.split.normal_refs:
+        references = ctx.features(ctx.split.normal_refs)
+        _check_window_sizes(references, window_sizes)
+        memory = build_reference_memory(references, window_sizes)
+
+    ids = list(ctx.split.test)
+    if not ids:
+        raise ValueError(
+            f"split {ctx.split.dataset}/{ctx.split.category}/{ctx.split.setting}/run{ctx.split.run} has no test images; "
+            f"check the dataset's manifest and max_test_per_category"
+        )
+    image_scores, sub_scores, maps = [], [], []
+    for start in range(0, len(ids), IMAGES_PER_STEP):
+        features = ctx.features(ids[start : start + IMAGES_PER_STEP])
+        _check_window_sizes(features, window_sizes)
+        out = winclip_scores(features, text, window_sizes, temperature, memory)
+        image_scores.append(out.image_scores)
+        sub_scores.append(out.sub_scores)
+        maps.append(upsample_maps(out.maps, ctx.map_size))
+
+    columns = {"image_id": ids, "score": _cat_numpy(image_scores)}
+    for name in sub_scores[0]:
+        columns[name] = _cat_numpy([step[name] for step in sub_scores])
+    frame = pd.DataFrame(columns)
+    return ScoreResult(frame, _cat_numpy(maps))
+
+
+def _cat_numpy(parts: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(parts).float().cpu().numpy()

@@ -1,0 +1,1 @@
+"""Text side of the CLIP scorers: prompt ensembles and class-name mapping."""

@@ -1,0 +1,126 @@
+"""WinCLIP tensor maths: vectorised harmonic aggregation, memory scores, zero-/few-shot combination."""
+
+import pytest
+import torch
+
+from fsad.backbones.windows import window_patch_indices
+from fsad.features.types import FeatureBatch
+from fsad.scorers.winclip.torch_model import (
+    build_reference_memory,
+    class_scores,
+    harmonic_aggregation,
+    upsample_maps,
+    visual_association_scores,
+    winclip_scores,
+    zero_shot_map,
+)
+
+
+def naive_harmonic_aggregation(window_scores, grid, window):
+    """Patch by patch: harmonic mean over the windows that cover the patch (anomalib's definition)."""
+    windows = window_patch_indices(grid, window)
+    out = torch.zeros(window_scores.shape[0], grid * grid, dtype=window_scores.dtype)
+    for patch in range(grid * grid):
+        covering = (windows == patch).any(dim=1)
+        out[:, patch] = covering.sum() / (1 / window_scores[:, covering]).sum(dim=1)
+    return out.reshape(-1, grid, grid).nan_to_num(posinf=0.0)
+
+
+@pytest.mark.parametrize("grid, window", [(7, 2), (7, 3), (15, 2), (15, 3), (5, 5), (4, 1)])
+def test_vectorised_harmonic_aggregation_equals_a_loop_over_patches(grid, window):
+    scores = torch.rand(3, (grid - window + 1) ** 2, dtype=torch.float64) + 0.01
+    assert torch.allclose(harmonic_aggregation(scores, grid, window), naive_harmonic_aggregation(scores, grid, window))
+
+
+def test_harmonic_aggregation_matches_anomalib_including_zero_scores():
+    from anomalib.models.image.winclip.utils import harmonic_aggregation as anomalib_aggregation
+    from anomalib.models.image.winclip.utils import make_masks
+
+    scores = torch.rand(4, 36)
+    scores[0, 5] = 0.0  # 1/0 = inf: every patch this window covers becomes 0 in anomalib
+    ours = harmonic_aggregation(scores, 7, 2)
+    theirs = anomalib_aggregation(scores, (7, 7), make_masks((7, 7), 2, 1))
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert (ours[0] == 0).sum() == 4
+
+
+def test_harmonic_aggregation_of_the_docstring_example():
+    scores = torch.tensor([[1.0, 0.75, 0.5, 0.25]])
+    expected = torch.tensor([[1.0, 0.8571, 0.75], [0.6667, 0.48, 0.375], [0.5, 0.3333, 0.25]])
+    assert torch.allclose(harmonic_aggregation(scores, 3, 2)[0], expected, atol=1e-4)
+
+
+def test_harmonic_aggregation_rejects_a_wrong_window_count():
+    with pytest.raises(ValueError, match="36 windows of side 2"):
+        harmonic_aggregation(torch.rand(1, 35), 7, 2)
+
+
+def test_class_scores_are_the_anomalous_softmax_probability_at_the_temperature():
+    text = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    embeddings = torch.tensor([[[5.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    scores = class_scores(embeddings, text, temperature=0.5)
+    assert scores.shape == (1, 3)
+    assert torch.allclose(scores[0], torch.tensor([torch.sigmoid(torch.tensor(-2.0)), torch.sigmoid(torch.tensor(2.0)), 0.5]))
+
+
+def test_visual_association_score_is_half_the_cosine_distance_to_the_nearest_memory_entry():
+    memory = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    embeddings = torch.tensor([[[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0], [-1.0, -1.0]]])
+    expected = torch.tensor([[0.0, (1 - 2**-0.5) / 2, 0.5, (1 + 2**-0.5) / 2]])
+    assert torch.allclose(visual_association_scores(embeddings, memory), expected, atol=1e-6)
+
+
+def test_zero_shot_map_is_the_harmonic_mean_of_image_and_window_scales():
+    grid = 3
+    image = torch.tensor([0.5])
+    windows = {2: torch.full((1, 4), 0.25)}
+    expected = 2 / (1 / 0.5 + 1 / 0.25)
+    assert torch.allclose(zero_shot_map(image, windows, grid), torch.full((1, 3, 3), expected))
+
+
+def random_features(n, grid=5, width=8, dim=6, window_sizes=(2, 3), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return FeatureBatch(
+        [f"img{i}" for i in range(n)],
+        torch.randn(n, dim, generator=gen),
+        torch.randn(n, grid * grid, width, generator=gen),
+        {k: torch.randn(n, (grid - k + 1) ** 2, dim, generator=gen) for k in window_sizes},
+        grid,
+    )
+
+
+def test_a_test_image_equal_to_its_reference_has_zero_few_shot_maps():
+    features = random_features(2)
+    memory = build_reference_memory(features.select(["img0"]), [2, 3])
+    out = winclip_scores(features, torch.randn(2, 6), [2, 3], memory=memory)
+    assert set(out.sub_scores) == {"zero_shot", "memory_patch", "memory_w2", "memory_w3"}
+    for name in ("memory_patch", "memory_w2", "memory_w3"):
+        assert out.sub_scores[name][0].abs() < 1e-6 and out.sub_scores[name][1] > 0.01
+
+
+def test_few_shot_combination_halves_zero_shot_and_few_shot_as_anomalib():
+    features = random_features(3)
+    text = torch.randn(2, 6)
+    memory = build_reference_memory(random_features(2, seed=1), [2, 3])
+    zero = winclip_scores(features, text, [2, 3])
+    both = winclip_scores(features, text, [2, 3], memory=memory)
+    assert set(zero.sub_scores) == {"zero_shot"}
+    assert torch.equal(zero.image_scores, zero.sub_scores["zero_shot"])
+    few_shot = 2 * both.maps - zero.maps
+    assert torch.allclose(both.image_scores, (zero.image_scores + few_shot.amax(dim=(-2, -1))) / 2, atol=1e-6)
+
+
+def test_scores_of_a_batch_equal_scores_image_by_image():
+    features = random_features(4)
+    text = torch.randn(2, 6)
+    memory = build_reference_memory(random_features(1, seed=3), [2, 3])
+    batch = winclip_scores(features, text, [2, 3], memory=memory)
+    for i, image_id in enumerate(features.image_ids):
+        single = winclip_scores(features.select([image_id]), text, [2, 3], memory=memory)
+        assert torch.allclose(batch.maps[i], single.maps[0], atol=1e-6)
+
+
+def test_upsample_maps_keeps_constant_maps_constant():
+    maps = torch.full((2, 5, 5), 0.3)
+    up = upsample_maps(maps, 40)
+    assert up.shape == (2, 40, 40) and torch.allclose(up, torch.full_like(up, 0.3))
