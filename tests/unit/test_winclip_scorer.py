@@ -1,0 +1,95 @@
+"""The winclip scorer glue: params, zero-/few-shot switch, sub-score columns, maps at map_size."""
+
+import zlib
+
+import pandas as pd
+import pytest
+import torch
+
+from fsad.features.types import FeatureBatch
+from fsad.scorers.base import ScoringContext, Split, get_scorer
+from fsad.scorers.winclip import scorer as winclip_scorer
+
+GRID, DIM, WIDTH = 5, 6, 8
+
+
+def features_of(ids, window_sizes=(2, 3)):
+    """Deterministic random features per image id, so any subset is consistent."""
+    rows = []
+    for image_id in ids:
+        gen = torch.Generator().manual_seed(zlib.crc32(image_id.encode()))
+        rows.append(
+            FeatureBatch(
+                [image_id],
+                torch.randn(1, DIM, generator=gen),
+                torch.randn(1, GRID * GRID, WIDTH, generator=gen),
+                {k: torch.randn(1, (GRID - k + 1) ** 2, DIM, generator=gen) for k in window_sizes},
+                GRID,
+            )
+        )
+    return FeatureBatch(
+        list(ids),
+        torch.cat([r.image_embeddings for r in rows]),
+        torch.cat([r.patch_tokens for r in rows]),
+        {k: torch.cat([r.windows[k] for r in rows]) for k in window_sizes},
+        GRID,
+    )
+
+
+def encode_text(prompts):
+    gen = torch.Generator().manual_seed(len(prompts))
+    return torch.randn(len(prompts), DIM, generator=gen) + torch.tensor([len(p) % 3 for p in prompts]).unsqueeze(1)
+
+
+def make_context(normal_refs, n_test=5, params=None, window_sizes=(2, 3)):
+    test = [f"test{i}" for i in range(n_test)]
+    split = Split("d", "metal_nut", "k1", 0, 0, normal_refs, [], [], test)
+    return ScoringContext(
+        split=split,
+        manifest=pd.DataFrame(),
+        features=lambda ids: features_of(ids, window_sizes),
+        text_encoder=encode_text,
+        class_name="metal nut",
+        params=params or {},
+        map_size=20,
+        device=torch.device("cpu"),
+        seed=0,
+    )
+
+
+def test_winclip_is_registered():
+    assert get_scorer("winclip") is winclip_scorer.score
+
+
+def test_zero_shot_split_gives_the_zero_shot_image_score_and_maps_at_map_size():
+    result = winclip_scorer.score(make_context([]))
+    assert list(result.scores.columns) == ["image_id", "score", "zero_shot"]
+    assert (result.scores["score"] == result.scores["zero_shot"]).all()
+    assert result.maps.shape == (5, 20, 20)
+
+
+def test_few_shot_split_adds_one_memory_sub_score_per_scale():
+    result = winclip_scorer.score(make_context(["ref0", "ref1"]))
+    assert list(result.scores.columns) == ["image_id", "score", "zero_shot", "memory_patch", "memory_w2", "memory_w3"]
+    assert list(result.scores["image_id"]) == [f"test{i}" for i in range(5)]
+    assert result.scores.notna().all().all()
+
+
+def test_scores_do_not_depend_on_how_test_images_are_chunked(monkeypatch):
+    whole = winclip_scorer.score(make_context(["ref0"], n_test=7))
+    monkeypatch.setattr(winclip_scorer, "IMAGES_PER_STEP", 3)
+    chunked = winclip_scorer.score(make_context(["ref0"], n_test=7))
+    pd.testing.assert_frame_equal(whole.scores, chunked.scores, atol=1e-6)
+    assert abs(whole.maps - chunked.maps).max() < 1e-6
+
+
+def test_prompt_preset_and_temperature_change_the_scores_and_window_sizes_the_maps():
+    base = winclip_scorer.score(make_context([]))
+    for params in ({"prompt_preset": "anomalib"}, {"text_normalisation": "raw_mean"}, {"temperature": 0.01}):
+        assert not base.scores["score"].equals(winclip_scorer.score(make_context([], params=params)).scores["score"]), params
+    assert abs(base.maps - winclip_scorer.score(make_context([], params={"window_sizes": [2]})).maps).max() > 1e-3
+
+
+def test_window_size_missing_from_the_cache_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"window sizes \[3\].*backbone's window_sizes"):
+        winclip_scorer.score(make_context(["ref0"], window_sizes=(2,)))
