@@ -1,0 +1,109 @@
+"""Runs through snakemake-executor-plugin-slurm on a real single-node SLURM cluster with fake GPUs.
+
+The cluster (tests/workflow/slurm_cluster.py) is started once for this module and stopped, daemon by
+daemon, even when a test fails. Jobs use profiles/slurm/profile.yaml with only what a cluster without
+an accounting database needs changed (see ``test_profile``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ROOT, snakemake
+from .slurm_cluster import start_cluster, unavailable_reason
+
+PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
+GPU_RULES = ("extract_features", "score")
+
+UNAVAILABLE = unavailable_reason()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
+
+
+def profile_partitions(profile: dict) -> tuple[str, ...]:
+    """Every partition the profile names, the default first."""
+    names = [profile["default-resources"]["slurm_partition"]]
+    names += [r["slurm_partition"] for r in profile["set-resources"].values() if "slurm_partition" in r]
+    return tuple(dict.fromkeys(names))
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    cluster = start_cluster(profile_partitions(yaml.safe_load(PROFILE.read_text())), gpus=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def test_profile(tmp_path) -> Path:
+    """profiles/slurm as it is, except for what the test cluster lacks: an accounting DB (no account
+    to validate, no sacct, so job status comes from squeue) and 40 s of patience before the first check."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    del profile["default-resources"]["slurm_account"]
+    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5})
+    directory = tmp_path / "profile"
+    directory.mkdir()
+    (directory / "profile.yaml").write_text(yaml.safe_dump(profile))
+    return directory
+
+
+def job_env() -> dict[str, str]:
+    """The test's environment for snakemake and its jobs (sbatch --export=ALL passes it on)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "FSAD_", "CUDA_VISIBLE"))}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+
+
+def assert_slurm_gpu_allocation(log_text: str, where: str) -> None:
+    """claim_device logged a SLURM job with a GPU: its job id and the CUDA_VISIBLE_DEVICES SLURM set."""
+    assert re.search(r"SLURM_JOB_ID=\d+", log_text), f"{where}: not run as a SLURM job:\n{log_text}"
+    assert re.search(r"CUDA_VISIBLE_DEVICES=\d", log_text), f"{where}: no GPU allocated:\n{log_text}"
+    assert re.search(r"SLURM_GPUS_ON_NODE=1\b", log_text), f"{where}: not exactly one GPU:\n{log_text}"
+
+
+TOY_SNAKEFILE = textwrap.dedent(
+    """
+    rule all:
+        input: "tables.txt"
+
+    rule extract_features:
+        output: "features.txt"
+        log: "logs/extract_features.log"
+        resources: gpu=1
+        shell:
+            "python -c 'from fsad.devices import claim_device; from fsad.logs import job_logging\\n"
+            "with job_logging(\\"{log}\\"), claim_device() as device: open(\\"{output}\\", \\"w\\").write(device)'"
+
+    rule tables:
+        input: "features.txt"
+        output: "tables.txt"
+        log: "logs/tables.log"
+        shell: "env > {log}; cat {input} > {output}"
+    """
+)
+
+
+def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster, test_profile, tmp_path):
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(test_profile), "--workflow-profile", "none"],
+        cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}\n{slurm_cluster.logs()}"
+    assert (tmp_path / "features.txt").read_text() == "cpu"  # fake GPUs: torch sees none
+    assert_slurm_gpu_allocation((tmp_path / "logs/extract_features.log").read_text(), "extract_features")
+    tables_env = (tmp_path / "logs/tables.log").read_text()
+    assert re.search(r"^SLURM_JOB_ID=\d+", tables_env, re.M)
+    assert "CUDA_VISIBLE_DEVICES" not in tables_env
+    print(f"toy workflow through SLURM: {elapsed:.1f} s")
