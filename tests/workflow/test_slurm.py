@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -94,13 +95,16 @@ TOY_SNAKEFILE = textwrap.dedent(
 
 def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster, test_profile, tmp_path):
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    # As from the repository root: the auto-applied default profile on top of the SLURM one.
+    shutil.copytree(ROOT / "profiles" / "default", tmp_path / "profiles" / "default")
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", str(test_profile), "--workflow-profile", "none"],
+        [sys.executable, "-m", "snakemake", "--profile", str(test_profile)],
         cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300,
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}\n{slurm_cluster.logs()}"
+    assert "workflow specific profile profiles/default" in proc.stdout + proc.stderr
     assert (tmp_path / "features.txt").read_text() == "cpu"  # fake GPUs: torch sees none
     assert_slurm_gpu_allocation((tmp_path / "logs/extract_features.log").read_text(), "extract_features")
     tables_env = (tmp_path / "logs/tables.log").read_text()
