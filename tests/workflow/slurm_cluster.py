@@ -11,6 +11,7 @@ allocate them and set ``CUDA_VISIBLE_DEVICES``.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -150,9 +151,9 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_m
         return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)
 
     def stop(self) -> None:
-        """Cancel every job of the cluster, then end the daemons started here (by PID), slurmd first."""
+        """Cancel every job of the cluster, end the daemons started here (by PID, slurmd first), remove its files."""
         if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:
-            self.run("scancel", "--full", "--user", str(os.geteuid()), check=False)
+            self.run("scancel", "--full", "--user", pwd.getpwuid(os.geteuid()).pw_name, check=False)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.daemons.pop(name, None)
             if proc is None or proc.poll() is not None:
@@ -166,6 +167,7 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_m
         for conf in (SLURM_CONF, GRES_CONF):
             if conf.is_symlink() and Path(os.readlink(conf)).parent == self.root:
                 conf.unlink()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_cluster(partitions: tuple[str, ...], cpus: int = 16, memory_mb: int = 256_000, gpus: int = 2) -> SlurmCluster:

@@ -2,7 +2,7 @@
 
 The cluster (tests/workflow/slurm_cluster.py) is started once for this module and stopped, daemon by
 daemon, even when a test fails. Jobs use profiles/slurm/profile.yaml with only what a cluster without
-an accounting database needs changed (see ``test_profile``).
+an accounting database needs changed (see ``cluster_profile``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, snakemake
+from .conftest import ROOT, TINY
 from .slurm_cluster import start_cluster, unavailable_reason
 
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
@@ -46,11 +46,11 @@ def slurm_cluster():
 
 
 @pytest.fixture
-def test_profile(tmp_path) -> Path:
+def cluster_profile(tmp_path) -> Path:
     """profiles/slurm as it is, except for what the test cluster lacks: an accounting DB (no account
     to validate, no sacct, so job status comes from squeue) and 40 s of patience before the first check."""
     profile = yaml.safe_load(PROFILE.read_text())
-    del profile["default-resources"]["slurm_account"]
+    profile["default-resources"].pop("slurm_account", None)
     profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5})
     directory = tmp_path / "profile"
     directory.mkdir()
@@ -93,13 +93,13 @@ TOY_SNAKEFILE = textwrap.dedent(
 )
 
 
-def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster, test_profile, tmp_path):
+def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster, cluster_profile, tmp_path):
     (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
     # As from the repository root: the auto-applied default profile on top of the SLURM one.
     shutil.copytree(ROOT / "profiles" / "default", tmp_path / "profiles" / "default")
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", str(test_profile)],
+        [sys.executable, "-m", "snakemake", "--profile", str(cluster_profile)],
         cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300,
     )
     elapsed = time.monotonic() - start
@@ -111,3 +111,32 @@ def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster,
     assert re.search(r"^SLURM_JOB_ID=\d+", tables_env, re.M)
     assert "CUDA_VISIBLE_DEVICES" not in tables_env
     print(f"toy workflow through SLURM: {elapsed:.1f} s")
+
+
+def test_tiny_pipeline_runs_through_slurm_and_every_gpu_job_gets_a_gpu(slurm_cluster, cluster_profile, tmp_path):
+    # One dataset keeps the number of SLURM job waves (about 10 s each) small; every rule still runs.
+    overlay = tmp_path / "one_dataset.yaml"
+    tiny = yaml.safe_load(TINY.read_text())
+    overlay.write_text(yaml.safe_dump({"datasets": [d for d in tiny["datasets"] if d["name"] == "synthetic"]}))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--profile", str(cluster_profile)]
+    cmd += ["--configfile", str(TINY), str(overlay)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}\n{slurm_cluster.logs()}"
+
+    results = workdir / "results"
+    assert (results / "metrics/metrics.csv").stat().st_size > 0
+    assert (results / "tables/synthetic.md").stat().st_size > 0
+    assert (results / "tables/summary.csv").stat().st_size > 0
+    assert (results / "plots/roc_synthetic.png").stat().st_size > 0
+    assert list(results.glob("scores/*/synthetic/*/*/run0.parquet"))
+    for rule in GPU_RULES:
+        logs = sorted((results / "logs" / rule).rglob("*.log"))
+        assert logs, f"no {rule} job logs under {results / 'logs' / rule}"
+        for log in logs:
+            assert_slurm_gpu_allocation(log.read_text(), str(log.relative_to(results)))
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)
+    print(f"tiny pipeline through SLURM: {len(submitted)} SLURM jobs in {elapsed:.1f} s")
