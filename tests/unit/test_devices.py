@@ -64,6 +64,21 @@ def test_slurm_allocation_is_used_as_is_without_locking(monkeypatch, tmp_path, c
     assert not (tmp_path / "locks").exists()
 
 
+def test_an_empty_cuda_visible_devices_means_cpu(monkeypatch):
+    monkeypatch.setenv("FSAD_FAKE_GPUS", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with claim_device() as device:
+        assert device == "cpu"
+
+
+def test_a_slurm_job_without_gpus_locks_like_a_local_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("FSAD_FAKE_GPUS", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    with claim_device():
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert (tmp_path / "locks" / "gpu-0.lock").exists()
+
+
 def test_bad_fake_gpu_count_names_the_variable(monkeypatch):
     monkeypatch.setenv("FSAD_FAKE_GPUS", "two")
     with pytest.raises(ValueError, match="FSAD_FAKE_GPUS"):
