@@ -1,0 +1,95 @@
+"""ELPV: electroluminescence images of solar cells (pip package ``elpv-dataset``).
+
+The package ships 2624 greyscale 300x300 PNGs (``data/images/cellNNNN.png``) and ``data/labels.csv``
+with, per cell, the experts' defect probability (0, 1/3, 2/3 or 1) and the cell type (mono or poly).
+Categories are the cell types ``mono`` and ``poly``.
+
+* normal: probability 0 (label 0, defect_type ``good``);
+* anomalous: probability above ``spec['anomaly_threshold']`` (default 0.5; label 1, defect_type
+  the rounded probability, ``p0.67`` or ``p1.00``);
+* cells in between (0 < p <= threshold; 1/3 at the default) are uncertain and dropped.
+
+There are no pixel masks. The package has no train/test split: normal cells are assigned by the
+fixed hash rule of :mod:`fsad.data.adapters.normal_split` (about half to train); every anomalous
+cell is test. The PNGs are referenced in place; nothing is copied. ``spec['root']`` may point at
+another copy of the package's ``data`` folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fsad.data.adapters.normal_split import normal_split
+from fsad.data.manifest import MANIFEST_COLUMNS, make_image_id
+from fsad.data.registry import DatasetSpec, register
+
+CELL_TYPES = ["mono", "poly"]
+DEFAULT_ANOMALY_THRESHOLD = 0.5
+
+
+def elpv_categories(spec: DatasetSpec) -> list[str]:
+    """Cell types, one category each."""
+    return list(CELL_TYPES)
+
+
+def elpv_root(spec: DatasetSpec) -> Path:
+    """The folder holding ``labels.csv`` and ``images/``: ``spec['root']`` when set, else the installed package's."""
+    if spec.get("root"):
+        return Path(spec["root"]).expanduser().resolve()
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("elpv_dataset") / "data")).resolve()
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"dataset {spec.get('name', 'elpv')!r} (kind elpv) needs the package elpv-dataset; "
+            "install it with `pip install elpv-dataset`"
+        ) from err
+
+
+def read_elpv_labels(labels_csv: Path) -> pd.DataFrame:
+    """``labels.csv`` as columns ``path`` (relative), ``probability`` (float) and ``cell_type``."""
+    if not labels_csv.exists():
+        raise FileNotFoundError(f"{labels_csv}: ELPV labels not found; reinstall elpv-dataset or fix the dataset's `root`")
+    labels = pd.read_csv(labels_csv, sep=r"\s+", header=None, names=["path", "probability", "cell_type"])
+    unknown = sorted(set(labels["cell_type"]) - set(CELL_TYPES))
+    if unknown or labels["probability"].isna().any():
+        raise ValueError(f"{labels_csv}: unexpected cell types {unknown} or missing probabilities; is this the ELPV labels file?")
+    return labels
+
+
+@register("elpv", categories=elpv_categories, has_masks=False)
+def prepare_elpv(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
+    """Manifest rows: normal (p = 0) and anomalous (p > threshold) cells, uncertain ones dropped."""
+    threshold = float(spec.get("anomaly_threshold", DEFAULT_ANOMALY_THRESHOLD))
+    if not 0 <= threshold < 1:
+        raise ValueError(f"dataset {spec.get('name', 'elpv')!r}: anomaly_threshold must be in [0, 1), got {threshold}")
+    root = elpv_root(spec)
+    labels = read_elpv_labels(root / "labels.csv")
+    rows = []
+    for path, probability, cell_type in labels.itertuples(index=False):
+        if probability == 0:
+            label, defect_type = 0, "good"
+        elif probability > threshold:
+            label, defect_type = 1, f"p{probability:.2f}"
+        else:
+            continue
+        image_path = root / path
+        if not image_path.exists():
+            raise FileNotFoundError(f"{image_path}: listed in {root / 'labels.csv'} but missing; reinstall elpv-dataset")
+        stem = Path(path).stem
+        split = normal_split("elpv", stem) if label == 0 else "test"
+        rows.append(
+            {
+                "image_id": make_image_id(cell_type, split, defect_type, stem),
+                "category": cell_type,
+                "split": split,
+                "label": label,
+                "defect_type": defect_type,
+                "image_path": str(image_path),
+                "mask_path": "",
+            }
+        )
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
