@@ -96,7 +96,7 @@ def scratch(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | Non
     t = np.linspace(0, 1, max(int(length), 2))[:, None]
     points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
     canvas = Image.new("L", (width, height), 0)
-    stroke_width = int(rng.integers(1, 4 + int(length > 0.3 * width)))
+    stroke_width = int(rng.integers(2, 4 + int(length > 0.3 * width)))
     ImageDraw.Draw(canvas).line([tuple(p) for p in points], fill=255, width=stroke_width, joint="curve")
     alpha = ndimage.gaussian_filter(np.asarray(canvas, dtype=np.float64) / 255.0, 0.6)
     alpha = np.clip(alpha * 1.5, 0, 1)
@@ -184,8 +184,7 @@ def noise(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | None 
     alpha = np.clip(blob * (1.2 + 0.6 * ragged), 0, 1)
     texture = _smooth_noise(rng, shape, cell=rng.uniform(3.0, 10.0))
     amplitude = rng.uniform(40, 90)
-    colour_bias = rng.normal(0, 12, size=3)
-    overlay = image.astype(np.float64) + amplitude * texture[..., None] + colour_bias
+    overlay = image.astype(np.float64) + amplitude * texture[..., None]
     return blend(image, np.clip(overlay, 0, 255), alpha)
 
 
