@@ -22,6 +22,21 @@ def make_image_id(*parts: str) -> str:
     return "-".join(re.sub(r"[^A-Za-z0-9_.+]", "_", str(p)) for p in parts)
 
 
+def manifest_row(
+    category: str, split: str, defect_type: str, stem: str, image_path: str | Path, mask_path: str | Path = ""
+) -> dict[str, object]:
+    """One manifest row; the id is ``make_image_id(category, split, defect_type, stem)``, the label 0 iff ``defect_type == 'good'``."""
+    return {
+        "image_id": make_image_id(category, split, defect_type, stem),
+        "category": category,
+        "split": split,
+        "label": int(defect_type != "good"),
+        "defect_type": defect_type,
+        "image_path": str(Path(image_path).resolve()),
+        "mask_path": str(Path(mask_path).resolve()) if mask_path else "",
+    }
+
+
 def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     """Check columns, labels, splits and id uniqueness; return the frame in canonical column order and row order."""
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]

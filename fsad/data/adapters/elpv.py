@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsad.data.adapters.normal_split import normal_split
-from fsad.data.manifest import MANIFEST_COLUMNS, make_image_id
+from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, register
 
 CELL_TYPES = ["mono", "poly"]
@@ -71,25 +71,15 @@ def prepare_elpv(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     rows = []
     for path, probability, cell_type in labels.itertuples(index=False):
         if probability == 0:
-            label, defect_type = 0, "good"
+            defect_type = "good"
         elif probability > threshold:
-            label, defect_type = 1, f"p{probability:.2f}"
+            defect_type = f"p{probability:.2f}"
         else:
             continue
         image_path = root / path
         if not image_path.exists():
             raise FileNotFoundError(f"{image_path}: listed in {root / 'labels.csv'} but missing; reinstall elpv-dataset")
         stem = Path(path).stem
-        split = normal_split("elpv", stem) if label == 0 else "test"
-        rows.append(
-            {
-                "image_id": make_image_id(cell_type, split, defect_type, stem),
-                "category": cell_type,
-                "split": split,
-                "label": label,
-                "defect_type": defect_type,
-                "image_path": str(image_path),
-                "mask_path": "",
-            }
-        )
+        split = normal_split("elpv", stem) if defect_type == "good" else "test"
+        rows.append(manifest_row(cell_type, split, defect_type, stem, image_path))
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fsad.data.manifest import MANIFEST_COLUMNS, make_image_id
+from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, get_adapter, raw_root, register
 from fsad.data.synthetic_defects import DEFECT_TYPES, add_defect, load_rgb, save_png
 from fsad.seeding import derive_seed
@@ -108,7 +108,7 @@ def _prepare_category(
             stem = _stem(index, source_path)
             path = out_dir / split / "good" / f"{stem}.png"
             save_png(load_rgb(source_path, size), path)
-            rows.append(_row(category, split, "good", stem, path, ""))
+            rows.append(manifest_row(category, split, "good", stem, path, ""))
     for index, (source_id, source_path) in enumerate(zip(bases["image_id"], bases["image_path"])):
         stem = _stem(index, source_path)
         defect_type = options["defect_types"][index % len(options["defect_types"])]
@@ -120,22 +120,10 @@ def _prepare_category(
         mask_path = out_dir / "ground_truth" / defect_type / f"{stem}_mask.png"
         save_png(defect.image, image_path)
         save_png(defect.mask, mask_path)
-        rows.append(_row(category, "test", defect_type, stem, image_path, mask_path))
+        rows.append(manifest_row(category, "test", defect_type, stem, image_path, mask_path))
     return rows
 
 
 def _stem(index: int, source_path: str) -> str:
     """File stem of a generated image: its position (unique per split and type) and its source's stem, for tracing."""
     return f"{index:03d}_{Path(source_path).stem}"
-
-
-def _row(category: str, split: str, defect_type: str, stem: str, image_path: Path, mask_path: Path | str) -> dict[str, Any]:
-    return {
-        "image_id": make_image_id(category, split, defect_type, stem),
-        "category": category,
-        "split": split,
-        "label": int(defect_type != "good"),
-        "defect_type": defect_type,
-        "image_path": str(Path(image_path).resolve()),
-        "mask_path": str(Path(mask_path).resolve()) if mask_path else "",
-    }

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsad.data.adapters.normal_split import normal_split
-from fsad.data.manifest import MANIFEST_COLUMNS, make_image_id
+from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, register
 
 CATEGORY = "textile"
@@ -56,18 +56,7 @@ def prepare_textile(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
                 f"{root / folder}: no *.jpg images; reinstall conformal-clip-data "
                 "(`pip install --force-reinstall conformal-clip-data`) or fix the dataset's `root`"
             )
-        label = int(defect_type != "good")
         for path in images:
-            split = normal_split("textile", path.stem) if label == 0 else "test"
-            rows.append(
-                {
-                    "image_id": make_image_id(CATEGORY, split, defect_type, path.stem),
-                    "category": CATEGORY,
-                    "split": split,
-                    "label": label,
-                    "defect_type": defect_type,
-                    "image_path": str(path),
-                    "mask_path": "",
-                }
-            )
+            split = normal_split("textile", path.stem) if defect_type == "good" else "test"
+            rows.append(manifest_row(CATEGORY, split, defect_type, path.stem, path))
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
