@@ -21,6 +21,7 @@ Normal images are resized copies of their source; an anomaly's mask is exactly t
 that differ from its resized source. Everything is written as PNG under ``raw_root`` (default
 ``data_dir/raw``): ``{category}/{split}/{defect_type}/{NNN}_{source stem}.png`` and
 ``{category}/ground_truth/{defect_type}/{NNN}_{source stem}_mask.png``; a rerun writes byte-identical files.
+Files left by an earlier run with other options stay in place but are not listed in the manifest.
 """
 
 from __future__ import annotations
