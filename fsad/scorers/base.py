@@ -70,10 +70,13 @@ class ScoreResult:
         scores: one row per test image: ``image_id``, ``score`` and one column per sub-score.
         maps: ``(N, map_size, map_size)`` anomaly maps in the row order of ``scores``, or None
             when the scorer gives image scores only.
+        extra: JSON-serialisable details the orchestration saves beside the scores (e.g. the
+            anomalous-memory scorer's memory choices and weight validation).
     """
 
     scores: pd.DataFrame
     maps: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Scorer = Callable[[ScoringContext], ScoreResult]

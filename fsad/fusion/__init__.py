@@ -1,0 +1,1 @@
+"""Score weighting: baseline, random draws, Monte-Carlo validation on augmentations, oracle."""

@@ -1,0 +1,1 @@
+"""Anomalous-memory scorer (anomalous samples for few-shot anomaly detection)."""
