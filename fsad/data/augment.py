@@ -45,7 +45,7 @@ def augment(image: Image.Image, mask: Image.Image | None, n: int, seed: int) -> 
     if mask is not None and mask.size != image.size:
         raise ValueError(f"mask size {mask.size} differs from image size {image.size}")
     pixels = tv_tensors.Image(TF.pil_to_tensor(image.convert("RGB")))
-    mask_tensor = None if mask is None else tv_tensors.Mask(TF.pil_to_tensor(mask.convert("L")) > 127).to(torch.uint8) * 255
+    mask_tensor = None if mask is None else tv_tensors.Mask(TF.pil_to_tensor(mask.convert("L")) > 0).to(torch.uint8) * 255
     pipeline = augmentation_pipeline()
     out: list[tuple[Image.Image, Image.Image | None]] = []
     with torch.random.fork_rng(devices=[]):

@@ -1,0 +1,196 @@
+"""The ``anomalous_memory`` scorer: one masked anomalous image, nine sub-scores, validated weights.
+
+Params (the scorer's config entry): ``window_sizes`` ([2, 3, 7]; the patch scale is always added),
+``coverage_threshold`` (0.5), ``partial_windows`` (``exclude`` | ``normal``, see
+:func:`~fsad.scorers.anomalous_memory.torch_model.split_by_coverage`), ``n_augmentations`` (10),
+``n_draws`` (100), ``distributions`` ([uniform, normal, student_t]), ``weights`` (``baseline`` or a
+distribution: which total fills ``score`` and the fused map), ``prompt_preset``, ``temperature``,
+``text_normalisation`` (as winclip).
+
+Columns: ``score``, the sub-scores (``zero_shot``, ``reference_{scale}``, ``anomalous_{scale}``),
+``score_baseline`` and ``score_{distribution}`` per validated distribution. ``ScoreResult.extra`` holds
+the memory choices per scale and the weight-validation report.
+
+Needs ``ctx.extra["encode"]``: ``list[PIL.Image] -> FeatureBatch`` to encode the augmented images.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from fsad.data.augment import augment
+from fsad.features.types import FeatureBatch
+from fsad.fusion.validation import WeightValidation, validate_weights
+from fsad.fusion.weights import DISTRIBUTIONS, baseline_weights
+from fsad.scorers.anomalous_memory.torch_model import (
+    DualMemory,
+    anomalous_memory_scores,
+    build_dual_memory,
+    fused_map,
+    sub_score_names,
+    weighted_total,
+)
+from fsad.scorers.base import ScoreResult, ScoringContext, register_scorer
+from fsad.scorers.winclip.torch_model import upsample_maps
+from fsad.seeding import derive_seed
+from fsad.text.prompts import text_embeddings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_SIZES = [2, 3, 7]
+# Test images scored per step; bounds the (images, positions, memory) similarity tensor.
+IMAGES_PER_STEP = 64
+
+
+def _where(ctx: ScoringContext) -> str:
+    s = ctx.split
+    return f"{s.dataset}/{s.category}/{s.setting}/run{s.run}"
+
+
+def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, torch.Tensor]:
+    """The split's one anomalous reference: id, image and ``(H, W)`` binary mask."""
+    refs = ctx.split.anomalous_refs
+    if len(refs) != 1:
+        raise ValueError(
+            f"anomalous_memory needs exactly one anomalous reference image per split, {_where(ctx)} has {len(refs)}; "
+            f"use a setting with anomalous_shots: 1 (e.g. a1) for this scorer"
+        )
+    row = ctx.manifest.loc[refs[0]]
+    mask_path = row["mask_path"]
+    if not isinstance(mask_path, str) or not mask_path:
+        raise ValueError(
+            f"anomalous_memory needs a pixel mask for the anomalous reference {refs[0]!r} ({_where(ctx)}), but the "
+            f"manifest of dataset {ctx.split.dataset!r} gives none; this dataset has no defect masks: drop it from "
+            f"scorers.anomalous_memory.datasets in the config"
+        )
+    image = Image.open(row["image_path"]).convert("RGB")
+    mask = Image.open(mask_path).convert("L")
+    if mask.size != image.size:
+        raise ValueError(f"{mask_path}: mask size {mask.size} differs from its image {row['image_path']} ({image.size})")
+    return refs[0], image, torch.from_numpy(np.array(mask) > 0)
+
+
+def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None:
+    missing = sorted(set(window_sizes) - set(features.windows))
+    if missing:
+        raise ValueError(
+            f"anomalous_memory asks for window sizes {missing} that the feature cache does not hold (it has "
+            f"{sorted(features.windows)}); add them to the backbone's window_sizes in the config"
+        )
+
+
+def _augmented_set(ctx: ScoringContext, image: Image.Image, mask: torch.Tensor, n_augmentations: int) -> tuple[list[Image.Image], np.ndarray]:
+    """Augmentations of the anomalous reference (label 1) and the validation normals (label 0)."""
+    n_anomalous = (n_augmentations + 1) // 2
+    mask_image = Image.fromarray(mask.numpy().astype(np.uint8) * 255)
+    images = [img for img, _ in augment(image, mask_image, n_anomalous, derive_seed(ctx.seed, "augment", "anomalous"))]
+    counts = np.array_split(np.arange(n_augmentations - n_anomalous), len(ctx.split.validation))
+    for image_id, share in zip(ctx.split.validation, counts):
+        normal = Image.open(ctx.manifest.loc[image_id, "image_path"]).convert("RGB")
+        images += [img for img, _ in augment(normal, None, len(share), derive_seed(ctx.seed, "augment", image_id))]
+    labels = np.array([1] * n_anomalous + [0] * (len(images) - n_anomalous))
+    return images, labels
+
+
+def _validate(
+    ctx: ScoringContext,
+    params: dict,
+    image: Image.Image,
+    mask: torch.Tensor,
+    memory: DualMemory,
+    text: torch.Tensor,
+    window_sizes: list[int],
+    temperature: float,
+    test_sub_scores: np.ndarray,
+) -> WeightValidation:
+    encode = ctx.extra.get("encode")
+    if encode is None:
+        raise ValueError("anomalous_memory validates weights on augmented images and needs ctx.extra['encode'] to encode them")
+    if not ctx.split.validation:
+        raise ValueError(
+            f"anomalous_memory weight validation needs a normal validation image, {_where(ctx)} has none; use a setting "
+            f"with validation_normals >= 1 (e.g. a1), or set scorers.anomalous_memory.distributions to [] and weights to baseline"
+        )
+    images, labels = _augmented_set(ctx, image, mask, int(params.get("n_augmentations", 10)))
+    features = encode(images).to(ctx.device)
+    _check_window_sizes(features, window_sizes)
+    validation_scores = anomalous_memory_scores(features, memory, text, window_sizes, temperature).sub_scores.cpu().numpy()
+    test_labels = ctx.manifest.loc[ctx.split.test, "label"].to_numpy()
+    return validate_weights(
+        validation_scores,
+        labels,
+        test_sub_scores,
+        test_labels,
+        sub_score_names(window_sizes),
+        list(params.get("distributions", DISTRIBUTIONS)),
+        int(params.get("n_draws", 100)),
+        ctx.seed,
+    )
+
+
+@register_scorer("anomalous_memory")
+def score(ctx: ScoringContext) -> ScoreResult:
+    """Score ``ctx.split.test`` with the zero-shot, reference-memory and anomalous-memory sub-scores."""
+    params = ctx.params
+    window_sizes = list(params.get("window_sizes") or DEFAULT_WINDOW_SIZES)
+    temperature = float(params.get("temperature", 0.07))
+    names = sub_score_names(window_sizes)
+    distributions = list(params.get("distributions", DISTRIBUTIONS))
+    mode = params.get("weights", "baseline")
+    if mode != "baseline" and mode not in distributions:
+        raise ValueError(f"scorers.anomalous_memory.weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
+    if not ctx.split.test:
+        raise ValueError(f"split {_where(ctx)} has no test images; check the dataset's manifest and max_test_per_category")
+
+    ref_id, image, mask = _anomalous_sample(ctx)
+    reference = ctx.features([ref_id])
+    _check_window_sizes(reference, window_sizes)
+    memory = build_dual_memory(
+        reference, mask, window_sizes, float(params.get("coverage_threshold", 0.5)), params.get("partial_windows", "exclude")
+    )
+    for choice in memory.choices.values():
+        log.info("%s memory %s", _where(ctx), choice.summary())
+        if choice.anomalous_fallback:
+            log.warning(
+                "%s scale %s: no window reaches coverage %.2f (max %.3f); the %d most covered windows form the anomalous memory",
+                _where(ctx), choice.scale, params.get("coverage_threshold", 0.5), choice.max_coverage, len(choice.anomalous),
+            )
+        if choice.normal_fallback:
+            log.warning("%s scale %s: every window touches the defect; the %d least covered form the reference memory", _where(ctx), choice.scale, len(choice.normal))
+    text = text_embeddings(ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")).to(ctx.device)
+
+    ids = list(ctx.split.test)
+    sub_scores, grid_maps = [], []
+    for start in range(0, len(ids), IMAGES_PER_STEP):
+        features = ctx.features(ids[start : start + IMAGES_PER_STEP])
+        _check_window_sizes(features, window_sizes)
+        out = anomalous_memory_scores(features, memory, text, window_sizes, temperature)
+        sub_scores.append(out.sub_scores)
+        grid_maps.append(out.maps)
+    test_sub_scores = torch.cat(sub_scores)
+
+    weights = {"baseline": baseline_weights(len(window_sizes) + 1)}
+    validation = None
+    if distributions:
+        validation = _validate(ctx, params, image, mask, memory, text, window_sizes, temperature, test_sub_scores.cpu().numpy())
+        weights |= validation.chosen
+    chosen = torch.as_tensor(weights[mode], dtype=torch.float32)
+
+    columns: dict[str, object] = {"image_id": ids, "score": weighted_total(test_sub_scores, chosen).cpu().numpy()}
+    columns |= {name: test_sub_scores[:, i].cpu().numpy() for i, name in enumerate(names)}
+    columns |= {f"score_{name}": weighted_total(test_sub_scores, torch.as_tensor(w, dtype=torch.float32)).cpu().numpy() for name, w in weights.items()}
+    maps = upsample_maps(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
+    extra = {
+        "anomalous_ref": ref_id,
+        "weights_mode": mode,
+        "sub_scores": names,
+        "baseline_weights": [float(w) for w in weights["baseline"]],
+        "memory": {scale: choice.summary() for scale, choice in memory.choices.items()},
+        "validation": None if validation is None else validation.report,
+    }
+    return ScoreResult(pd.DataFrame(columns), maps.float().cpu().numpy(), extra)

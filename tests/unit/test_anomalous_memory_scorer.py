@@ -1,0 +1,113 @@
+"""The anomalous_memory scorer glue: mask handling, columns, validated weights, maps, clear errors."""
+
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fsad.features.types import FeatureBatch
+from fsad.fusion.weights import baseline_weights
+from fsad.scorers.anomalous_memory import scorer as anomalous_scorer
+from fsad.scorers.base import ScoringContext, Split, get_scorer
+
+GRID, DIM, WIDTH, WINDOWS = 5, 6, 8, (2, 3)
+SUB_SCORES = ["zero_shot", "reference_patch", "reference_w2", "reference_w3", "anomalous_patch", "anomalous_w2", "anomalous_w3"]
+
+
+def features_of(keys):
+    """Deterministic random features per key, so any subset is consistent."""
+    rows = []
+    for key in keys:
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        rows.append((torch.randn(1, DIM, generator=gen), torch.randn(1, GRID * GRID, WIDTH, generator=gen),
+                     {k: torch.randn(1, (GRID - k + 1) ** 2, DIM, generator=gen) for k in WINDOWS}))
+    return FeatureBatch(list(keys), torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]),
+                        {k: torch.cat([r[2][k] for r in rows]) for k in WINDOWS}, GRID)
+
+
+def encode_images(images):
+    """Stands in for the backbone: features keyed by the pixels' checksum."""
+    return features_of([str(zlib.crc32(np.array(img).tobytes())) for img in images])
+
+
+def encode_text(prompts):
+    gen = torch.Generator().manual_seed(len(prompts))
+    return torch.randn(len(prompts), DIM, generator=gen) + torch.tensor([len(p) % 3 for p in prompts]).unsqueeze(1)
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    rows = []
+    rng = np.random.default_rng(0)
+    for name, label, with_mask in [("anomalous", 1, True), ("valid", 0, False)] + [(f"test{i}", i % 2, False) for i in range(6)]:
+        image_path = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image_path)
+        mask_path = ""
+        if with_mask:
+            mask = np.zeros((40, 40), dtype=np.uint8)
+            mask[0:16, 0:16] = 255
+            mask_path = str(tmp_path / f"{name}_mask.png")
+            Image.fromarray(mask).save(mask_path)
+        rows.append({"image_id": name, "label": label, "image_path": str(image_path), "mask_path": mask_path})
+    return pd.DataFrame(rows).set_index("image_id", drop=False)
+
+
+def make_context(manifest, params=None, encode=encode_images, validation=("valid",)):
+    test = [f"test{i}" for i in range(6)]
+    split = Split("d", "pcb1", "a1", 0, 11, [], ["anomalous"], list(validation), test)
+    return ScoringContext(
+        split=split, manifest=manifest, features=features_of, text_encoder=encode_text, class_name="pcb1",
+        params={"window_sizes": list(WINDOWS), "n_draws": 20, **(params or {})}, map_size=12,
+        device=torch.device("cpu"), seed=11, extra={} if encode is None else {"encode": encode},
+    )
+
+
+def test_anomalous_memory_is_registered():
+    assert get_scorer("anomalous_memory") is anomalous_scorer.score
+
+
+def test_scores_carry_every_sub_score_the_baseline_and_each_validated_total(manifest):
+    result = anomalous_scorer.score(make_context(manifest))
+    frame = result.scores
+    assert list(frame.columns) == ["image_id", "score", *SUB_SCORES, "score_baseline", "score_uniform", "score_normal", "score_student_t"]
+    assert list(frame["image_id"]) == [f"test{i}" for i in range(6)]
+    assert np.allclose(frame["score"], frame["score_baseline"])
+    assert np.allclose(frame["score_baseline"], frame[SUB_SCORES].to_numpy() @ baseline_weights(3), atol=1e-6)
+    assert result.maps.shape == (6, 12, 12)
+
+
+def test_weights_mode_puts_the_validated_total_into_score_and_the_report_into_extra(manifest):
+    result = anomalous_scorer.score(make_context(manifest, {"weights": "uniform", "distributions": ["uniform"]}))
+    assert np.allclose(result.scores["score"], result.scores["score_uniform"])
+    report = result.extra["validation"]
+    assert report["n_validation"] == 10 and report["n_validation_anomalous"] == 5
+    assert set(report["validation_sub_score_auroc"]) == set(SUB_SCORES)
+    weights = np.array(report["distributions"]["uniform"]["weights"])
+    assert np.allclose(result.scores["score"], result.scores[SUB_SCORES].to_numpy() @ weights, atol=1e-5)
+    assert result.extra["memory"]["patch"]["n_anomalous"] > 0
+
+
+def test_scoring_is_reproducible(manifest):
+    first, second = anomalous_scorer.score(make_context(manifest)), anomalous_scorer.score(make_context(manifest))
+    pd.testing.assert_frame_equal(first.scores, second.scores)
+    assert first.extra == second.extra
+
+
+def test_a_reference_without_mask_stops_the_scorer_with_the_fix(manifest):
+    manifest.loc["anomalous", "mask_path"] = ""
+    with pytest.raises(ValueError, match="no defect masks: drop it from scorers.anomalous_memory.datasets"):
+        anomalous_scorer.score(make_context(manifest))
+
+
+def test_validation_needs_an_encoder_and_a_validation_normal(manifest):
+    with pytest.raises(ValueError, match="encode"):
+        anomalous_scorer.score(make_context(manifest, encode=None))
+    with pytest.raises(ValueError, match="validation_normals"):
+        anomalous_scorer.score(make_context(manifest, validation=()))
+    baseline_only = anomalous_scorer.score(make_context(manifest, {"distributions": []}, encode=None, validation=()))
+    assert baseline_only.extra["validation"] is None
+    with pytest.raises(ValueError, match="weights is 'normal'"):
+        anomalous_scorer.score(make_context(manifest, {"weights": "normal", "distributions": ["uniform"]}))
