@@ -2,4 +2,3 @@
 
 import fsad.scorers.anomalous_memory.scorer  # noqa: F401
 import fsad.scorers.winclip.scorer  # noqa: F401
-import fsad.scorers.anomalous_memory.scorer  # noqa: F401
