@@ -90,8 +90,10 @@ def test_weights_mode_puts_the_validated_total_into_score_and_the_report_into_ex
     assert result.extra["memory"]["patch"]["n_anomalous"] > 0
 
 
-def test_scoring_is_reproducible(manifest):
-    first, second = anomalous_scorer.score(make_context(manifest)), anomalous_scorer.score(make_context(manifest))
+def test_scoring_is_reproducible_and_runs_under_inference_mode_as_the_orchestration_calls_it(manifest):
+    first = anomalous_scorer.score(make_context(manifest))
+    with torch.inference_mode():
+        second = anomalous_scorer.score(make_context(manifest))
     pd.testing.assert_frame_equal(first.scores, second.scores)
     assert first.extra == second.extra
 

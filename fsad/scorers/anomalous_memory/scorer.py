@@ -7,6 +7,9 @@ Params (the scorer's config entry): ``window_sizes`` ([2, 3, 7]; the patch scale
 distribution: which total fills ``score`` and the fused map), ``prompt_preset``, ``temperature``,
 ``text_normalisation`` (as winclip).
 
+The zero-shot map (part of the fused map) aggregates the windows of every size in ``window_sizes``; the
+zero-shot sub-score is the image embedding's score either way.
+
 Columns: ``score``, the sub-scores (``zero_shot``, ``reference_{scale}``, ``anomalous_{scale}``),
 ``score_baseline`` and ``score_{distribution}`` per validated distribution. ``ScoreResult.extra`` holds
 the memory choices per scale and the weight-validation report.
@@ -52,8 +55,8 @@ def _where(ctx: ScoringContext) -> str:
     return f"{s.dataset}/{s.category}/{s.setting}/run{s.run}"
 
 
-def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, torch.Tensor]:
-    """The split's one anomalous reference: id, image and ``(H, W)`` binary mask."""
+def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, Image.Image]:
+    """The split's one anomalous reference: id, RGB image and ``"L"`` mask (non-zero pixels are the defect)."""
     refs = ctx.split.anomalous_refs
     if len(refs) != 1:
         raise ValueError(
@@ -72,7 +75,7 @@ def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, torch.Tens
     mask = Image.open(mask_path).convert("L")
     if mask.size != image.size:
         raise ValueError(f"{mask_path}: mask size {mask.size} differs from its image {row['image_path']} ({image.size})")
-    return refs[0], image, torch.from_numpy(np.array(mask) > 0)
+    return refs[0], image, mask
 
 
 def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None:
@@ -84,11 +87,10 @@ def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None
         )
 
 
-def _augmented_set(ctx: ScoringContext, image: Image.Image, mask: torch.Tensor, n_augmentations: int) -> tuple[list[Image.Image], np.ndarray]:
+def _augmented_set(ctx: ScoringContext, image: Image.Image, mask: Image.Image, n_augmentations: int) -> tuple[list[Image.Image], np.ndarray]:
     """Augmentations of the anomalous reference (label 1) and the validation normals (label 0)."""
     n_anomalous = (n_augmentations + 1) // 2
-    mask_image = Image.fromarray(mask.numpy().astype(np.uint8) * 255)
-    images = [img for img, _ in augment(image, mask_image, n_anomalous, derive_seed(ctx.seed, "augment", "anomalous"))]
+    images = [img for img, _ in augment(image, mask, n_anomalous, derive_seed(ctx.seed, "augment", "anomalous"))]
     counts = np.array_split(np.arange(n_augmentations - n_anomalous), len(ctx.split.validation))
     for image_id, share in zip(ctx.split.validation, counts):
         normal = Image.open(ctx.manifest.loc[image_id, "image_path"]).convert("RGB")
@@ -101,7 +103,7 @@ def _validate(
     ctx: ScoringContext,
     params: dict,
     image: Image.Image,
-    mask: torch.Tensor,
+    mask: Image.Image,
     memory: DualMemory,
     text: torch.Tensor,
     window_sizes: list[int],
@@ -151,7 +153,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     reference = ctx.features([ref_id])
     _check_window_sizes(reference, window_sizes)
     memory = build_dual_memory(
-        reference, mask, window_sizes, float(params.get("coverage_threshold", 0.5)), params.get("partial_windows", "exclude")
+        reference, torch.from_numpy(np.array(mask) > 0), window_sizes, float(params.get("coverage_threshold", 0.5)), params.get("partial_windows", "exclude")
     )
     for choice in memory.choices.values():
         log.info("%s memory %s", _where(ctx), choice.summary())
