@@ -113,3 +113,9 @@ def test_validation_needs_an_encoder_and_a_validation_normal(manifest):
     assert baseline_only.extra["validation"] is None
     with pytest.raises(ValueError, match="weights is 'normal'"):
         anomalous_scorer.score(make_context(manifest, {"weights": "normal", "distributions": ["uniform"]}))
+
+
+def test_an_empty_reference_mask_names_the_mask_file(manifest):
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(manifest.loc["anomalous", "mask_path"])
+    with pytest.raises(ValueError, match="anomalous_mask.png: the mask .* marks no defect pixel"):
+        anomalous_scorer.score(make_context(manifest))

@@ -84,6 +84,12 @@ def test_when_every_window_touches_the_defect_the_least_covered_form_the_referen
     assert choice.anomalous == [0] and choice.normal == [2, 3] and choice.normal_fallback
 
 
+def test_a_single_window_scale_serves_both_memories_with_both_fallbacks_flagged():
+    choice = split_by_coverage(torch.tensor([0.04]), threshold=0.5)
+    assert choice.anomalous == [0] and choice.normal == [0]
+    assert choice.anomalous_fallback and choice.normal_fallback
+
+
 def test_an_empty_mask_and_an_unknown_policy_are_refused():
     with pytest.raises(ValueError, match="covers no patch"):
         split_by_coverage(torch.zeros(4), threshold=0.5)

@@ -75,6 +75,8 @@ def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, Image.Imag
     mask = Image.open(mask_path).convert("L")
     if mask.size != image.size:
         raise ValueError(f"{mask_path}: mask size {mask.size} differs from its image {row['image_path']} ({image.size})")
+    if not np.array(mask).any():
+        raise ValueError(f"{mask_path}: the mask of anomalous reference {refs[0]!r} marks no defect pixel; fix the mask or the manifest label")
     return refs[0], image, mask
 
 
@@ -163,7 +165,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
                 _where(ctx), choice.scale, params.get("coverage_threshold", 0.5), choice.max_coverage, len(choice.anomalous),
             )
         if choice.normal_fallback:
-            log.warning("%s scale %s: every window touches the defect; the %d least covered form the reference memory", _where(ctx), choice.scale, len(choice.normal))
+            log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", _where(ctx), choice.scale, len(choice.normal))
     text = text_embeddings(ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")).to(ctx.device)
 
     ids = list(ctx.split.test)

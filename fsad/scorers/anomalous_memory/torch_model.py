@@ -20,6 +20,7 @@ embedding width, ``W`` token width.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -78,7 +79,7 @@ class ScaleChoice:
         anomalous: indices of the windows (patches) in the anomalous memory.
         normal: indices of the windows (patches) in the reference memory.
         anomalous_fallback: no window reached the threshold; the most covered ones were taken.
-        normal_fallback: every window touched the defect; the least covered ones were taken.
+        normal_fallback: no window was free of the defect; the least covered ones were taken.
         max_coverage: the largest window coverage of this scale.
     """
 
@@ -108,8 +109,10 @@ def split_by_coverage(coverage: torch.Tensor, threshold: float, partial_windows:
     Windows that touch it below the threshold go to neither memory by default (``"exclude"``): the
     paper feeds the reference memory from the *non-anomalous regions*, and a window holding part of a
     defect would teach the normal memory that defect. ``"normal"`` puts them into the reference memory.
-    When every window touches the defect (a defect larger than the image minus a window), the least
-    covered windows form the reference memory so that the scale still has one.
+    When no window is left for the reference memory (every window touches the defect: a large defect,
+    or a scale with a single window such as 7 patches on a 7x7 grid), the least covered non-anomalous
+    windows form it, and when every window is anomalous the least covered windows serve both memories,
+    so that every scale keeps both sub-scores. Both fallbacks are flagged in the returned choice.
 
     Args:
         coverage: ``(n_k,)`` defect coverage per window in [0, 1].
@@ -128,9 +131,9 @@ def split_by_coverage(coverage: torch.Tensor, threshold: float, partial_windows:
     normal = coverage == 0 if partial_windows == "exclude" else ~anomalous
     normal_fallback = not bool(normal.any())
     if normal_fallback:
-        normal = (coverage == coverage[~anomalous].min()) & ~anomalous if bool((~anomalous).any()) else torch.zeros_like(anomalous)
-    if not bool(normal.any()):
-        raise ValueError(f"scale {scale!r}: every window is anomalous, so no reference memory is left; raise coverage_threshold")
+        rest = ~anomalous
+        candidates = rest if bool(rest.any()) else torch.ones_like(anomalous)
+        normal = candidates & (coverage == coverage[candidates].min())
     as_list = lambda m: torch.nonzero(m).flatten().tolist()  # noqa: E731
     return ScaleChoice(scale, as_list(anomalous), as_list(normal), anomalous_fallback, normal_fallback, top)
 
@@ -193,7 +196,10 @@ def anomalous_similarity_scores(embeddings: torch.Tensor, memory: torch.Tensor) 
     return (1 + (F.normalize(embeddings, dim=-1) @ memory.T).amax(dim=-1)) / 2
 
 
-def _scale_map(features: FeatureBatch, scale: str, scores_fn, memory: torch.Tensor) -> torch.Tensor:
+def _scale_map(
+    features: FeatureBatch, scale: str, scores_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], memory: torch.Tensor
+) -> torch.Tensor:
+    """``(N, G, G)`` map of one scale: patch scores reshaped, window scores harmonically aggregated."""
     grid = features.grid
     if scale == PATCH_SCALE:
         return scores_fn(features.patch_tokens.float(), memory).reshape(-1, grid, grid)
