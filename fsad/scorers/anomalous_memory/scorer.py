@@ -110,6 +110,7 @@ def _validate(
     text: torch.Tensor,
     window_sizes: list[int],
     temperature: float,
+    distributions: list[str],
     test_sub_scores: np.ndarray,
 ) -> WeightValidation:
     encode = ctx.extra.get("encode")
@@ -131,7 +132,7 @@ def _validate(
         test_sub_scores,
         test_labels,
         sub_score_names(window_sizes),
-        list(params.get("distributions", DISTRIBUTIONS)),
+        distributions,
         int(params.get("n_draws", 100)),
         ctx.seed,
     )
@@ -146,6 +147,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     names = sub_score_names(window_sizes)
     distributions = list(params.get("distributions", DISTRIBUTIONS))
     mode = params.get("weights", "baseline")
+    coverage_threshold = float(params.get("coverage_threshold", 0.5))
     if mode != "baseline" and mode not in distributions:
         raise ValueError(f"scorers.anomalous_memory.weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
     if not ctx.split.test:
@@ -155,14 +157,14 @@ def score(ctx: ScoringContext) -> ScoreResult:
     reference = ctx.features([ref_id])
     _check_window_sizes(reference, window_sizes)
     memory = build_dual_memory(
-        reference, torch.from_numpy(np.array(mask) > 0), window_sizes, float(params.get("coverage_threshold", 0.5)), params.get("partial_windows", "exclude")
+        reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params.get("partial_windows", "exclude")
     )
     for choice in memory.choices.values():
         log.info("%s memory %s", _where(ctx), choice.summary())
         if choice.anomalous_fallback:
             log.warning(
                 "%s scale %s: no window reaches coverage %.2f (max %.3f); the %d most covered windows form the anomalous memory",
-                _where(ctx), choice.scale, params.get("coverage_threshold", 0.5), choice.max_coverage, len(choice.anomalous),
+                _where(ctx), choice.scale, coverage_threshold, choice.max_coverage, len(choice.anomalous),
             )
         if choice.normal_fallback:
             log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", _where(ctx), choice.scale, len(choice.normal))
@@ -181,7 +183,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     weights = {"baseline": baseline_weights(len(window_sizes) + 1)}
     validation = None
     if distributions:
-        validation = _validate(ctx, params, image, mask, memory, text, window_sizes, temperature, test_sub_scores.cpu().numpy())
+        validation = _validate(ctx, params, image, mask, memory, text, window_sizes, temperature, distributions, test_sub_scores.cpu().numpy())
         weights |= validation.chosen
     chosen = torch.as_tensor(weights[mode], dtype=torch.float32)
 
