@@ -129,8 +129,39 @@ def all_targets():
         targets += [f"{R}/tables/{dataset}.{ext}" for ext in ("md", "csv", "tex")]
         targets += [f"{R}/plots/roc_{dataset}.png", f"{R}/plots/auroc_{dataset}.png"]
     targets += [f"{R}/tables/summary.{ext}" for ext in ("md", "csv", "tex")]
+    if anomalous_jobs():
+        targets += [f"{R}/tables/anomalous_samples/table1_one_sample.md", f"{R}/plots/defect_size.png"]
     return targets
 
 
 def dataset_score_files(wildcards):
     return [score_path(*job) for job in score_jobs() if job[1] == wildcards.dataset]
+
+
+# --- the anomalous-samples paper's tables ----------------------------------------------------
+
+
+def anomalous_jobs():
+    return [job for job in score_jobs() if job[0] == "anomalous_memory"]
+
+
+def anomalous_datasets(wildcards=None):
+    return sorted({job[1] for job in anomalous_jobs()})
+
+
+def anomalous_score_files(wildcards):
+    return [score_path(*job) for job in anomalous_jobs()]
+
+
+def anomalous_detail_files(wildcards):
+    return [score_path(*job, ".json") for job in anomalous_jobs()]
+
+
+def anomalous_manifests(wildcards):
+    return [f"{R}/data/{dataset}/manifest.csv" for dataset in anomalous_datasets()]
+
+
+def anomalous_sub_scores(wildcards):
+    from fsad.scorers.anomalous_memory.torch_model import sub_score_names
+
+    return sub_score_names(SCORERS["anomalous_memory"]["window_sizes"])

@@ -65,3 +65,25 @@ rule plots:
         f"{R}/logs/plots/{{dataset}}.log",
     script:
         "../workflow_scripts/plots.py"
+
+
+rule anomalous_tables:
+    input:
+        metrics=rules.collect_metrics.output.metrics,
+        scores=anomalous_score_files,
+        details=anomalous_detail_files,
+        manifests=anomalous_manifests,
+    output:
+        tables=expand(
+            f"{R}/tables/anomalous_samples/{{table}}.{{ext}}",
+            table=["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"],
+            ext=["md", "csv", "tex"],
+        ),
+        figure=f"{R}/plots/defect_size.png",
+    params:
+        sub_scores=anomalous_sub_scores,
+        datasets=anomalous_datasets,
+    log:
+        f"{R}/logs/anomalous_tables.log",
+    script:
+        "../workflow_scripts/anomalous_tables.py"

@@ -222,3 +222,46 @@ def defect_size_figure(sizes: pd.DataFrame, path: str | Path, title: str = "Defe
         figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
     return path
+
+
+def write_anomalous_samples_report(
+    *,
+    metrics_csv: str | Path,
+    score_files: list[str | Path],
+    detail_files: list[str | Path],
+    manifests: dict[str, str | Path],
+    sub_scores: list[str],
+    out_dir: str | Path,
+    figure: str | Path,
+    normal: tuple[str, str] = ("winclip", "k1"),
+    anomalous: tuple[str, str] = ("anomalous_memory", "a1"),
+) -> list[Path]:
+    """Write the paper's four tables (Markdown, CSV, LaTeX) under ``out_dir`` and its Figure 2 to ``figure``.
+
+    Args:
+        score_files: the anomalous-memory scorer's score parquets.
+        detail_files: their details JSONs (validation results).
+        manifests: dataset name -> manifest path, for the defect sizes.
+    """
+    out_dir = Path(out_dir)
+    scores = read_score_files(score_files)
+    details = read_details(detail_files)
+    written = write_table(
+        one_sample_table(pd.read_csv(metrics_csv), normal=normal, anomalous=anomalous, metric="image_auroc"),
+        out_dir / "table1_one_sample",
+        "Image AUROC (%) of WinCLIP+ with one normal sample vs the anomalous-memory score with one anomalous sample",
+    )
+    written += write_table(
+        sub_score_table_test_set(scores, sub_scores), out_dir / "table2_sub_scores_test", "AUROC (%) of each sub-score on the test set"
+    )
+    written += write_table(
+        sub_score_table_validation_set(details),
+        out_dir / "table3_sub_scores_validation",
+        "AUROC (%) of each sub-score on the augmented validation set",
+    )
+    written += write_table(
+        weight_validation_table(scores, details), out_dir / "table4_weight_validation", "Image AUROC (%) per score weighting"
+    )
+    frames = [pd.read_csv(path, keep_default_na=False).assign(dataset=name) for name, path in manifests.items()]
+    defect_size_figure(defect_sizes(pd.concat(frames, ignore_index=True)), figure)
+    return written + [Path(figure)]
