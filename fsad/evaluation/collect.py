@@ -1,0 +1,117 @@
+"""Evaluate one score file into long-format metric rows, and write or gather ``metrics.csv`` tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from fsad.data.manifest import read_manifest
+from fsad.evaluation.metrics import evaluate_scores, load_masks
+from fsad.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+METRICS_COLUMNS = ["dataset", "category", "setting", "run", "scorer", "metric", "value", "weights"]
+
+
+def read_weights(scores: pd.DataFrame, scores_parquet: str | Path) -> str:
+    """Backbone weights provenance of a score file: its constant ``weights`` column, else the parquet metadata key."""
+    if "weights" in scores.columns:
+        provenances = scores["weights"].dropna().unique()
+        if len(provenances) != 1:
+            raise ValueError(f"{scores_parquet}: 'weights' column holds {list(provenances)}, expected one value; rerun its scores job")
+        return str(provenances[0])
+    metadata = pq.read_schema(scores_parquet).metadata or {}
+    if b"weights" in metadata:
+        return metadata[b"weights"].decode()
+    raise ValueError(f"{scores_parquet}: no 'weights' column or metadata, so the weights provenance is unknown; rerun its scores job")
+
+
+def read_maps(maps_h5: str | Path, image_ids: Sequence[str], map_size: int) -> np.ndarray | None:
+    """``(N, S, S)`` float32 maps of ``image_ids`` in that order, or ``None`` when the scorer wrote none."""
+    with h5py.File(maps_h5, "r") as h5:
+        if "maps" not in h5:
+            return None
+        stored_ids = [name.decode() if isinstance(name, bytes) else str(name) for name in h5["image_ids"][()]]
+        maps = h5["maps"][()]
+    if maps.shape[1:] != (map_size, map_size):
+        raise ValueError(f"{maps_h5}: maps of shape {maps.shape}, expected side {map_size}; rerun the scores job with the current evaluation.map_size")
+    position = {image_id: index for index, image_id in enumerate(stored_ids)}
+    missing = [image_id for image_id in image_ids if image_id not in position]
+    if missing:
+        raise ValueError(f"{maps_h5}: no maps for {len(missing)} scored image(s), e.g. {missing[0]!r}; rerun the scores job")
+    return maps[[position[image_id] for image_id in image_ids]].astype(np.float32)
+
+
+def evaluate_run(
+    scores_parquet: str | Path,
+    maps_h5: str | Path | None,
+    dataset: str,
+    category: str,
+    setting: str,
+    run: int,
+    scorer: str,
+    map_size: int,
+    fpr_limit: float,
+    manifest_path: str | Path | None = None,
+    num_thresholds: int | None = None,
+) -> list[dict]:
+    """Metrics of one score file as long-format rows (``METRICS_COLUMNS``).
+
+    Pixel metrics need the maps file with maps in it and the dataset manifest (for the mask paths); they are left
+    out when the scorer wrote no maps or when some anomalous test image has no mask.
+    """
+    scores = pd.read_parquet(scores_parquet)
+    weights = read_weights(scores, scores_parquet)
+    maps = read_maps(maps_h5, list(scores["image_id"]), map_size) if maps_h5 is not None else None
+    masks = None
+    if maps is not None:
+        if manifest_path is None:
+            raise ValueError(f"{maps_h5}: pixel metrics need the dataset manifest for the mask paths; pass manifest_path")
+        manifest = read_manifest(manifest_path).set_index("image_id")
+        unknown = set(scores["image_id"]) - set(manifest.index)
+        if unknown:
+            raise ValueError(f"{scores_parquet}: {len(unknown)} image id(s) not in {manifest_path}; rerun the scores job")
+        masks = load_masks(manifest.loc[scores["image_id"], "mask_path"].tolist(), scores["label"].tolist(), map_size)
+    try:
+        values = evaluate_scores(scores, maps, masks, fpr_limit, num_thresholds)
+    except ValueError as err:
+        raise ValueError(f"{scores_parquet}: {err}") from err
+    keys = {"dataset": dataset, "category": category, "setting": setting, "run": int(run), "scorer": scorer}
+    return [{**keys, "metric": metric, "value": value, "weights": weights} for metric, value in values.items()]
+
+
+def write_metrics(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """Write metric rows as CSV (columns ``METRICS_COLUMNS``) atomically; returns the written frame."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=METRICS_COLUMNS)
+    missing = set(METRICS_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"metric rows for {path} lack column(s) {sorted(missing)}")
+    frame = frame[METRICS_COLUMNS]
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """Read a ``metrics.csv`` (or a per-run part), checking its columns."""
+    frame = pd.read_csv(path, dtype={"dataset": str, "category": str, "setting": str, "scorer": str, "metric": str, "weights": str})
+    missing = set(METRICS_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: not a metrics table, lacks column(s) {sorted(missing)}; rerun the evaluate jobs")
+    return frame
+
+
+def combine_metrics(part_paths: Sequence[str | Path], path: str | Path) -> pd.DataFrame:
+    """Concatenate per-run metric parts into one ``metrics.csv``, sorted by its key columns."""
+    if not part_paths:
+        raise ValueError(f"{path}: no metric parts to combine; enable at least one scorer")
+    frame = pd.concat([read_metrics(part) for part in part_paths], ignore_index=True)
+    frame = frame.sort_values(["dataset", "category", "scorer", "setting", "run", "metric"], kind="stable")
+    return write_metrics(frame.reset_index(drop=True), path)
