@@ -1,0 +1,108 @@
+"""Result tables: mean ± std over runs in percent, the mean row, LaTeX escaping and the weights provenance note."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fsad.evaluation.tables import (
+    RANDOM_WEIGHTS_NOTE,
+    dataset_table,
+    format_mean_std,
+    summary_table,
+    write_dataset_tables,
+    write_summary_tables,
+)
+
+
+def metric_rows(values: dict[tuple[str, str, int], float], weights: str = "laion400m_e31", dataset: str = "mvtec_ad",
+                scorer: str = "win_clip", setting: str = "k1") -> list[dict]:
+    """Rows of ``metrics.csv`` from ``{(category, metric, run): value}``."""
+    return [
+        {"dataset": dataset, "category": category, "setting": setting, "run": run, "scorer": scorer, "metric": metric,
+         "value": value, "weights": weights}
+        for (category, metric, run), value in values.items()
+    ]
+
+
+def two_categories_two_runs(weights: str = "laion400m_e31") -> pd.DataFrame:
+    return pd.DataFrame(metric_rows({
+        ("metal_nut", "image_auroc", 0): 0.90, ("metal_nut", "image_auroc", 1): 0.92,
+        ("bottle", "image_auroc", 0): 0.80, ("bottle", "image_auroc", 1): 0.84,
+    }, weights))
+
+
+def test_format_mean_std_has_one_decimal_and_drops_std_for_a_single_run():
+    assert format_mean_std(93.14, 0.449, n_runs=3) == "93.1 ± 0.4"
+    assert format_mean_std(93.16, 0.0, n_runs=1) == "93.2"
+    assert format_mean_std(float("nan"), float("nan"), n_runs=2) == "n/a"
+
+
+def test_dataset_table_shows_percent_mean_std_over_runs_and_a_mean_row():
+    table, stats = dataset_table(two_categories_two_runs(), "mvtec_ad")
+    column = ("win_clip", "k1", "I-AUROC")
+    assert list(table.index) == ["bottle", "metal_nut", "mean"]
+    assert table.loc["metal_nut", column] == "91.0 ± 1.0"
+    # mean row: per run the mean over categories (85, 88), then mean ± population std over runs
+    assert table.loc["mean", column] == "86.5 ± 1.5"
+    assert stats.loc[stats["category"] == "mean", "n_runs"].item() == 2
+
+
+def test_a_nan_category_makes_the_dataset_mean_not_available():
+    rows = two_categories_two_runs()
+    rows.loc[rows["category"] == "bottle", "value"] = np.nan
+    table, _ = dataset_table(rows, "mvtec_ad")
+    assert table.loc["mean", ("win_clip", "k1", "I-AUROC")] == "n/a"
+
+
+def test_dataset_table_orders_metrics_like_the_papers_and_marks_missing_ones():
+    rows = pd.concat([
+        two_categories_two_runs(),
+        pd.DataFrame(metric_rows({("bottle", "pixel_pro", 0): 0.5})),
+    ])
+    table, _ = dataset_table(rows, "mvtec_ad")
+    assert [c[2] for c in table.columns] == ["I-AUROC", "PRO"]
+    assert table.loc["metal_nut", ("win_clip", "k1", "PRO")] == "–"
+
+
+def test_unknown_dataset_is_a_clear_error():
+    with pytest.raises(ValueError, match="visa"):
+        dataset_table(two_categories_two_runs(), "visa")
+
+
+def test_table_files_escape_latex_and_state_real_weights_without_the_note(tmp_path):
+    write_dataset_tables(two_categories_two_runs(), "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"metal\_nut" in tex and r"win\_clip" in tex and "metal_nut" not in tex
+    assert r"91.0 $\pm$ 1.0" in tex and r"\toprule" in tex and r"\bottomrule" in tex
+    assert "% Weights provenance: laion400m_e31" in tex
+    md = (tmp_path / "t.md").read_text()
+    assert "Weights provenance: laion400m_e31" in md and RANDOM_WEIGHTS_NOTE not in md
+    csv = pd.read_csv(tmp_path / "t.csv", index_col=0)
+    assert set(csv["weights"]) == {"laion400m_e31"}
+    assert csv.loc["mean", "win_clip / k1 / I-AUROC"] == "86.5 ± 1.5"
+
+
+def test_random_weights_put_a_loud_note_above_every_table_format(tmp_path):
+    metrics = two_categories_two_runs(weights="random (fallback: laion400m_e31 not downloadable)")
+    write_dataset_tables(metrics, "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    md = (tmp_path / "t.md").read_text()
+    assert md.index(RANDOM_WEIGHTS_NOTE) < md.index("| category")
+    tex = (tmp_path / "t.tex").read_text()
+    assert tex.index(r"\textbf{Weights: random (fallback) --- these numbers are NOT comparable") < tex.index(r"\begin{tabular}")
+    assert pd.read_csv(tmp_path / "t.csv")["weights"].str.contains("random").all()
+
+
+def test_summary_table_has_one_row_per_dataset_scorer_and_setting(tmp_path):
+    metrics = pd.concat([
+        two_categories_two_runs(),
+        pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): 0.6, ("bottle", "pixel_auroc", 0): 0.7}, dataset="visa", setting="zs")),
+    ])
+    table = summary_table(metrics)
+    assert list(table.index) == [("mvtec_ad", "win_clip", "k1"), ("visa", "win_clip", "zs")]
+    assert list(table.columns) == ["I-AUROC", "P-AUROC", "weights"]
+    assert table.loc[("visa", "win_clip", "zs"), "P-AUROC"] == "70.0"
+    assert table.loc[("mvtec_ad", "win_clip", "k1"), "P-AUROC"] == "–"
+    write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("s.md", "s.csv", "s.tex"))
