@@ -68,7 +68,7 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
 def serve_directory(directory: Path) -> Iterator[RangeServer]:
     """Run a :class:`RangeServer` on a free local port for the block."""
     server = RangeServer(directory)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server

@@ -15,12 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from fsad.data import sources
-from fsad.data.adapters.folder import mvtec_layout_rows
-from fsad.data.download import fetch_dataset
-from fsad.data.registry import DatasetSpec, dataset_categories, raw_root, register
+from fsad.data.adapters.folder import fetch_mvtec_layout
+from fsad.data.registry import DatasetSpec, register
 
 CATEGORIES = ["01", "02", "03"]
-NORMAL_FOLDERS = {"ok": "good"}
+NORMAL_FOLDER = "ok"
 
 
 def btad_categories(spec: DatasetSpec) -> list[str]:
@@ -28,19 +27,7 @@ def btad_categories(spec: DatasetSpec) -> list[str]:
     return list(CATEGORIES)
 
 
-def is_btad_layout(folder: Path, categories: list[str]) -> bool:
-    """True when every product of ``categories`` has ``train/ok`` and ``test/`` under ``folder``."""
-    return all((folder / c / "train" / "ok").is_dir() and (folder / c / "test").is_dir() for c in categories)
-
-
 @register("btad", categories=btad_categories, has_masks=True)
 def prepare_btad(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     """Manifest rows of the configured products, downloading the zip when the files are not there."""
-    categories = dataset_categories(spec)
-    root = fetch_dataset(
-        sources.BTAD,
-        raw_root(spec, data_dir),
-        lambda folder: is_btad_layout(folder, categories),
-        layout=f"BTAD layout <product>/train/ok, <product>/test for {categories}",
-    )
-    return mvtec_layout_rows(root, categories, normal_folders=NORMAL_FOLDERS)
+    return fetch_mvtec_layout(spec, data_dir, sources.BTAD, normal_folder=NORMAL_FOLDER)

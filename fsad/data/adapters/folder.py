@@ -10,19 +10,20 @@ Layout, per category (a subfolder of the root that has ``train/``)::
 Images may be png, jpg, jpeg, bmp, tif(f) or webp. A mask is ``<stem>_mask.*`` or ``<stem>.*`` in
 ``ground_truth/<defect_type>/``. When that folder exists every anomalous image of the defect type
 needs its mask (a missing one is an error); when it does not, the defect type has no masks
-(``mask_path`` empty). Images are referenced in place. :func:`mvtec_layout_rows` is shared by the
-adapters of datasets shipped in this layout (mvtec_ad, btad, mpdd).
+(``mask_path`` empty). Images are referenced in place. :func:`mvtec_layout_rows` and
+:func:`fetch_mvtec_layout` serve the adapters of datasets shipped in this layout (mvtec_ad, btad, mpdd).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
+from fsad.data.download import fetch_dataset
 from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
-from fsad.data.registry import DatasetSpec, dataset_categories, register
+from fsad.data.registry import DatasetSpec, dataset_categories, raw_root, register
+from fsad.data.sources import DownloadSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = ("train", "test")
@@ -62,16 +63,15 @@ def find_mask(mask_folder: Path, stem: str) -> Path | None:
     return None
 
 
-def mvtec_layout_rows(root: Path, categories: list[str], normal_folders: Mapping[str, str] | None = None) -> pd.DataFrame:
+def mvtec_layout_rows(root: Path, categories: list[str], normal_folder: str = "good") -> pd.DataFrame:
     """Manifest rows for ``categories`` of an MVTec-layout tree at ``root``.
 
     Args:
         root: folder holding one subfolder per category.
         categories: the categories to read; each needs ``<category>/train/``.
-        normal_folders: folder names of normal images and the defect type they map to
-            (default ``{'good': 'good'}``; BTAD uses ``{'ok': 'good'}``). Other folders are defect types.
+        normal_folder: name of the folders of normal images (BTAD: ``ok``); they get the defect
+            type ``good``. Other folders are defect types.
     """
-    normal_folders = dict(normal_folders or {"good": "good"})
     rows = []
     for category in categories:
         category_dir = root / category
@@ -82,7 +82,7 @@ def mvtec_layout_rows(root: Path, categories: list[str], normal_folders: Mapping
             if not split_dir.is_dir():
                 raise FileNotFoundError(f"{split_dir}: missing; expected <category>/{split}/<defect_type>/ under {root}")
             for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                defect_type = normal_folders.get(defect_dir.name, defect_dir.name)
+                defect_type = "good" if defect_dir.name == normal_folder else defect_dir.name
                 mask_dir = category_dir / "ground_truth" / defect_dir.name
                 for image in image_files(defect_dir):
                     mask = ""
@@ -99,9 +99,25 @@ def mvtec_layout_rows(root: Path, categories: list[str], normal_folders: Mapping
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
 
-def is_mvtec_layout(folder: Path, categories: list[str]) -> bool:
-    """True when every category of ``categories`` has ``train/`` and ``test/`` under ``folder``."""
-    return all((folder / c / "train").is_dir() and (folder / c / "test").is_dir() for c in categories)
+def is_mvtec_layout(folder: Path, categories: list[str], normal_folder: str = "good") -> bool:
+    """True when every category of ``categories`` has ``train/<normal_folder>/`` and ``test/`` under ``folder``."""
+    return all((folder / c / "train" / normal_folder).is_dir() and (folder / c / "test").is_dir() for c in categories)
+
+
+def fetch_mvtec_layout(spec: DatasetSpec, data_dir: Path, source: DownloadSource, normal_folder: str = "good") -> pd.DataFrame:
+    """Manifest rows of the configured categories of a dataset published as an MVTec-layout archive.
+
+    The files are used in place when ``raw_root(spec, data_dir)`` holds them (directly or one or two
+    folders down); otherwise ``source`` is downloaded, verified and extracted there first.
+    """
+    categories = dataset_categories(spec)
+    root = fetch_dataset(
+        source,
+        raw_root(spec, data_dir),
+        lambda folder: is_mvtec_layout(folder, categories, normal_folder),
+        layout=f"<category>/train/{normal_folder} and <category>/test for {categories}",
+    )
+    return mvtec_layout_rows(root, categories, normal_folder)
 
 
 @register("folder", categories=folder_categories, has_masks=True)

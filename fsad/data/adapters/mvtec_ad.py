@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from fsad.data import sources
-from fsad.data.adapters.folder import is_mvtec_layout, mvtec_layout_rows
-from fsad.data.download import fetch_dataset
-from fsad.data.registry import DatasetSpec, dataset_categories, raw_root, register
+from fsad.data.adapters.folder import fetch_mvtec_layout
+from fsad.data.registry import DatasetSpec, register
 
 CATEGORIES = [
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -32,11 +31,4 @@ def mvtec_ad_categories(spec: DatasetSpec) -> list[str]:
 @register("mvtec_ad", categories=mvtec_ad_categories, has_masks=True)
 def prepare_mvtec_ad(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     """Manifest rows of the configured categories, downloading the archive when the files are not there."""
-    categories = dataset_categories(spec)
-    root = fetch_dataset(
-        sources.MVTEC_AD,
-        raw_root(spec, data_dir),
-        lambda folder: is_mvtec_layout(folder, categories),
-        layout=f"MVTec layout <category>/train, <category>/test for {categories}",
-    )
-    return mvtec_layout_rows(root, categories)
+    return fetch_mvtec_layout(spec, data_dir, sources.MVTEC_AD)
