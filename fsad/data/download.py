@@ -87,7 +87,7 @@ def download(
     dest = Path(dest)
     sha256 = sha256.lower()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(dest.with_name(dest.name + ".lock")):
+    with exclusive_lock(dest.with_name(dest.name + ".lock")):
         if _verified(dest, sha256):
             return dest
         part = dest.with_name(dest.name + ".part")
@@ -200,14 +200,28 @@ def _total_from_content_range(content_range: str) -> int | None:
 
 
 @contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Serialise jobs that download the same file (two datasets sharing one ``root``)."""
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Serialise jobs that write the same files (two datasets sharing one ``root``)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def staging_folder(target: Path, purpose: str) -> Path:
+    """A new hidden folder beside ``target`` to build it in; ``purpose`` names the step (``extracting``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{purpose}-", dir=target.parent))
+
+
+def remove_stale_staging(target: Path, purpose: str) -> None:
+    """Delete staging folders of ``target`` left by killed jobs (call only while no other job builds ``target``)."""
+    for stale in target.parent.glob(f".{target.name}.{purpose}-*"):
+        log.info("removing %s left by an interrupted job", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
@@ -224,8 +238,7 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise FileExistsError(f"{target}: already exists; delete it to extract {archive} again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.extracting-", dir=target.parent))
+    staging = staging_folder(target, "extracting")
     try:
         if tarfile.is_tarfile(archive):
             _extract_tar(archive, staging)
@@ -318,8 +331,10 @@ def fetch_dataset(source: DownloadSource, root: Path, is_root: Callable[[Path], 
     log.info("%s not found under %s (looked for %s); downloading %s", source.name, root, layout, source.url)
     archive = download(source.url, root / "downloads" / source.filename, source.sha256)
     extracted = root / "extracted"
-    if not extracted.exists():
-        safe_extract(archive, extracted)
+    with exclusive_lock(root / "downloads" / "extract.lock"):
+        if not extracted.exists():
+            remove_stale_staging(extracted, "extracting")
+            safe_extract(archive, extracted)
     found = find_dataset_root(extracted, is_root)
     if found is None:
         raise FileNotFoundError(

@@ -114,6 +114,15 @@ def test_mvtec_ad_downloads_verifies_extracts_and_builds_the_manifest(tmp_path, 
     assert len(server.requests) == 1
 
 
+def test_mvtec_ad_extraction_killed_midway_is_redone_and_its_leftovers_removed(tmp_path, mvtec_archive):
+    raw = tmp_path / "data/raw"
+    stale = raw / ".extracted.extracting-killed"
+    make_mvtec_tree(stale, ["bottle", "screw"])
+    manifest = prepare_dataset(MVTEC_SPEC, tmp_path / "data")
+    assert not stale.exists() and sorted(p.name for p in raw.iterdir()) == ["downloads", "extracted"]
+    assert manifest["image_path"].map(lambda p: Path(p).is_relative_to(raw / "extracted")).all()
+
+
 def test_mvtec_ad_files_already_at_root_are_used_without_download(tmp_path, server, mvtec_archive):
     make_mvtec_tree(tmp_path / "placed", ["bottle", "screw"])
     manifest = prepare_dataset(MVTEC_SPEC | {"root": str(tmp_path / "placed")}, tmp_path / "data")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from sklearn.model_selection import train_test_split
 
 from fsad.data import sources
 from fsad.data.adapters.folder import mvtec_layout_rows
-from fsad.data.download import fetch_dataset
+from fsad.data.download import fetch_dataset, remove_stale_staging, staging_folder
 from fsad.data.registry import DatasetSpec, raw_root, register
 
 CATEGORY = "electrical_commutators"
@@ -89,7 +88,7 @@ def write_sdd_crops(kolektor_root: Path, crops_dir: Path) -> Path:
     """Write the thirds of every KolektorSDD part to ``crops_dir/<CATEGORY>/`` (MVTec layout), once.
 
     The tree is built in a staging folder beside ``crops_dir`` and renamed into place, so an
-    existing ``crops_dir`` is always complete.
+    existing ``crops_dir`` is always complete (one prepare job per dataset writes ``data_dir``).
     """
     if crops_dir.exists():
         return crops_dir
@@ -104,8 +103,8 @@ def write_sdd_crops(kolektor_root: Path, crops_dir: Path) -> Path:
     folder_of |= {n: Path("test") / DEFECT_TYPE for n in anomalous}
     anomalous_names = set(anomalous)
 
-    crops_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{crops_dir.name}.building-", dir=crops_dir.parent))
+    remove_stale_staging(crops_dir, "building")
+    staging = staging_folder(crops_dir, "building")
     try:
         category_dir = staging / CATEGORY
         for folder in ("train/good", "test/good", f"test/{DEFECT_TYPE}", f"ground_truth/{DEFECT_TYPE}"):
