@@ -100,6 +100,14 @@ def test_pro_interpolates_the_curve_at_the_fpr_limit():
     assert pixel_pro(maps, masks, fpr_limit=0.3) == pytest.approx(0.5 * 0.05 * 0.2 / 0.3)
 
 
+def test_fixed_thresholds_at_every_map_value_reproduce_the_exact_curve():
+    masks = np.zeros((2, 6, 6), dtype=bool)
+    masks[0, 1:3, 1:4] = True
+    masks[1, 4:6, 0:2] = True
+    maps = np.random.default_rng(0).integers(0, 5, (2, 6, 6)) / 4 + 0.25 * masks  # values on a 1/4 grid
+    assert pixel_pro(maps, masks, num_thresholds=6) == pytest.approx(pixel_pro(maps, masks))
+
+
 def test_regions_use_eight_connectivity_by_default_and_never_cross_images():
     masks = np.zeros((2, 4, 4), dtype=bool)
     masks[0, 0, 0] = masks[0, 1, 1] = True  # diagonal neighbours
