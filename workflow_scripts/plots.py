@@ -1,6 +1,6 @@
 """Rule plots: ROC curves and the per-category AUROC bar chart of one dataset."""
 
-from fsad.evaluation.anomalous_tables import read_score_files
+from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.collect import read_metrics
 from fsad.evaluation.plots import auroc_bar_chart, roc_figure
 from fsad.logs import job_logging

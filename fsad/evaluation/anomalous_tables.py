@@ -21,28 +21,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fsad.evaluation.collect import read_score_files
 from fsad.fusion.weights import auroc
 from fsad.io import atomic_path, read_json, write_text
 
-SCORE_PATH = re.compile(r"(?P<scorer>[^/]+)/(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)\.parquet$")
 KEYS = ["dataset", "category", "setting", "run"]
-
-
-def read_score_files(paths: list[str | Path]) -> pd.DataFrame:
-    """Concatenate score parquets, adding ``scorer, dataset, category, setting, run`` from their paths
-    (``.../scores/{scorer}/{dataset}/{category}/{setting}/run{run}.parquet``)."""
-    frames = []
-    for path in paths:
-        match = SCORE_PATH.search(Path(path).as_posix())
-        if match is None:
-            raise ValueError(f"{path}: not a scores file path of the form {{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.parquet")
-        frame = pd.read_parquet(path)
-        for key, value in match.groupdict().items():
-            frame[key] = int(value) if key == "run" else value
-        frames.append(frame)
-    if not frames:
-        raise ValueError("no score files given")
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_details(paths: list[str | Path]) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,26 @@ from fsad.io import atomic_path
 log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ["dataset", "category", "setting", "run", "scorer", "metric", "value", "weights"]
+SCORE_PATH = re.compile(r"(?P<scorer>[^/]+)/(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)\.parquet$")
+
+
+def read_score_files(paths: list[str | Path]) -> pd.DataFrame:
+    """Concatenate score parquets, adding ``scorer, dataset, category, setting, run`` from their paths
+    (``.../scores/{scorer}/{dataset}/{category}/{setting}/run{run}.parquet``)."""
+    frames = []
+    for path in paths:
+        match = SCORE_PATH.search(Path(path).as_posix())
+        if match is None:
+            raise ValueError(f"{path}: not a scores file path of the form {{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.parquet")
+        frame = pd.read_parquet(path)
+        for key, value in match.groupdict().items():
+            frame[key] = int(value) if key == "run" else value
+        frames.append(frame)
+    if not frames:
+        raise ValueError("no score files given")
+    return pd.concat(frames, ignore_index=True)
+
+
 
 
 def read_weights(scores: pd.DataFrame, scores_parquet: str | Path) -> str:

@@ -35,7 +35,7 @@ def roc_figure(scores: pd.DataFrame, dataset: str, path: str | Path) -> None:
 
     Args:
         scores: score rows of several files with ``scorer, dataset, category, setting, run, label, score, weights``
-            (``fsad.evaluation.anomalous_tables.read_score_files``).
+            (``fsad.evaluation.collect.read_score_files``).
         dataset: the dataset to plot.
         path: the PNG to write.
     """

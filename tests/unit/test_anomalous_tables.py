@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.anomalous_tables import (
     defect_size_figure,
     defect_sizes,
     format_mean_std,
     one_sample_table,
-    read_score_files,
     sub_score_table_test_set,
     sub_score_table_validation_set,
     weight_validation_table,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsad.evaluation.anomalous_tables import read_score_files
+from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.metrics import image_auroc
 from fsad.evaluation.plots import auroc_bar_chart, roc_figure
 
