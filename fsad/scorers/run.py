@@ -84,13 +84,8 @@ def run_scorer(
 
     @cache
     def backbone():
-        loaded = load_backbone(backbone_spec, device, weights_fallback, seed)
-        if loaded.weights != store.weights:
-            raise RuntimeError(
-                f"{features_store}: features were computed with weights {store.weights!r} but the backbone now loads "
-                f"{loaded.weights!r}; delete the feature cache directory and rerun"
-            )
-        return loaded
+        # The text tower must be the one the features came from: rebuild the store's weights.
+        return load_backbone(backbone_spec, device, weights_fallback, seed, weights=store.weights)
 
     def encode(images: list) -> Any:
         pixels = torch.stack([backbone().preprocess(img.convert("RGB")) for img in images]).to(device)

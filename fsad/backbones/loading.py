@@ -1,0 +1,215 @@
+"""Load open_clip backbones: pretrained tag, local checkpoint or random weights, with WinCLIP preprocessing.
+
+Weights are resolved without waiting on a network that is not there: a local file is used as is, a
+tag found in the Hugging Face cache loads from the cache, and only otherwise does open_clip download
+(after a quick check that the hub is reachable). When that fails, ``weights_fallback`` decides:
+``error`` stops with the ways to provide the weights, ``random`` warns loudly and builds random
+weights that are identical in every job (seeded on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import open_clip
+import torch
+from torchvision.transforms import v2
+
+import fsad.backbones  # noqa: F401  (registers the fsad model configs)
+from fsad.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+NO_WEIGHTS = ("", "none", None)
+RANDOM = "random"
+TEXT_BATCH = 256
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be loaded and the config does not allow random ones."""
+
+
+@dataclass
+class Backbone:
+    """A loaded CLIP model with what the feature and scoring code needs.
+
+    Attributes:
+        model: the open_clip ``CLIP`` model in eval mode, on ``device``.
+        preprocess: PIL image -> ``(3, S, S)`` normalised tensor.
+        spec: the backbone's config entry.
+        weights: provenance: the tag or file loaded, ``random`` (asked for), or ``random (fallback: ...)``.
+        grid: patch-grid side at ``spec['image_size']``.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    preprocess: Callable[[Any], torch.Tensor]
+    spec: dict[str, Any]
+    weights: str
+    grid: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on CUDA when the spec asks for it; None (fp32) otherwise."""
+        return torch.bfloat16 if self.spec.get("precision") == "bf16" and self.device.type == "cuda" else None
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """``(len(prompts), D)`` un-normalised text embeddings, float32."""
+        chunks = []
+        for start in range(0, len(prompts), TEXT_BATCH):
+            tokens = self.tokenizer(prompts[start : start + TEXT_BATCH]).to(self.device)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                chunks.append(self.model.encode_text(tokens).float())
+        return torch.cat(chunks)
+
+
+def pick_device() -> torch.device:
+    """CUDA when a GPU is visible (``CUDA_VISIBLE_DEVICES`` is honoured), else CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def preprocessing(model: torch.nn.Module, image_size: int) -> Callable[[Any], torch.Tensor]:
+    """WinCLIP's preprocessing, as anomalib's: RGB, resize to ``image_size`` square (bicubic, antialiased), normalise."""
+    cfg = model.visual.preprocess_cfg
+    return v2.Compose(
+        [
+            v2.Lambda(lambda img: img.convert("RGB") if hasattr(img, "convert") else img),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.Normalize(mean=cfg["mean"], std=cfg["std"]),
+        ]
+    )
+
+
+def _hub_reachable(url: str, timeout: float = 3.0) -> bool:
+    host = urlparse(url).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_checkpoint(arch: str, tag: str) -> str | None:
+    """Path of the tag's checkpoint in the Hugging Face cache, if it is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if not repo:
+        return None
+    for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _create(arch: str, image_size: int, pretrained: str | None) -> torch.nn.Module:
+    native = open_clip.get_model_config(arch)
+    if native is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    force = None if native["vision_cfg"]["image_size"] == image_size else image_size
+    return open_clip.create_model(arch, pretrained=pretrained, force_image_size=force, device="cpu")
+
+
+def _random_model(arch: str, image_size: int, seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, arch, image_size))
+        return _create(arch, image_size, None)
+
+
+def _pretrained_model(arch: str, image_size: int, pretrained: str) -> torch.nn.Module:
+    """Load a local checkpoint or an open_clip tag; raise WeightsUnavailableError with the reason when it cannot be had."""
+    if Path(pretrained).expanduser().suffix or os.sep in pretrained:
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
+        return _create(arch, image_size, str(path))
+    if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+        raise ValueError(
+            f"{pretrained!r} is neither a file nor an open_clip tag of {arch}; tags: {open_clip.list_pretrained_tags_by_model(arch)}"
+        )
+    cached = _cached_checkpoint(arch, pretrained)
+    if cached:
+        return _create(arch, image_size, cached)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable(endpoint):
+        raise WeightsUnavailableError(f"{arch}/{pretrained} is not in the Hugging Face cache and {endpoint} cannot be reached")
+    try:
+        return _create(arch, image_size, pretrained)
+    except RuntimeError as err:
+        raise WeightsUnavailableError(str(err)) from err
+
+
+def _how_to_provide(arch: str, pretrained: str) -> str:
+    return (
+        f"To provide the weights of {arch} ({pretrained}): run once with network access (open_clip downloads them into "
+        f"the Hugging Face cache, ~/.cache/huggingface or $HF_HOME), or copy a cache that has them, or set the "
+        f"backbone's `pretrained:` to a local checkpoint file (open_clip_pytorch_model.bin). "
+        f"For an offline smoke run only, `weights_fallback: random` continues with random weights."
+    )
+
+
+def load_backbone(
+    spec: dict[str, Any],
+    device: torch.device | str | None = None,
+    weights_fallback: str = "error",
+    seed: int = 0,
+    weights: str | None = None,
+) -> Backbone:
+    """Load the backbone of a config entry (``arch``, ``pretrained``, ``image_size``, ``precision``).
+
+    Args:
+        weights_fallback: ``error`` or ``random`` (see the module docstring).
+        seed: seeds random weights (``derive_seed(seed, arch, image_size)``) so every job builds the same ones.
+        weights: a provenance recorded earlier (a feature store's); ``random...`` rebuilds those random
+            weights without trying the pretrained ones again, so a scoring job always matches its features.
+    """
+    arch = spec["arch"]
+    image_size = int(spec.get("image_size") or open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
+    pretrained = spec.get("pretrained")
+    device = torch.device(device) if device is not None else pick_device()
+
+    if pretrained in NO_WEIGHTS:
+        model, provenance = _random_model(arch, image_size, seed), RANDOM
+    elif weights is not None and weights.startswith(RANDOM):
+        model, provenance = _random_model(arch, image_size, seed), weights
+    else:
+        try:
+            model, provenance = _pretrained_model(arch, image_size, pretrained), pretrained
+        except WeightsUnavailableError as err:
+            # Features recorded with pretrained weights must never meet a random text tower.
+            if weights_fallback != RANDOM or weights is not None:
+                raise WeightsUnavailableError(f"pretrained weights unavailable: {err}. {_how_to_provide(arch, pretrained)}") from err
+            provenance = f"random (fallback: {pretrained} unavailable)"
+            message = (
+                f"\n{'!' * 78}\n!! {arch}: pretrained weights {pretrained!r} unavailable ({err}).\n"
+                f"!! weights_fallback: random -> continuing with RANDOM weights. Results are NOT comparable to papers.\n{'!' * 78}"
+            )
+            log.warning(message)
+            # The job's stderr goes to its log file; the terminal running snakemake must see this too.
+            print(message, file=sys.__stderr__)
+            model = _random_model(arch, image_size, seed)
+
+    model = model.eval().to(device)
+    visual = model.visual
+    grid = visual.grid_size[0] if isinstance(visual.grid_size, tuple) else int(visual.grid_size)
+    return Backbone(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(arch),
+        preprocess=preprocessing(model, image_size),
+        spec=dict(spec),
+        weights=provenance,
+        grid=grid,
+        device=device,
+    )

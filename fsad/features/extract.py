@@ -1,0 +1,37 @@
+"""Entry point of the extract_features stage: load the backbone, grow the category's feature store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsad.backbones.loading import load_backbone
+from fsad.features.cache import FeatureCache
+
+log = logging.getLogger(__name__)
+
+
+def extract_category(
+    *,
+    backbone_spec: dict[str, Any],
+    backbone_name: str,
+    image_paths: dict[str, str],
+    cache_path: str | Path,
+    window_sizes: list[int],
+    batch_size: int,
+    device: torch.device | str,
+    weights_fallback: str,
+    seed: int,
+) -> dict[str, Any]:
+    """Encode the images of ``image_paths`` missing from the store at ``cache_path``; return a summary.
+
+    A store never mixes weights: if the weights loaded now differ from the store's (random fallback
+    then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
+    """
+    backbone = load_backbone(backbone_spec, device, weights_fallback, seed)
+    summary = FeatureCache(cache_path).update(backbone, image_paths, window_sizes, batch_size)
+    log.info("%s: %s", backbone_name, summary)
+    return {"backbone": backbone_name, "device": str(backbone.device), **summary}
