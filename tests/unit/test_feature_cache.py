@@ -1,0 +1,115 @@
+"""The HDF5 feature store: incremental, checked, atomic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fsad.backbones.loading import load_backbone
+from fsad.features import cache as cache_module
+from fsad.features.cache import FeatureCache, backbone_key
+
+TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_backbone(TINY, "cpu")
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = {}
+    for i in range(5):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray((rng.random((60, 70, 3)) * 255).astype("uint8")).save(path)
+        paths[f"img{i}"] = str(path)
+    return paths
+
+
+def count_encodes(monkeypatch):
+    calls = []
+    real = cache_module.encode_images
+
+    def spy(backbone, pixels, window_sizes, with_image=True):
+        calls.append((len(pixels), tuple(window_sizes), with_image))
+        return real(backbone, pixels, window_sizes, with_image=with_image)
+
+    monkeypatch.setattr(cache_module, "encode_images", spy)
+    return calls
+
+
+def test_a_rerun_encodes_nothing_and_new_images_only_themselves(tiny, images, tmp_path, monkeypatch):
+    store = FeatureCache(tmp_path / "c.h5")
+    first = dict(list(images.items())[:3])
+    assert store.update(tiny, first, [2, 3], batch_size=8)["encoded"] == 3
+    calls = count_encodes(monkeypatch)
+    assert store.update(tiny, first, [2, 3])["encoded"] == 0
+    assert calls == []
+    assert store.update(tiny, images, [2, 3], batch_size=8)["encoded"] == 2
+    assert calls == [(2, (2, 3), True)]
+
+
+def test_a_new_window_size_adds_windows_without_the_full_image_pass(tiny, images, tmp_path, monkeypatch):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, images, [2, 3])
+    before = store.load(["img1"])
+    calls = count_encodes(monkeypatch)
+    summary = store.update(tiny, images, [2, 3, 7], batch_size=8)
+    assert summary["windows_added"] == 5 and calls == [(5, (7,), False)]
+    after = store.load(["img1"])
+    assert store.window_sizes == [2, 3, 7]
+    torch.testing.assert_close(after.windows[2], before.windows[2])
+    fresh = FeatureCache(tmp_path / "fresh.h5")
+    fresh.update(tiny, {"img1": images["img1"]}, [2, 3, 7])
+    torch.testing.assert_close(after.windows[7], fresh.load(["img1"]).windows[7], atol=1e-5, rtol=1e-5)
+
+
+def test_load_returns_the_asked_order_and_names_missing_images(tiny, images, tmp_path):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, images, [2])
+    batch = store.load(["img4", "img0"])
+    assert batch.image_ids == ["img4", "img0"] and batch.patch_tokens.shape == (2, 49, 64)
+    with pytest.raises(KeyError, match="nope"):
+        store.load(["nope"])
+    with pytest.raises(KeyError, match="window sizes \\[3\\]"):
+        store.load(["img0"], window_sizes=[3])
+
+
+def test_a_store_of_another_backbone_is_refused(tiny, images, tmp_path):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, images, [2])
+    other = load_backbone({**TINY, "image_size": 96}, "cpu")
+    with pytest.raises(ValueError, match="delete it and rerun"):
+        store.update(other, images, [2])
+
+
+def test_a_killed_update_leaves_the_previous_store_intact(tiny, images, tmp_path, monkeypatch):
+    path = tmp_path / "c.h5"
+    store = FeatureCache(path)
+    store.update(tiny, dict(list(images.items())[:2]), [2])
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "encode_images", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.update(tiny, images, [2])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["c.h5"]
+
+
+def test_a_corrupt_image_is_named(tiny, images, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="bad.png"):
+        FeatureCache(tmp_path / "c.h5").update(tiny, {"bad": str(bad)}, [2])
+
+
+def test_backbone_keys_follow_the_weights_not_the_window_sizes():
+    assert backbone_key("b", TINY) == backbone_key("b", {**TINY, "window_sizes": [2, 3, 7], "batch_size": 4})
+    assert backbone_key("b", TINY) != backbone_key("b", {**TINY, "pretrained": "laion400m_e31"})
