@@ -16,8 +16,8 @@ TINY = ROOT / "tests" / "workflow" / "configs" / "tiny.yaml"
 def snakemake(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY,), check: bool = True, env: dict | None = None):
     """Run ``python -m snakemake`` on the repository's Snakefile with ``workdir`` as working directory."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--workflow-profile", "none"]
-    for configfile in configfiles:
-        cmd += ["--configfile", str(configfile)]
+    if configfiles:  # one flag, several files: repeated --configfile flags keep only the last
+        cmd += ["--configfile", *map(str, configfiles)]
     cmd += list(args)
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=1200
