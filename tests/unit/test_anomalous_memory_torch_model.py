@@ -46,12 +46,11 @@ def test_patch_coverage_is_the_share_of_anomalous_pixels_per_patch():
     assert torch.allclose(coverage, expected)
 
 
-def test_patch_coverage_crops_a_wide_mask_to_its_central_square_like_the_preprocessing():
+def test_patch_coverage_squashes_a_wide_mask_to_the_square_input_like_the_preprocessing():
     mask = torch.zeros(16, 32)
-    mask[:, :8] = 1  # left margin, cropped away by the centre crop
-    mask[0:4, 8:12] = 1  # top-left patch of the central square
+    mask[:, :8] = 1  # the left quarter of the image is the left quarter of the resized input
     coverage = patch_coverage(mask, GRID)
-    assert coverage[0, 0] == 1 and coverage.sum() == 1
+    assert torch.equal(coverage[:, 0], torch.ones(GRID)) and coverage.sum() == GRID
 
 
 def test_patches_at_or_above_threshold_are_anomalous_and_untouched_patches_are_normal():

@@ -52,8 +52,8 @@ def sub_score_names(window_sizes: list[int]) -> list[str]:
 def patch_coverage(mask: torch.Tensor, grid: int) -> torch.Tensor:
     """Share of anomalous pixels in each patch of the model input.
 
-    The mask is cropped to its central square first, the geometry of open_clip's preprocessing (resize
-    the shorter side, centre crop), then area-averaged onto the patch grid.
+    The backbone's preprocessing resizes the whole image to a square (as anomalib's WinCLIP does, no
+    crop), so the whole mask is area-averaged onto the patch grid.
 
     Args:
         mask: ``(H, W)`` binary (or [0, 1]) pixel mask of the original image.
@@ -63,11 +63,7 @@ def patch_coverage(mask: torch.Tensor, grid: int) -> torch.Tensor:
     """
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {tuple(mask.shape)}")
-    height, width = mask.shape
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = mask[top : top + side, left : left + side].float().clamp(0, 1)
-    return F.adaptive_avg_pool2d(square[None, None], grid)[0, 0]
+    return F.adaptive_avg_pool2d(mask.float().clamp(0, 1)[None, None], grid)[0, 0]
 
 
 @dataclass
@@ -123,7 +119,7 @@ def split_by_coverage(coverage: torch.Tensor, threshold: float, partial_windows:
         raise ValueError(f"coverage_threshold must lie in (0, 1], got {threshold}")
     top = float(coverage.max())
     if top <= 0:
-        raise ValueError(f"scale {scale!r}: the defect mask covers no patch of the model input (empty or cropped away)")
+        raise ValueError(f"scale {scale!r}: the defect mask covers no patch of the model input (the mask is empty)")
     anomalous = coverage >= threshold
     anomalous_fallback = not bool(anomalous.any())
     if anomalous_fallback:
