@@ -40,6 +40,16 @@ class FeatureBatch:
             {k: move(v) for k, v in self.extra.items()},
         )
 
+    def require_windows(self, window_sizes: list[int], scorer: str) -> None:
+        """Raise a config hint when ``scorer`` asks for window sizes these features do not hold."""
+        missing = sorted(set(window_sizes) - set(self.windows))
+        if missing:
+            raise ValueError(
+                f"{scorer} asks for window sizes {missing} that the feature cache does not hold (it has "
+                f"{sorted(self.windows)}); add them to the backbone's window_sizes (or the dataset's extra_window_sizes) "
+                f"in the config, or drop them from scorers.{scorer}.window_sizes"
+            )
+
     def select(self, ids: list[str]) -> "FeatureBatch":
         """Rows of ``ids``, in that order."""
         pos = {i: n for n, i in enumerate(self.image_ids)}

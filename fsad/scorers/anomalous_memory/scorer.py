@@ -27,7 +27,6 @@ import torch
 from PIL import Image
 
 from fsad.data.augment import augment
-from fsad.features.types import FeatureBatch
 from fsad.fusion.validation import WeightValidation, validate_weights
 from fsad.fusion.weights import DISTRIBUTIONS, baseline_weights
 from fsad.scorers.anomalous_memory.torch_model import (
@@ -80,13 +79,6 @@ def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, Image.Imag
     return refs[0], image, mask
 
 
-def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None:
-    missing = sorted(set(window_sizes) - set(features.windows))
-    if missing:
-        raise ValueError(
-            f"anomalous_memory asks for window sizes {missing} that the feature cache does not hold (it has "
-            f"{sorted(features.windows)}); add them to the backbone's window_sizes in the config"
-        )
 
 
 def _augmented_set(ctx: ScoringContext, image: Image.Image, mask: Image.Image, n_augmentations: int) -> tuple[list[Image.Image], np.ndarray]:
@@ -123,7 +115,7 @@ def _validate(
         )
     images, labels = _augmented_set(ctx, image, mask, int(params.get("n_augmentations", 10)))
     features = encode(images).to(ctx.device)
-    _check_window_sizes(features, window_sizes)
+    features.require_windows(window_sizes, "anomalous_memory")
     validation_scores = anomalous_memory_scores(features, memory, text, window_sizes, temperature).sub_scores.cpu().numpy()
     test_labels = ctx.manifest.loc[ctx.split.test, "label"].to_numpy()
     return validate_weights(
@@ -155,7 +147,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     ref_id, image, mask = _anomalous_sample(ctx)
     reference = ctx.features([ref_id])
-    _check_window_sizes(reference, window_sizes)
+    reference.require_windows(window_sizes, "anomalous_memory")
     memory = build_dual_memory(
         reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params.get("partial_windows", "exclude")
     )
@@ -174,7 +166,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     sub_scores, grid_maps = [], []
     for start in range(0, len(ids), IMAGES_PER_STEP):
         features = ctx.features(ids[start : start + IMAGES_PER_STEP])
-        _check_window_sizes(features, window_sizes)
+        features.require_windows(window_sizes, "anomalous_memory")
         out = anomalous_memory_scores(features, memory, text, window_sizes, temperature)
         sub_scores.append(out.sub_scores)
         grid_maps.append(out.maps)

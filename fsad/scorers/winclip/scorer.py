@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsad.features.types import FeatureBatch
 from fsad.scorers.base import ScoreResult, ScoringContext, register_scorer
 from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
 from fsad.text.prompts import text_embeddings
@@ -22,14 +21,6 @@ DEFAULT_WINDOW_SIZES = [2, 3]
 IMAGES_PER_STEP = 64
 
 
-def _check_window_sizes(features: FeatureBatch, window_sizes: list[int]) -> None:
-    missing = sorted(set(window_sizes) - set(features.windows))
-    if missing:
-        raise ValueError(
-            f"winclip asks for window sizes {missing} that the feature cache does not hold (it has "
-            f"{sorted(features.windows)}); add them to the backbone's window_sizes in the config or drop them "
-            f"from scorers.winclip.window_sizes"
-        )
 
 
 @register_scorer("winclip")
@@ -45,7 +36,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     memory = None
     if ctx.split.normal_refs:
         references = ctx.features(ctx.split.normal_refs)
-        _check_window_sizes(references, window_sizes)
+        references.require_windows(window_sizes, "winclip")
         memory = build_reference_memory(references, window_sizes)
 
     ids = list(ctx.split.test)
@@ -57,7 +48,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     image_scores, sub_scores, maps = [], [], []
     for start in range(0, len(ids), IMAGES_PER_STEP):
         features = ctx.features(ids[start : start + IMAGES_PER_STEP])
-        _check_window_sizes(features, window_sizes)
+        features.require_windows(window_sizes, "winclip")
         out = winclip_scores(features, text, window_sizes, temperature, memory)
         image_scores.append(out.image_scores)
         sub_scores.append(out.sub_scores)
