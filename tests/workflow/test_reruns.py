@@ -43,6 +43,8 @@ def done(tmp_path_factory):
                 "tiny2": {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112, "window_sizes": [2, 3]},
             },
             "scorers": {"anomalous_memory": {"backbone": "tiny2"}},
+            # Room for a second anomalous run: the pools are fixed per category, so their size is set up front.
+            "reference_pool": {"normal": 3, "anomalous": 2},
         },
     )
     snakemake(workdir, "--cores", "2", configfiles=(TINY, base))
@@ -82,11 +84,9 @@ def test_a_changed_backbone_reruns_features_and_after_for_that_backbone_only(don
 
 def test_a_new_setting_and_run_add_jobs_and_change_nothing_that_exists(done, tmp_path):
     workdir, base = done
-    tiny = yaml.safe_load(TINY.read_text())
     settings = yaml.safe_load((TINY.parents[3] / "config" / "config.yaml").read_text())["settings"]
     overlay = {
         "runs": 2,
-        "reference_pool": {**tiny["reference_pool"], "anomalous": 2},
         "settings": settings + [{"name": "k2", "normal_shots": 2}],
         "scorers": {"winclip": {"settings": ["zs", "k1", "k2"]}},
     }
