@@ -113,3 +113,16 @@ def test_a_corrupt_image_is_named(tiny, images, tmp_path):
 def test_backbone_keys_follow_the_weights_not_the_window_sizes():
     assert backbone_key("b", TINY) == backbone_key("b", {**TINY, "window_sizes": [2, 3, 7], "batch_size": 4})
     assert backbone_key("b", TINY) != backbone_key("b", {**TINY, "pretrained": "laion400m_e31"})
+
+
+def test_extract_category_reports_what_it_encoded(images, tmp_path):
+    from fsad.features.extract import extract_category
+
+    args = dict(
+        backbone_spec=TINY, backbone_name="tiny", image_paths=images, cache_path=tmp_path / "c.h5",
+        window_sizes=[2], batch_size=4, device="cpu", weights_fallback="error", seed=0,
+    )
+    first = extract_category(**args)
+    assert (first["backbone"], first["images"], first["encoded"], first["weights"]) == ("tiny", 5, 5, "random")
+    assert first["images_per_second"] > 0
+    assert extract_category(**args)["encoded"] == 0
