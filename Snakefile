@@ -8,6 +8,9 @@ min_version("9.20")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/features.smk"

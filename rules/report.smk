@@ -32,8 +32,8 @@ rule tables:
     input:
         metrics=rules.collect_metrics.output.metrics,
     output:
-        md=f"{R}/tables/{{dataset}}.md",
-        csv=f"{R}/tables/{{dataset}}.csv",
+        md=report(f"{R}/tables/{{dataset}}.md", caption="../report/dataset_table.rst", category="Tables", subcategory="{dataset}", labels={"table": "{dataset} (Markdown)"}),
+        csv=report(f"{R}/tables/{{dataset}}.csv", caption="../report/dataset_table.rst", category="Tables", subcategory="{dataset}", labels={"table": "{dataset}"}),
         tex=f"{R}/tables/{{dataset}}.tex",
     log:
         f"{R}/logs/tables/{{dataset}}.log",
@@ -45,8 +45,8 @@ rule summary_table:
     input:
         metrics=rules.collect_metrics.output.metrics,
     output:
-        md=f"{R}/tables/summary.md",
-        csv=f"{R}/tables/summary.csv",
+        md=report(f"{R}/tables/summary.md", caption="../report/summary_table.rst", category="Tables", subcategory="summary", labels={"table": "summary (Markdown)"}),
+        csv=report(f"{R}/tables/summary.csv", caption="../report/summary_table.rst", category="Tables", subcategory="summary", labels={"table": "summary"}),
         tex=f"{R}/tables/summary.tex",
     log:
         f"{R}/logs/tables/summary.log",
@@ -59,8 +59,8 @@ rule plots:
         metrics=rules.collect_metrics.output.metrics,
         scores=dataset_score_files,
     output:
-        roc=f"{R}/plots/roc_{{dataset}}.png",
-        auroc=f"{R}/plots/auroc_{{dataset}}.png",
+        roc=report(f"{R}/plots/roc_{{dataset}}.png", caption="../report/roc.rst", category="Plots", subcategory="{dataset}", labels={"figure": "ROC curves"}),
+        auroc=report(f"{R}/plots/auroc_{{dataset}}.png", caption="../report/auroc_bars.rst", category="Plots", subcategory="{dataset}", labels={"figure": "AUROC per category"}),
     log:
         f"{R}/logs/plots/{{dataset}}.log",
     script:
@@ -74,12 +74,15 @@ rule anomalous_tables:
         details=anomalous_detail_files,
         manifests=anomalous_manifests,
     output:
-        tables=expand(
-            f"{R}/tables/anomalous_samples/{{table}}.{{ext}}",
-            table=["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"],
-            ext=["md", "csv", "tex"],
-        ),
-        figure=f"{R}/plots/defect_size.png",
+        tables=[
+            report(path, caption="../report/anomalous_tables.rst", category="Anomalous samples") if not path.endswith(".tex") else path
+            for path in expand(
+                f"{R}/tables/anomalous_samples/{{table}}.{{ext}}",
+                table=["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"],
+                ext=["md", "csv", "tex"],
+            )
+        ],
+        figure=report(f"{R}/plots/defect_size.png", caption="../report/defect_size.rst", category="Anomalous samples"),
     params:
         sub_scores=anomalous_sub_scores,
         datasets=anomalous_datasets,
@@ -87,3 +90,24 @@ rule anomalous_tables:
         f"{R}/logs/anomalous_tables.log",
     script:
         "../workflow_scripts/anomalous_tables.py"
+
+
+rule gallery:
+    input:
+        scores=score_path("{scorer}", "{dataset}", "{category}", "{setting}", 0),
+        maps=score_path("{scorer}", "{dataset}", "{category}", "{setting}", 0, ".maps.h5"),
+        manifest=rules.prepare_dataset.output.manifest,
+    output:
+        gallery=report(
+            f"{R}/plots/gallery/{{scorer}}/{{dataset}}/{{category}}/{{setting}}.png",
+            caption="../report/gallery.rst",
+            category="Anomaly maps",
+            subcategory="{scorer} / {dataset}",
+            labels={"category": "{category}", "setting": "{setting}"},
+        ),
+    params:
+        per_group=2,
+    log:
+        f"{R}/logs/gallery/{{scorer}}/{{dataset}}/{{category}}/{{setting}}.log",
+    script:
+        "../workflow_scripts/gallery.py"

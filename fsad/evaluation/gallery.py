@@ -58,10 +58,10 @@ def gallery_figure(
         query = _square(example.image_path, size, "RGB")
         label = "anomalous" if example.label == 1 else "normal"
         axes[row, 0].imshow(query)
-        axes[row, 0].set_title(f"{example.verdict}: {label}\n{example.image_id}", fontsize=7)
+        axes[row, 0].set_title(f"{example.verdict}: {label}, score {example.score:.3f}\n{example.image_id}", fontsize=7)
         axes[row, 1].imshow(query)
         shown = axes[row, 1].imshow(anomaly_map, cmap="jet", alpha=0.5, vmin=low, vmax=high)
-        axes[row, 1].set_title(f"score {example.score:.3f}", fontsize=8)
+        axes[row, 1].set_title("anomaly map", fontsize=8)
         mask = mask_paths.get(example.image_id, "")
         if mask or example.label == 0:
             truth = _square(mask, size, "L") if mask else np.zeros((size, size), np.uint8)
