@@ -129,6 +129,7 @@ def all_targets():
         targets += [f"{R}/tables/{dataset}.{ext}" for ext in ("md", "csv", "tex")]
         targets += [f"{R}/plots/roc_{dataset}.png", f"{R}/plots/auroc_{dataset}.png"]
     targets += [f"{R}/tables/summary.{ext}" for ext in ("md", "csv", "tex")]
+    targets += html_tables()
     targets += [f"{R}/plots/gallery/{scorer}/{dataset}/{category}/{setting}.png" for scorer, dataset, category, setting, run in score_jobs() if run == 0]
     if anomalous_jobs():
         targets += [f"{R}/tables/anomalous_samples/table1_one_sample.md", f"{R}/plots/defect_size.png"]

@@ -1,5 +1,15 @@
 # Evaluation and report stage: metrics per score file, one long metrics table, paper-style tables and plots.
 
+ANOMALOUS_TABLES = ["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"]
+
+
+def html_tables():
+    """Every table of the run as an HTML page: the report shows those inline, CSV and Markdown only as downloads."""
+    names = [*datasets_scored(), "summary"]
+    if anomalous_jobs():
+        names += [f"anomalous_samples/{table}" for table in ANOMALOUS_TABLES]
+    return [f"{R}/tables/html/{name}.html" for name in names]
+
 
 rule evaluate:
     input:
@@ -32,8 +42,8 @@ rule tables:
     input:
         metrics=rules.collect_metrics.output.metrics,
     output:
-        md=report(f"{R}/tables/{{dataset}}.md", caption="../report/dataset_table.rst", category="Tables", subcategory="{dataset}", labels={"table": "{dataset} (Markdown)"}),
-        csv=report(f"{R}/tables/{{dataset}}.csv", caption="../report/dataset_table.rst", category="Tables", subcategory="{dataset}", labels={"table": "{dataset}"}),
+        md=report(f"{R}/tables/{{dataset}}.md", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "md"}),
+        csv=report(f"{R}/tables/{{dataset}}.csv", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "csv"}),
         tex=f"{R}/tables/{{dataset}}.tex",
     log:
         f"{R}/logs/tables/{{dataset}}.log",
@@ -45,8 +55,8 @@ rule summary_table:
     input:
         metrics=rules.collect_metrics.output.metrics,
     output:
-        md=report(f"{R}/tables/summary.md", caption="../report/summary_table.rst", category="Tables", subcategory="summary", labels={"table": "summary (Markdown)"}),
-        csv=report(f"{R}/tables/summary.csv", caption="../report/summary_table.rst", category="Tables", subcategory="summary", labels={"table": "summary"}),
+        md=report(f"{R}/tables/summary.md", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "md"}),
+        csv=report(f"{R}/tables/summary.csv", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "csv"}),
         tex=f"{R}/tables/summary.tex",
     log:
         f"{R}/logs/tables/summary.log",
@@ -75,14 +85,13 @@ rule anomalous_tables:
         manifests=anomalous_manifests,
     output:
         tables=[
-            report(path, caption="../report/anomalous_tables.rst", category="Anomalous samples") if not path.endswith(".tex") else path
-            for path in expand(
-                f"{R}/tables/anomalous_samples/{{table}}.{{ext}}",
-                table=["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"],
-                ext=["md", "csv", "tex"],
-            )
+            report(path, caption="../report/anomalous_tables.rst", category="Table files", labels={"table": f"anomalous_samples/{table}", "format": ext})
+            if ext != "tex"
+            else path
+            for table in ANOMALOUS_TABLES
+            for ext, path in [(ext, f"{R}/tables/anomalous_samples/{table}.{ext}") for ext in ("md", "csv", "tex")]
         ],
-        figure=report(f"{R}/plots/defect_size.png", caption="../report/defect_size.rst", category="Anomalous samples"),
+        figure=report(f"{R}/plots/defect_size.png", caption="../report/defect_size.rst", category="Plots", subcategory="anomalous samples", labels={"figure": "defect size"}),
     params:
         sub_scores=anomalous_sub_scores,
         datasets=anomalous_datasets,
@@ -111,3 +120,16 @@ rule gallery:
         f"{R}/logs/gallery/{{scorer}}/{{dataset}}/{{category}}/{{setting}}.log",
     script:
         "../workflow_scripts/gallery.py"
+
+
+rule html_table:
+    input:
+        csv=f"{R}/tables/{{table}}.csv",
+    output:
+        html=report(f"{R}/tables/html/{{table}}.html", caption="../report/html_table.rst", category="Tables", labels={"table": "{table}"}),
+    wildcard_constraints:
+        table=r"[\w/]+",
+    log:
+        f"{R}/logs/html_table/{{table}}.log",
+    script:
+        "../workflow_scripts/html_table.py"
