@@ -11,7 +11,7 @@ import yaml
 from .conftest import TINY, snakemake
 
 # Outputs that aggregate over jobs: they must update whenever any job's result changes or appears.
-AGGREGATES = {"collect_metrics", "tables", "summary_table", "plots", "gallery", "anomalous_tables", "all"}
+AGGREGATES = {"collect_metrics", "tables", "summary_table", "html_table", "plots", "gallery", "anomalous_tables", "all"}
 UPSTREAM = {"prepare_dataset", "draw_pool", "draw_split", "extract_features"}
 
 
