@@ -2,6 +2,12 @@
 # reference pools, then draw each (setting, run)'s references.
 
 
+# Bookkeeping rules run on the submitting host: a cluster job would cost more in queue time than it computes.
+localrules:
+    draw_pool,
+    draw_split,
+
+
 rule prepare_dataset:
     output:
         manifest=f"{R}/data/{{dataset}}/manifest.csv",

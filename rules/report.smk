@@ -1,5 +1,17 @@
 # Evaluation and report stage: metrics per score file, one long metrics table, paper-style tables and plots.
 
+
+# Tables, figures and galleries are seconds of work each: they run on the submitting host under SLURM.
+localrules:
+    collect_metrics,
+    tables,
+    summary_table,
+    html_table,
+    plots,
+    anomalous_tables,
+    gallery,
+
+
 ANOMALOUS_TABLES = ["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"]
 
 
