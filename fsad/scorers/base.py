@@ -9,7 +9,7 @@ Scorers never read config files or global state: everything arrives in the conte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,10 @@ class Split:
     anomalous_refs: list[str]
     validation: list[str]
     test: list[str]
+
+
+# Test images scored per step; bounds the (images, positions, memory) similarity tensors of a scorer.
+IMAGES_PER_STEP = 64
 
 
 @dataclass
@@ -60,6 +64,19 @@ class ScoringContext:
     device: torch.device
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
+        """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
+        if not self.split.test:
+            split = self.split
+            raise ValueError(
+                f"split {split.dataset}/{split.category}/{split.setting}/run{split.run} has no test images; "
+                "check the dataset's manifest and max_test_per_category"
+            )
+        for start in range(0, len(self.split.test), IMAGES_PER_STEP):
+            features = self.features(self.split.test[start : start + IMAGES_PER_STEP])
+            features.require_windows(window_sizes, scorer)
+            yield features
 
 
 @dataclass

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fsad.features.types import FeatureBatch
 from fsad.scorers.anomalous_memory.torch_model import (
     anomalous_memory_scores,
     anomalous_similarity_scores,
@@ -17,18 +16,13 @@ from fsad.scorers.anomalous_memory.torch_model import (
 )
 from fsad.scorers.winclip.torch_model import class_scores
 
+from .feature_fixtures import random_features as shared_random_features
+
 GRID, DIM, WIDTH = 4, 6, 8
 
 
 def random_features(n, window_sizes=(2, 3), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return FeatureBatch(
-        [f"img{i}" for i in range(n)],
-        torch.randn(n, DIM, generator=gen),
-        torch.randn(n, GRID * GRID, WIDTH, generator=gen),
-        {k: torch.randn(n, (GRID - k + 1) ** 2, DIM, generator=gen) for k in window_sizes},
-        GRID,
-    )
+    return shared_random_features(n, GRID, WIDTH, DIM, window_sizes, seed)
 
 
 def hand_made_mask():

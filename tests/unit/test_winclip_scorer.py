@@ -3,6 +3,8 @@
 import zlib
 
 import pandas as pd
+
+import fsad.scorers.base as scorer_base
 import pytest
 import torch
 
@@ -77,7 +79,7 @@ def test_few_shot_split_adds_one_memory_sub_score_per_scale():
 
 def test_scores_do_not_depend_on_how_test_images_are_chunked(monkeypatch):
     whole = winclip_scorer.score(make_context(["ref0"], n_test=7))
-    monkeypatch.setattr(winclip_scorer, "IMAGES_PER_STEP", 3)
+    monkeypatch.setattr(scorer_base, "IMAGES_PER_STEP", 3)
     chunked = winclip_scorer.score(make_context(["ref0"], n_test=7))
     pd.testing.assert_frame_equal(whole.scores, chunked.scores, atol=1e-6)
     assert abs(whole.maps - chunked.maps).max() < 1e-6

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from fsad.backbones.windows import window_patch_indices
-from fsad.features.types import FeatureBatch
 from fsad.scorers.winclip.torch_model import (
     build_reference_memory,
     class_scores,
@@ -14,6 +13,8 @@ from fsad.scorers.winclip.torch_model import (
     winclip_scores,
     zero_shot_map,
 )
+
+from .feature_fixtures import random_features
 
 
 def naive_harmonic_aggregation(window_scores, grid, window):
@@ -76,17 +77,6 @@ def test_zero_shot_map_is_the_harmonic_mean_of_image_and_window_scales():
     windows = {2: torch.full((1, 4), 0.25)}
     expected = 2 / (1 / 0.5 + 1 / 0.25)
     assert torch.allclose(zero_shot_map(image, windows, grid), torch.full((1, 3, 3), expected))
-
-
-def random_features(n, grid=5, width=8, dim=6, window_sizes=(2, 3), seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return FeatureBatch(
-        [f"img{i}" for i in range(n)],
-        torch.randn(n, dim, generator=gen),
-        torch.randn(n, grid * grid, width, generator=gen),
-        {k: torch.randn(n, (grid - k + 1) ** 2, dim, generator=gen) for k in window_sizes},
-        grid,
-    )
 
 
 def test_a_test_image_equal_to_its_reference_has_zero_few_shot_maps():

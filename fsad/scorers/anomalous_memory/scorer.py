@@ -45,8 +45,6 @@ from fsad.text.prompts import text_embeddings
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SIZES = [2, 3, 7]
-# Test images scored per step; bounds the (images, positions, memory) similarity tensor.
-IMAGES_PER_STEP = 64
 
 
 def _where(ctx: ScoringContext) -> str:
@@ -142,8 +140,6 @@ def score(ctx: ScoringContext) -> ScoreResult:
     coverage_threshold = float(params.get("coverage_threshold", 0.5))
     if mode != "baseline" and mode not in distributions:
         raise ValueError(f"scorers.anomalous_memory.weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
-    if not ctx.split.test:
-        raise ValueError(f"split {_where(ctx)} has no test images; check the dataset's manifest and max_test_per_category")
 
     ref_id, image, mask = _anomalous_sample(ctx)
     reference = ctx.features([ref_id])
@@ -164,9 +160,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     ids = list(ctx.split.test)
     sub_scores, grid_maps = [], []
-    for start in range(0, len(ids), IMAGES_PER_STEP):
-        features = ctx.features(ids[start : start + IMAGES_PER_STEP])
-        features.require_windows(window_sizes, "anomalous_memory")
+    for features in ctx.test_batches(window_sizes, "anomalous_memory"):
         out = anomalous_memory_scores(features, memory, text, window_sizes, temperature)
         sub_scores.append(out.sub_scores)
         grid_maps.append(out.maps)

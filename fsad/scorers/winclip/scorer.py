@@ -17,8 +17,6 @@ from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_ma
 from fsad.text.prompts import text_embeddings
 
 DEFAULT_WINDOW_SIZES = [2, 3]
-# Test images scored per step; bounds the (images, positions, memory) similarity tensor.
-IMAGES_PER_STEP = 64
 
 
 
@@ -40,15 +38,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
         memory = build_reference_memory(references, window_sizes)
 
     ids = list(ctx.split.test)
-    if not ids:
-        raise ValueError(
-            f"split {ctx.split.dataset}/{ctx.split.category}/{ctx.split.setting}/run{ctx.split.run} has no test images; "
-            f"check the dataset's manifest and max_test_per_category"
-        )
     image_scores, sub_scores, maps = [], [], []
-    for start in range(0, len(ids), IMAGES_PER_STEP):
-        features = ctx.features(ids[start : start + IMAGES_PER_STEP])
-        features.require_windows(window_sizes, "winclip")
+    for features in ctx.test_batches(window_sizes, "winclip"):
         out = winclip_scores(features, text, window_sizes, temperature, memory)
         image_scores.append(out.image_scores)
         sub_scores.append(out.sub_scores)
