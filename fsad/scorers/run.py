@@ -75,7 +75,8 @@ def run_scorer(
     """Score the split's test images with ``scorer`` and write scores, maps and a details JSON."""
     from fsad.backbones.loading import load_backbone
     from fsad.backbones.window_embeddings import encode_images
-    from fsad.features.cache import FeatureCache
+    from fsad.features.cache import FeatureCache, canonical_spec
+    from fsad.text.cache import cached_text_encoder
     from fsad.text.class_names import class_name
 
     split = read_split(split_path)
@@ -95,7 +96,11 @@ def run_scorer(
         split=split,
         manifest=manifest,
         features=lambda ids: store.load(ids, device=device),
-        text_encoder=lambda prompts: backbone().encode_text(prompts),
+        text_encoder=cached_text_encoder(
+            lambda prompts: backbone().encode_text(prompts),
+            Path(features_store).parents[1] / "_text",
+            [canonical_spec(backbone_spec), store.weights],
+        ),
         class_name=class_name(split.category, scorer_params.get("class_name_mode", "readable")),
         params=scorer_params,
         map_size=map_size,
