@@ -7,13 +7,12 @@ preprocessing, text embeddings and the reference memory (per-category setup on b
 
     python bench/bench_winclip.py --arch fsad-tiny --n-images 8 --batch-sizes 8 --out bench/results_tiny.md
     python bench/bench_winclip.py --n-images 8 --batch-sizes 8 --out bench/results_cpu.md
-    python bench/bench_winclip.py --devices cuda --n-images 256 --batch-sizes 16 64 --precision bf16 --out bench/results_cuda.md
+    python bench/bench_winclip.py --devices cuda --n-images 256 --batch-sizes 16 64 --precisions fp32 bf16 --out bench/results_cuda.md
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import time
 from collections.abc import Callable
@@ -36,12 +35,22 @@ TEMPERATURE = 0.07  # anomalib's
 CLASS_NAME = "textile"
 
 
-def textile_images(n_test: int) -> tuple[list[Image.Image], Image.Image]:
-    """``n_test`` textile images (half with local defects) and one normal reference, from conformal-clip-data."""
-    import conformal_clip_data as data
+def textile_images(n_test: int, root: Path | None = None) -> tuple[list[Image.Image], Image.Image]:
+    """``n_test`` textile images (half with local defects) and one normal reference.
 
-    nominal = sorted(Path(data.nominal_dir()).glob("*.jpg"))
-    local = sorted(Path(data.local_dir()).glob("*.jpg"))
+    From conformal-clip-data, or from ``root`` holding its layout (``nominal/*.jpg``, ``local/*.jpg``),
+    e.g. a few hundred images copied for a machine without the package.
+    """
+    if root is None:
+        import conformal_clip_data as data
+
+        nominal_dir, local_dir = Path(data.nominal_dir()), Path(data.local_dir())
+    else:
+        nominal_dir, local_dir = root / "nominal", root / "local"
+    nominal = sorted(nominal_dir.glob("*.jpg"))
+    local = sorted(local_dir.glob("*.jpg"))
+    if len(nominal) < 2 or not local:
+        raise FileNotFoundError(f"need textile images in {nominal_dir} and {local_dir}")
     paths = [p for pair in zip(nominal[1:], local) for p in pair][:n_test]
     return [Image.open(p).convert("RGB") for p in paths], Image.open(nominal[0]).convert("RGB")
 
@@ -62,7 +71,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def our_pipeline(args: argparse.Namespace, device: torch.device, precision: str, reference_pixels: torch.Tensor):
+    """This project's WinCLIP+ at ``precision`` (bf16 autocast on CUDA only): pixels -> (scores, maps)."""
     image_size = open_clip.get_model_config(args.arch)["vision_cfg"]["image_size"]
     spec = {
         "arch": args.arch,
@@ -70,49 +80,60 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
         "image_size": image_size,
         "window_sizes": WINDOW_SIZES,
         "batch_size": max(args.batch_sizes),
-        "precision": args.precision,
+        "precision": precision,
     }
     backbone = load_backbone(spec, device, "random", args.seed)
-    images, reference = textile_images(args.n_images)
-    pixels = torch.stack([backbone.preprocess(img) for img in images]).to(device)
-    reference_pixels = backbone.preprocess(reference).unsqueeze(0).to(device)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and args.precision == "bf16"
-        else contextlib.nullcontext()
-    )
-
     with torch.inference_mode():
-        anomalib_model = anomalib_winclip(backbone.model, CLASS_NAME, reference_pixels)
-        with autocast:
-            text = text_embeddings(backbone.encode_text, CLASS_NAME, "anomalib")
-            memory = build_reference_memory(encode_images(backbone, reference_pixels, WINDOW_SIZES), WINDOW_SIZES)
+        text = text_embeddings(backbone.encode_text, CLASS_NAME, "anomalib")
+        memory = build_reference_memory(encode_images(backbone, reference_pixels, WINDOW_SIZES), WINDOW_SIZES)
 
-    def ours(batch_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode(), autocast:
+    def run_batch(batch_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
             out = winclip_scores(encode_images(backbone, batch_pixels, WINDOW_SIZES), text, WINDOW_SIZES, TEMPERATURE, memory)
             return out.image_scores, upsample_maps(out.maps, image_size)
+
+    return backbone, run_batch
+
+
+def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    precisions = args.precisions if device.type == "cuda" else ["fp32"]  # bf16 autocast is a CUDA path
+    backbone = load_backbone(
+        {"arch": args.arch, "pretrained": None, "image_size": open_clip.get_model_config(args.arch)["vision_cfg"]["image_size"]},
+        device,
+        "random",
+        args.seed,
+    )
+    images, reference = textile_images(args.n_images, args.images)
+    pixels = torch.stack([backbone.preprocess(img) for img in images]).to(device)
+    reference_pixels = backbone.preprocess(reference).unsqueeze(0).to(device)
+    with torch.inference_mode():
+        anomalib_model = anomalib_winclip(backbone.model, CLASS_NAME, reference_pixels)
 
     def anomalib(batch_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             out = anomalib_model(batch_pixels)
             return out.pred_score, out.anomaly_map
 
+    # Same seed, same architecture: every side gets identical random weights.
+    sides = {"anomalib 2.7 (fp32)": anomalib}
+    for precision in precisions:
+        sides[f"fsad ({precision})"] = our_pipeline(args, device, precision, reference_pixels)[1]
+
     rows = []
     for batch in args.batch_sizes:
         best: dict[str, tuple] = {}
         # Interleaved repeats, best time kept: the fairest figure on a machine shared with other jobs.
         for _ in range(args.repeats):
-            for name, run_batch in (("anomalib", anomalib), ("fsad", ours)):
+            for name, run_batch in sides.items():
                 result = timed(run_batch, pixels, batch, device)
                 if name not in best or result[0] < best[name][0]:
                     best[name] = result
-        _, reference_scores, reference_maps = best["anomalib"]
+        _, reference_scores, reference_maps = best["anomalib 2.7 (fp32)"]
         for name, (seconds, scores, maps) in best.items():
             rows.append(
                 {
                     "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
-                    "impl": "fsad" + (f" ({args.precision})" if args.precision != "fp32" else "") if name == "fsad" else "anomalib 2.7 (fp32)",
+                    "impl": name,
                     "batch": batch,
                     "images/s": len(pixels) / seconds,
                     "max |score diff|": (scores - reference_scores).abs().max().item(),
@@ -143,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-images", type=int, default=8, help="test images")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="our path on CUDA (anomalib stays fp32)")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="our rows on CUDA (anomalib stays fp32)"
+    )
+    parser.add_argument("--images", type=Path, default=None, help="folder with nominal/ and local/ textile jpgs (default: conformal-clip-data)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
