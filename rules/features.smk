@@ -19,7 +19,7 @@ rule extract_features:
         f"{R}/logs/extract_features/{{backbone}}/{{dataset}}/{{category}}.log",
     benchmark:
         f"{R}/benchmarks/extract_features/{{backbone}}/{{dataset}}/{{category}}.tsv"
-    threads: 2
+    threads: 4
     resources:
         gpu=1,
         mem_mb=8000,

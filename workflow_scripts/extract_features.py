@@ -21,6 +21,7 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
         device=device,
         weights_fallback=smk.params.weights_fallback,
         seed=smk.params.seed,
+        threads=smk.threads,
     )
     log.info("features: %s", summary)
     write_json(smk.output.index, {**summary, "image_ids": ids, "window_sizes": smk.params.window_sizes})

@@ -20,12 +20,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fsad.backbones.loading import Backbone
@@ -57,6 +58,19 @@ def read_image(path: str | Path) -> Image.Image:
         raise FileNotFoundError(f"{path}: image not found; rerun prepare_dataset for its dataset") from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{path}: corrupt or unreadable image ({err}); replace the file or remove it from the dataset") from err
+
+
+class _PreprocessedImages(Dataset):
+    """Images of ``paths`` in order, read and preprocessed (so a DataLoader can prefetch them)."""
+
+    def __init__(self, paths: list[str], preprocess: Callable[[Image.Image], torch.Tensor]):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.preprocess(read_image(self.paths[index]))
 
 
 class FeatureCache:
@@ -103,9 +117,18 @@ class FeatureCache:
             )
 
     def update(
-        self, backbone: Backbone, image_paths: dict[str, str], window_sizes: list[int], batch_size: int = 8
+        self,
+        backbone: Backbone,
+        image_paths: dict[str, str],
+        window_sizes: list[int],
+        batch_size: int = 8,
+        workers: int = 0,
     ) -> dict[str, Any]:
         """Encode what is missing: new images (all features) and new window sizes of cached images.
+
+        Args:
+            workers: processes that decode and preprocess the next batches while the device encodes
+                (0: in this process; worth it on a GPU, where decoding would otherwise keep it waiting).
 
         Returns:
             a summary: counts, weights, seconds and images per second of the encoding done now.
@@ -133,8 +156,8 @@ class FeatureCache:
                 h5.attrs["backbone_spec"] = canonical_spec(backbone.spec)
                 h5.attrs["weights"] = backbone.weights
                 h5.attrs["grid"] = backbone.grid
-                self._encode(h5, backbone, {i: image_paths[i] for i in new_ids}, all_sizes, batch_size, True)
-                self._encode(h5, backbone, {i: image_paths[i] for i in extend_ids}, extra_sizes, batch_size, False)
+                self._encode(h5, backbone, {i: image_paths[i] for i in new_ids}, all_sizes, batch_size, workers, True)
+                self._encode(h5, backbone, {i: image_paths[i] for i in extend_ids}, extra_sizes, batch_size, workers, False)
                 h5.attrs["window_sizes"] = all_sizes
                 h5.flush()
             with open(tmp, "rb") as handle:
@@ -144,13 +167,28 @@ class FeatureCache:
 
     @staticmethod
     def _encode(
-        h5: h5py.File, backbone: Backbone, paths: dict[str, str], window_sizes: list[int], batch_size: int, with_image: bool
+        h5: h5py.File,
+        backbone: Backbone,
+        paths: dict[str, str],
+        window_sizes: list[int],
+        batch_size: int,
+        workers: int,
+        with_image: bool,
     ) -> None:
         ids = list(paths)
+        if not ids:
+            return
         what = "images" if with_image else f"windows {window_sizes}"
-        for start in tqdm(range(0, len(ids), batch_size), desc=f"encoding {what}", unit="batch", disable=not ids):
+        batches = DataLoader(
+            _PreprocessedImages([paths[i] for i in ids], backbone.preprocess),
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=backbone.device.type == "cuda",
+            # fork: the workers only decode images (no CUDA), and the preprocessing holds lambdas
+            multiprocessing_context="fork" if workers else None,
+        )
+        for start, pixels in zip(range(0, len(ids), batch_size), tqdm(batches, desc=f"encoding {what}", unit="batch")):
             batch_ids = ids[start : start + batch_size]
-            pixels = torch.stack([backbone.preprocess(read_image(paths[i])) for i in batch_ids])
             features = encode_images(backbone, pixels, window_sizes, with_image=with_image)
             for row, image_id in enumerate(batch_ids):
                 group = h5.require_group(image_id)

@@ -25,13 +25,18 @@ def extract_category(
     device: torch.device | str,
     weights_fallback: str,
     seed: int,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Encode the images of ``image_paths`` missing from the store at ``cache_path``; return a summary.
 
     A store never mixes weights: if the weights loaded now differ from the store's (random fallback
     then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
+
+    On a GPU, ``threads - 1`` worker processes decode images ahead of the encoder; on the CPU every
+    core is busy encoding, so images are decoded in this process.
     """
     backbone = load_backbone(backbone_spec, device, weights_fallback, seed)
-    summary = FeatureCache(cache_path).update(backbone, image_paths, window_sizes, batch_size)
+    workers = max(0, threads - 1) if backbone.device.type == "cuda" else 0
+    summary = FeatureCache(cache_path).update(backbone, image_paths, window_sizes, batch_size, workers)
     log.info("%s: %s", backbone_name, summary)
     return {"backbone": backbone_name, "device": str(backbone.device), **summary}

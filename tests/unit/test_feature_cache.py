@@ -110,6 +110,20 @@ def test_a_corrupt_image_is_named(tiny, images, tmp_path):
         FeatureCache(tmp_path / "c.h5").update(tiny, {"bad": str(bad)}, [2])
 
 
+def test_prefetching_workers_store_the_same_features_and_name_a_corrupt_image(tiny, images, tmp_path):
+    inline, prefetched = FeatureCache(tmp_path / "a.h5"), FeatureCache(tmp_path / "b.h5")
+    inline.update(tiny, images, [2, 3], batch_size=2)
+    prefetched.update(tiny, images, [2, 3], batch_size=2, workers=2)
+    ids = sorted(images)
+    a, b = inline.load(ids), prefetched.load(ids)
+    for x, y in [(a.image_embeddings, b.image_embeddings), (a.patch_tokens, b.patch_tokens), (a.windows[3], b.windows[3])]:
+        torch.testing.assert_close(x, y)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="bad.png"):
+        FeatureCache(tmp_path / "c.h5").update(tiny, {"a": images["img0"], "bad": str(bad)}, [2], workers=1)
+
+
 def test_backbone_keys_follow_the_weights_not_the_window_sizes():
     assert backbone_key("b", TINY) == backbone_key("b", {**TINY, "window_sizes": [2, 3, 7], "batch_size": 4})
     assert backbone_key("b", TINY) != backbone_key("b", {**TINY, "pretrained": "laion400m_e31"})
