@@ -21,6 +21,7 @@ from pathlib import Path
 import open_clip
 import torch
 from PIL import Image
+from scipy.stats import spearmanr
 
 import fsad.backbones  # noqa: F401  (registers the fsad-tiny preset)
 from fsad.backbones.loading import load_backbone
@@ -137,6 +138,7 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     "batch": batch,
                     "images/s": len(pixels) / seconds,
                     "max |score diff|": (scores - reference_scores).abs().max().item(),
+                    "rank corr": spearmanr(scores.numpy(), reference_scores.numpy()).statistic,
                     "max |map diff|": (maps - reference_maps).abs().max().item(),
                 }
             )
@@ -144,9 +146,13 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 
 def markdown(rows: list[dict], args: argparse.Namespace) -> str:
-    header = "| device | impl | batch | images/s | max \\|score diff\\| | max \\|map diff\\| |\n|---|---|---:|---:|---:|---:|\n"
+    header = (
+        "| device | impl | batch | images/s | max \\|score diff\\| | score rank corr. | max \\|map diff\\| |\n"
+        "|---|---|---:|---:|---:|---:|---:|\n"
+    )
     lines = [
-        f"| {r['device']} | {r['impl']} | {r['batch']} | {r['images/s']:.3f} | {r['max |score diff|']:.2e} | {r['max |map diff|']:.2e} |"
+        f"| {r['device']} | {r['impl']} | {r['batch']} | {r['images/s']:.3f} | {r['max |score diff|']:.2e} "
+        f"| {r['rank corr']:.6f} | {r['max |map diff|']:.2e} |"
         for r in rows
     ]
     context = (

@@ -80,8 +80,17 @@ def window_sizes(wildcards):
     return sorted(sizes)
 
 
+def feature_file(backbone, dataset, category, suffix):
+    """The feature store (``.h5``) or its index (``.json``, the declared output) of one category."""
+    return f"{R}/cache/features/{backbone}/{dataset}/{category}{suffix}"
+
+
 def features_index(wildcards):
-    return f"{R}/cache/features/{backbone_dir_of_scorer(wildcards)}/{wildcards.dataset}/{wildcards.category}.json"
+    return feature_file(backbone_dir_of_scorer(wildcards), wildcards.dataset, wildcards.category, ".json")
+
+
+def scorer_features_store(wildcards):
+    return feature_file(backbone_dir_of_scorer(wildcards), wildcards.dataset, wildcards.category, ".h5")
 
 
 def scorer_backbone_spec(wildcards):
@@ -116,7 +125,7 @@ def setting_spec(wildcards):
 
 
 def features_store(wildcards):
-    return f"{R}/cache/features/{wildcards.backbone}/{wildcards.dataset}/{wildcards.category}.h5"
+    return feature_file(wildcards.backbone, wildcards.dataset, wildcards.category, ".h5")
 
 
 def datasets_scored():

@@ -8,7 +8,7 @@ rule extract_features:
         manifest=rules.prepare_dataset.output.manifest,
         pool=rules.draw_pool.output.pool,
     output:
-        index=f"{R}/cache/features/{{backbone}}/{{dataset}}/{{category}}.json",
+        index=feature_file("{backbone}", "{dataset}", "{category}", ".json"),
     params:
         store=features_store,
         backbone=backbone_spec,

@@ -14,6 +14,7 @@ rule score:
     params:
         scorer_params=scorer_params,
         backbone=scorer_backbone_spec,
+        features_store=scorer_features_store,
         map_size=config["evaluation"]["map_size"],
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],

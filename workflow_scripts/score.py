@@ -10,7 +10,7 @@ with job_logging(smk.log[0]), claim_device() as device:
         smk.wildcards.scorer,
         split_path=smk.input.split,
         manifest_path=smk.input.manifest,
-        features_store=smk.input.features[: -len(".json")] + ".h5",
+        features_store=smk.params.features_store,
         backbone_spec=smk.params.backbone,
         scorer_params=smk.params.scorer_params,
         map_size=smk.params.map_size,
