@@ -32,6 +32,11 @@ class Split:
     validation: list[str]
     test: list[str]
 
+    @property
+    def label(self) -> str:
+        """``dataset/category/setting/run{run}``, for messages and logs."""
+        return f"{self.dataset}/{self.category}/{self.setting}/run{self.run}"
+
 
 # Test images scored per step; bounds the (images, positions, memory) similarity tensors of a scorer.
 IMAGES_PER_STEP = 64
@@ -68,11 +73,7 @@ class ScoringContext:
     def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
         if not self.split.test:
-            split = self.split
-            raise ValueError(
-                f"split {split.dataset}/{split.category}/{split.setting}/run{split.run} has no test images; "
-                "check the dataset's manifest and max_test_per_category"
-            )
+            raise ValueError(f"split {self.split.label} has no test images; check the dataset's manifest and max_test_per_category")
         for start in range(0, len(self.split.test), IMAGES_PER_STEP):
             features = self.features(self.split.test[start : start + IMAGES_PER_STEP])
             features.require_windows(window_sizes, scorer)

@@ -47,24 +47,19 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_SIZES = [2, 3, 7]
 
 
-def _where(ctx: ScoringContext) -> str:
-    s = ctx.split
-    return f"{s.dataset}/{s.category}/{s.setting}/run{s.run}"
-
-
 def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, Image.Image]:
     """The split's one anomalous reference: id, RGB image and ``"L"`` mask (non-zero pixels are the defect)."""
     refs = ctx.split.anomalous_refs
     if len(refs) != 1:
         raise ValueError(
-            f"anomalous_memory needs exactly one anomalous reference image per split, {_where(ctx)} has {len(refs)}; "
+            f"anomalous_memory needs exactly one anomalous reference image per split, {ctx.split.label} has {len(refs)}; "
             f"use a setting with anomalous_shots: 1 (e.g. a1) for this scorer"
         )
     row = ctx.manifest.loc[refs[0]]
     mask_path = row["mask_path"]
     if not isinstance(mask_path, str) or not mask_path:
         raise ValueError(
-            f"anomalous_memory needs a pixel mask for the anomalous reference {refs[0]!r} ({_where(ctx)}), but the "
+            f"anomalous_memory needs a pixel mask for the anomalous reference {refs[0]!r} ({ctx.split.label}), but the "
             f"manifest of dataset {ctx.split.dataset!r} gives none; this dataset has no defect masks: drop it from "
             f"scorers.anomalous_memory.datasets in the config"
         )
@@ -108,7 +103,7 @@ def _validate(
         raise ValueError("anomalous_memory validates weights on augmented images and needs ctx.extra['encode'] to encode them")
     if not ctx.split.validation:
         raise ValueError(
-            f"anomalous_memory weight validation needs a normal validation image, {_where(ctx)} has none; use a setting "
+            f"anomalous_memory weight validation needs a normal validation image, {ctx.split.label} has none; use a setting "
             f"with validation_normals >= 1 (e.g. a1), or set scorers.anomalous_memory.distributions to [] and weights to baseline"
         )
     images, labels = _augmented_set(ctx, image, mask, int(params.get("n_augmentations", 10)))
@@ -148,14 +143,14 @@ def score(ctx: ScoringContext) -> ScoreResult:
         reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params.get("partial_windows", "exclude")
     )
     for choice in memory.choices.values():
-        log.info("%s memory %s", _where(ctx), choice.summary())
+        log.info("%s memory %s", ctx.split.label, choice.summary())
         if choice.anomalous_fallback:
             log.warning(
                 "%s scale %s: no window reaches coverage %.2f (max %.3f); the %d most covered windows form the anomalous memory",
-                _where(ctx), choice.scale, coverage_threshold, choice.max_coverage, len(choice.anomalous),
+                ctx.split.label, choice.scale, coverage_threshold, choice.max_coverage, len(choice.anomalous),
             )
         if choice.normal_fallback:
-            log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", _where(ctx), choice.scale, len(choice.normal))
+            log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", ctx.split.label, choice.scale, len(choice.normal))
     text = text_embeddings(ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")).to(ctx.device)
 
     ids = list(ctx.split.test)
