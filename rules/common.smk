@@ -80,9 +80,14 @@ def window_sizes(wildcards):
     return sorted(sizes)
 
 
+def feature_dir(backbone):
+    """Everything cached for one backbone key: feature stores per category and ``_text`` prompt embeddings."""
+    return f"{R}/cache/features/{backbone}"
+
+
 def feature_file(backbone, dataset, category, suffix):
     """The feature store (``.h5``) or its index (``.json``, the declared output) of one category."""
-    return f"{R}/cache/features/{backbone}/{dataset}/{category}{suffix}"
+    return f"{feature_dir(backbone)}/{dataset}/{category}{suffix}"
 
 
 def features_index(wildcards):
@@ -91,6 +96,10 @@ def features_index(wildcards):
 
 def scorer_features_store(wildcards):
     return feature_file(backbone_dir_of_scorer(wildcards), wildcards.dataset, wildcards.category, ".h5")
+
+
+def scorer_text_cache(wildcards):
+    return f"{feature_dir(backbone_dir_of_scorer(wildcards))}/_text"
 
 
 def scorer_backbone_spec(wildcards):

@@ -15,6 +15,7 @@ rule score:
         scorer_params=scorer_params,
         backbone=scorer_backbone_spec,
         features_store=scorer_features_store,
+        text_cache=scorer_text_cache,
         map_size=config["evaluation"]["map_size"],
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],

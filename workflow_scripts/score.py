@@ -11,6 +11,7 @@ with job_logging(smk.log[0]), claim_device() as device:
         split_path=smk.input.split,
         manifest_path=smk.input.manifest,
         features_store=smk.params.features_store,
+        text_cache_dir=smk.params.text_cache,
         backbone_spec=smk.params.backbone,
         scorer_params=smk.params.scorer_params,
         map_size=smk.params.map_size,

@@ -62,6 +62,7 @@ def run_scorer(
     split_path: str | Path,
     manifest_path: str | Path,
     features_store: str | Path,
+    text_cache_dir: str | Path,
     backbone_spec: dict[str, Any],
     scorer_params: dict[str, Any],
     map_size: int,
@@ -72,7 +73,10 @@ def run_scorer(
     out_maps: str | Path,
     out_details: str | Path,
 ) -> dict[str, Any]:
-    """Score the split's test images with ``scorer`` and write scores, maps and a details JSON."""
+    """Score the split's test images with ``scorer`` and write scores, maps and a details JSON.
+
+    Prompt embeddings are memoised in ``text_cache_dir`` (shared by the jobs of one backbone).
+    """
     from fsad.backbones.loading import load_backbone
     from fsad.backbones.window_embeddings import encode_images
     from fsad.features.cache import FeatureCache, canonical_spec
@@ -98,7 +102,7 @@ def run_scorer(
         features=lambda ids: store.load(ids, device=device),
         text_encoder=cached_text_encoder(
             lambda prompts: backbone().encode_text(prompts),
-            Path(features_store).parents[1] / "_text",
+            text_cache_dir,
             [canonical_spec(backbone_spec), store.weights],
         ),
         class_name=class_name(split.category, scorer_params.get("class_name_mode", "readable")),
