@@ -13,12 +13,43 @@ References and validation images come from the pools, which are disjoint from th
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fsad.io import read_json
 from fsad.seeding import derive_seed
+
+
+@dataclass
+class Split:
+    """A few-shot split (``splits/{dataset}/{category}/{setting}/run{run}.json``), as :func:`draw_split` writes it."""
+
+    dataset: str
+    category: str
+    setting: str
+    run: int
+    seed: int
+    normal_refs: list[str]
+    anomalous_refs: list[str]
+    validation: list[str]
+    test: list[str]
+
+    @property
+    def label(self) -> str:
+        """``dataset/category/setting/run{run}``, for messages and logs."""
+        return f"{self.dataset}/{self.category}/{self.setting}/run{self.run}"
+
+
+def read_split(path: str | Path) -> Split:
+    """Load a split JSON written by the split stage."""
+    data = read_json(path)
+    fields = {f.name for f in dataclasses.fields(Split)}
+    return Split(**{k: v for k, v in data.items() if k in fields})
 
 
 def _choose(rng: np.random.Generator, ids: list[str], n: int) -> list[str]:

@@ -15,27 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fsad.data.splits import Split
 from fsad.features.types import FeatureBatch
-
-
-@dataclass
-class Split:
-    """A few-shot split (``splits/{dataset}/{category}/{setting}/run{run}.json``)."""
-
-    dataset: str
-    category: str
-    setting: str
-    run: int
-    seed: int
-    normal_refs: list[str]
-    anomalous_refs: list[str]
-    validation: list[str]
-    test: list[str]
-
-    @property
-    def label(self) -> str:
-        """``dataset/category/setting/run{run}``, for messages and logs."""
-        return f"{self.dataset}/{self.category}/{self.setting}/run{self.run}"
 
 
 # Test images scored per step; bounds the (images, positions, memory) similarity tensors of a scorer.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from functools import cache
@@ -16,16 +15,10 @@ import torch
 
 from fsad.data.manifest import read_manifest
 from fsad.io import atomic_path, read_json, write_json
-from fsad.scorers.base import ScoreResult, ScoringContext, Split, get_scorer
+from fsad.data.splits import Split, read_split
+from fsad.scorers.base import ScoreResult, ScoringContext, get_scorer
 
 log = logging.getLogger(__name__)
-
-
-def read_split(path: str | Path) -> Split:
-    """Load a split JSON written by the split stage."""
-    data = read_json(path)
-    fields = {f.name for f in dataclasses.fields(Split)}
-    return Split(**{k: v for k, v in data.items() if k in fields})
 
 
 def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str) -> None:

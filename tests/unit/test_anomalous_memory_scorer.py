@@ -11,7 +11,8 @@ from PIL import Image
 from fsad.features.types import FeatureBatch
 from fsad.fusion.weights import baseline_weights
 from fsad.scorers.anomalous_memory import scorer as anomalous_scorer
-from fsad.scorers.base import ScoringContext, Split, get_scorer
+from fsad.data.splits import Split
+from fsad.scorers.base import ScoringContext, get_scorer
 
 GRID, DIM, WIDTH, WINDOWS = 5, 6, 8, (2, 3)
 SUB_SCORES = ["zero_shot", "reference_patch", "reference_w2", "reference_w3", "anomalous_patch", "anomalous_w2", "anomalous_w3"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fsad.features.types import FeatureBatch
-from fsad.scorers.base import ScoringContext, Split, get_scorer
+from fsad.data.splits import Split
+from fsad.scorers.base import ScoringContext, get_scorer
 from fsad.scorers.winclip import scorer as winclip_scorer
 
 GRID, DIM, WIDTH = 5, 6, 8
