@@ -1,5 +1,5 @@
 # fsad-bench: few-shot / zero-shot industrial anomaly detection benchmark.
-# Stages: data -> features -> scores -> evaluation/report (see DESIGN.md). All logic lives in fsad/.
+# Stages: data -> features -> fit -> scores -> evaluation/report (see DESIGN.md). All logic lives in fsad/.
 from snakemake.utils import min_version
 
 min_version("9.20")
@@ -14,6 +14,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/features.smk"
+include: "rules/fit.smk"
 include: "rules/scores.smk"
 include: "rules/report.smk"
 

@@ -1,11 +1,10 @@
-"""Config checks beyond the JSON schema, and canonical forms for Snakemake params."""
+"""Config checks beyond the JSON schemas, and canonical forms for Snakemake params."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# Scorers that learn from anomalous images need their masks.
-SCORERS_NEEDING_MASKS = {"anomalous_memory"}
+from fsad.scorers.method import Method, Params
 
 
 class ConfigError(ValueError):
@@ -30,8 +29,55 @@ def _unique(names: list[str], what: str) -> None:
         raise ConfigError(f"config: duplicate {what} names {dup}; each {what} needs its own name")
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """Check cross references the schema cannot express (scorer -> backbone, settings, datasets)."""
+def _check_references(name: str, instance: dict[str, Any], config: dict[str, Any], datasets: dict, settings: dict) -> None:
+    where = f"config: scorers.{name}"
+    if instance.get("backbone") not in config["backbones"]:
+        raise ConfigError(f"{where}.backbone is {instance.get('backbone')!r}; set it to one of backbones: {sorted(config['backbones'])}")
+    for setting in instance.get("settings") or []:
+        if setting not in settings:
+            raise ConfigError(f"{where}.settings names {setting!r}, which is not in settings: {sorted(settings)}")
+    for dataset in instance.get("datasets") or []:
+        if dataset not in datasets:
+            raise ConfigError(f"{where}.datasets names {dataset!r}, which is not in datasets: {sorted(datasets)}")
+
+
+def _check_needs(name: str, instance: dict[str, Any], method: Method, params: Params, datasets: dict, settings: dict) -> None:
+    """What the method declares it needs, against the datasets and settings the instance runs on."""
+    from fsad.data.registry import get_adapter
+
+    where = f"config: scorers.{name}"
+    needs = method.needs
+    if needs.masks:
+        for dataset in instance.get("datasets") or list(datasets):
+            if not get_adapter(datasets[dataset]["kind"]).has_masks:
+                raise ConfigError(
+                    f"{where}: dataset {dataset!r} ({datasets[dataset]['kind']}) has no anomaly masks, which method "
+                    f"{method.name!r} needs; remove it from scorers.{name}.datasets"
+                )
+    for setting_name in instance.get("settings") or list(settings):
+        setting = settings[setting_name]
+        fix = f"set scorers.{name}.settings to settings that meet it"
+        if needs.anomalous_shots is not None and setting.get("anomalous_shots", 0) != needs.anomalous_shots:
+            raise ConfigError(f"{where}: method {method.name!r} needs anomalous_shots: {needs.anomalous_shots}, setting {setting_name!r} has {setting.get('anomalous_shots', 0)}; {fix}")
+        if setting.get("normal_shots", 0) < needs.min_normal_shots:
+            raise ConfigError(f"{where}: method {method.name!r} needs normal_shots >= {needs.min_normal_shots}, setting {setting_name!r} has {setting.get('normal_shots', 0)}; {fix}")
+        least = needs.min_validation_normals(params)
+        if setting.get("validation_normals", 0) < least:
+            raise ConfigError(f"{where}: method {method.name!r} needs validation_normals >= {least} with these parameters, setting {setting_name!r} has {setting.get('validation_normals', 0)}; {fix}")
+    if method.fit is not None and method.fit.scope == "dataset":
+        choice = params.get("train_dataset")
+        names = [choice] if isinstance(choice, str) else list((choice or {}).values())
+        if not names or any(n not in datasets for n in names):
+            raise ConfigError(f"{where}.train_dataset is {choice!r}; name a dataset of the config's datasets: {sorted(datasets)}")
+
+
+def check_config(config: dict[str, Any], methods: dict[str, Method], params: dict[str, Params]) -> None:
+    """Check what the schemas cannot express: names, cross references, method needs, pool sizes.
+
+    Args:
+        methods: enabled scorer instance -> its method's declaration.
+        params: enabled scorer instance -> its parameters, defaults filled in.
+    """
     from fsad.data.registry import get_adapter
 
     _unique([d["name"] for d in config["datasets"]], "dataset")
@@ -40,27 +86,18 @@ def check_config(config: dict[str, Any]) -> None:
     settings = {s["name"]: s for s in config["settings"]}
     for dataset in datasets.values():
         get_adapter(dataset["kind"])
-    for name, scorer in config["scorers"].items():
-        if not scorer.get("enabled", True):
-            continue
-        where = f"config: scorers.{name}"
-        if scorer.get("backbone") not in config["backbones"]:
-            raise ConfigError(
-                f"{where}.backbone is {scorer.get('backbone')!r}; set it to one of backbones: {sorted(config['backbones'])}"
-            )
-        for setting in scorer.get("settings") or []:
-            if setting not in settings:
-                raise ConfigError(f"{where}.settings names {setting!r}, which is not in settings: {sorted(settings)}")
-        for dataset in scorer.get("datasets") or []:
-            if dataset not in datasets:
-                raise ConfigError(f"{where}.datasets names {dataset!r}, which is not in datasets: {sorted(datasets)}")
-        if name in SCORERS_NEEDING_MASKS:
-            for dataset in scorer.get("datasets") or list(datasets):
-                if not get_adapter(datasets[dataset]["kind"]).has_masks:
-                    raise ConfigError(
-                        f"{where}: dataset {dataset!r} ({datasets[dataset]['kind']}) has no anomaly masks, which {name} "
-                        f"needs to build its anomalous memory; remove it from scorers.{name}.datasets"
-                    )
+    for name, method in methods.items():
+        instance = config["scorers"][name]
+        _check_references(name, instance, config, datasets, settings)
+        _check_needs(name, instance, method, params[name], datasets, settings)
+        problem = method.check(params[name], config)
+        if problem:
+            raise ConfigError(f"config: scorers.{name}: {problem}")
+    _check_pools(config, settings)
+
+
+def _check_pools(config: dict[str, Any], settings: dict[str, dict]) -> None:
+    """Each run takes its own normal and anomalous references: the pools must hold all runs' references."""
     pool = config.get("reference_pool", {})
     for setting in settings.values():
         runs = setting.get("runs", config.get("runs", 1))
@@ -70,9 +107,10 @@ def check_config(config: dict[str, Any]) -> None:
                 f"config: setting {setting['name']!r} needs {need} distinct anomalous images over {runs} "
                 f"run(s) but reference_pool.anomalous is {pool.get('anomalous', 0)}; raise it to at least {need}"
             )
-        need = setting.get("normal_shots", 0) + setting.get("validation_normals", 0)
+        need = setting.get("normal_shots", 0) * runs + setting.get("validation_normals", 0)
         if need > pool.get("normal", 0):
             raise ConfigError(
-                f"config: setting {setting['name']!r} needs {need} normal images but reference_pool.normal is "
-                f"{pool.get('normal', 0)}; raise it to at least {need}"
+                f"config: setting {setting['name']!r} needs {need} normal images ({setting.get('normal_shots', 0)} distinct "
+                f"references in each of {runs} run(s) plus {setting.get('validation_normals', 0)} for validation) but "
+                f"reference_pool.normal is {pool.get('normal', 0)}; raise it to at least {need}"
             )

@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import random
-
-import numpy as np
 
 
 def derive_seed(seed: int, *parts: object) -> int:
     """Return a 32-bit seed that depends only on ``seed`` and ``parts`` (stable across processes)."""
     key = "/".join([str(seed), *map(str, parts)]).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (when importable) with ``seed``."""
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.manual_seed(seed)

@@ -1,23 +1,29 @@
 # Helpers every rule uses: config validation, names known before any job runs, input functions.
-import json
+# What each scorer instance needs (features, masks, a fit, report tables) comes from its method's declaration
+# (fsad/scorers/<method>/method.py); nothing here names a method.
 import re
-from pathlib import Path
+from functools import cache
 
 from snakemake.utils import validate
 
-from fsad.config import check_config, canonical
+from fsad.backbones.spec import backbone_key
+from fsad.config import canonical, check_config
 from fsad.data.registry import dataset_categories, get_adapter
-from fsad.features.cache import backbone_key
+from fsad.scorers.registry import method_module, method_params, load_method
 
 validate(config, schema="../config/schema.yaml")
-check_config(config)
 
 R = config["results_dir"]
+PLUGINS = config.get("plugins", [])
 DATASETS = {d["name"]: d for d in config["datasets"]}
-CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
 SETTINGS = {s["name"]: s for s in config["settings"]}
 BACKBONE_DIRS = {name: backbone_key(name, spec) for name, spec in config["backbones"].items()}
 SCORERS = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
+METHOD_MODULES = {name: method_module(spec["method"], PLUGINS) for name, spec in SCORERS.items()}
+METHODS = {name: load_method(module) for name, module in METHOD_MODULES.items()}
+PARAMS = {name: method_params(METHODS[name], spec, f"scorers.{name}") for name, spec in SCORERS.items()}
+check_config(config, METHODS, PARAMS)
+CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
 
 
 def _alternation(names):
@@ -41,43 +47,51 @@ def scorer_settings(scorer):
     return SCORERS[scorer].get("settings") or list(SETTINGS)
 
 
+@cache
 def score_jobs():
     """(scorer, dataset, category, setting, run) of every score job the config asks for."""
-    return [
+    return tuple(
         (scorer, dataset, category, setting, run)
         for scorer in SCORERS
         for dataset in scorer_datasets(scorer)
         for category in CATEGORIES[dataset]
         for setting in scorer_settings(scorer)
         for run in range(SETTINGS[setting].get("runs", config["runs"]))
-    ]
+    )
 
 
-def score_path(scorer, dataset, category, setting, run, suffix=".parquet"):
-    return f"{R}/scores/{scorer}/{dataset}/{category}/{setting}/run{run}{suffix}"
+# --- features: what each (backbone, dataset) store holds -----------------------------------
 
 
-def metrics_part_path(scorer, dataset, category, setting, run):
-    return f"{R}/metrics/parts/{scorer}/{dataset}/{category}/{setting}/run{run}.csv"
+def backbone_name(backbone_dir):
+    return next(n for n, d in BACKBONE_DIRS.items() if d == backbone_dir)
 
 
-# --- input functions and params -------------------------------------------------------------
+def fit_datasets(scorer):
+    """Datasets a dataset-scope fit of ``scorer`` trains on (none for other scopes)."""
+    fit = METHODS[scorer].fit
+    if fit is None or fit.scope != "dataset":
+        return []
+    return sorted({train_dataset(scorer, dataset) for dataset in scorer_datasets(scorer)})
 
 
-def backbone_dir_of_scorer(wildcards):
-    return BACKBONE_DIRS[SCORERS[wildcards.scorer]["backbone"]]
-
-
-def backbone_spec(wildcards):
-    """The backbone entry of a features job (found through its directory name)."""
-    name = next(n for n, d in BACKBONE_DIRS.items() if d == wildcards.backbone)
-    return canonical(config["backbones"][name])
-
-
-def window_sizes(wildcards):
-    name = next(n for n, d in BACKBONE_DIRS.items() if d == wildcards.backbone)
-    sizes = set(config["backbones"][name]["window_sizes"]) | set(DATASETS[wildcards.dataset].get("extra_window_sizes", []))
-    return sorted(sizes)
+@cache
+def feature_needs(backbone_dir, dataset):
+    """Sorted window sizes, layers and V-V layers the store of (backbone, dataset) holds: the backbone's own
+    plus what every scorer instance on that backbone declares for that dataset (scored or trained on)."""
+    name = backbone_name(backbone_dir)
+    spec = config["backbones"][name]
+    needs = {
+        "window_sizes": set(spec["window_sizes"]) | set(DATASETS[dataset].get("extra_window_sizes", [])),
+        "layers": set(spec.get("layers", [])),
+        "vv_layers": set(spec.get("vv_layers", [])),
+    }
+    for scorer in SCORERS:
+        if SCORERS[scorer]["backbone"] == name and dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}:
+            declared = METHODS[scorer].features(PARAMS[scorer])
+            for key in needs:
+                needs[key] |= set(getattr(declared, key))
+    return {key: sorted(values) for key, values in needs.items()}
 
 
 def feature_dir(backbone):
@@ -90,38 +104,130 @@ def feature_file(backbone, dataset, category, suffix):
     return f"{feature_dir(backbone)}/{dataset}/{category}{suffix}"
 
 
-def features_index(wildcards):
-    return feature_file(backbone_dir_of_scorer(wildcards), wildcards.dataset, wildcards.category, ".json")
+def backbone_spec(wildcards):
+    """The backbone entry of a features job (found through its directory name)."""
+    return canonical(config["backbones"][backbone_name(wildcards.backbone)])
 
 
-def scorer_features_store(wildcards):
-    return feature_file(backbone_dir_of_scorer(wildcards), wildcards.dataset, wildcards.category, ".h5")
+def feature_param(key):
+    """Input function of one of :func:`feature_needs`' lists, for a features job's params."""
+    return lambda wildcards: feature_needs(wildcards.backbone, wildcards.dataset)[key]
 
 
-def scorer_text_cache(wildcards):
-    return f"{feature_dir(backbone_dir_of_scorer(wildcards))}/_text"
+# --- score jobs -------------------------------------------------------------------------------
+
+
+def score_path(scorer, dataset, category, setting, run, suffix=".parquet"):
+    return f"{R}/scores/{scorer}/{dataset}/{category}/{setting}/run{run}{suffix}"
+
+
+def metrics_part_path(scorer, dataset, category, setting, run):
+    return f"{R}/metrics/parts/{scorer}/{dataset}/{category}/{setting}/run{run}.csv"
+
+
+def backbone_dir_of_scorer(scorer):
+    return BACKBONE_DIRS[SCORERS[scorer]["backbone"]]
 
 
 def scorer_backbone_spec(wildcards):
     return canonical(config["backbones"][SCORERS[wildcards.scorer]["backbone"]])
 
 
+def scorer_text_cache(wildcards):
+    """Prompt embeddings of the scorer's backbone: a cache keyed by content; a lost entry is encoded again."""
+    return f"{feature_dir(backbone_dir_of_scorer(wildcards.scorer))}/_text"
+
+
+def scorer_method_module(wildcards):
+    return METHOD_MODULES[wildcards.scorer]
+
+
 def scorer_params(wildcards):
-    """The scorer's own parameters; job-selection keys are left out so that adding a dataset or setting reruns nothing."""
-    spec = {k: v for k, v in SCORERS[wildcards.scorer].items() if k not in ("enabled", "settings", "datasets", "backbone")}
-    return canonical(spec)
+    """The parameters the scorer's score step reads (defaults filled in); job selection and report-only keys are
+    left out, so that adding a dataset or setting, or changing a report, reruns no score job."""
+    return canonical(METHODS[wildcards.scorer].score_params(PARAMS[wildcards.scorer]))
+
+
+def score_inputs(wildcards):
+    """Named inputs of a score job: split, manifest, feature store, and the fitted model if the method has a fit."""
+    inputs = {
+        "split": f"{R}/splits/{wildcards.dataset}/{wildcards.category}/{wildcards.setting}/run{wildcards.run}.json",
+        "manifest": f"{R}/data/{wildcards.dataset}/manifest.csv",
+        "features": feature_file(backbone_dir_of_scorer(wildcards.scorer), wildcards.dataset, wildcards.category, ".h5"),
+    }
+    if METHODS[wildcards.scorer].fit is not None:
+        key = fit_key(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
+        inputs |= {"model": model_path(wildcards.scorer, key, "model.safetensors"), "fit_info": model_path(wildcards.scorer, key, "fit.json")}
+    return inputs
+
+
+# --- fit jobs ---------------------------------------------------------------------------------
+
+
+def train_dataset(scorer, dataset):
+    """The dataset a dataset-scope fit trains on when ``scorer`` is tested on ``dataset``: ``train_dataset`` is one
+    name, or a mapping from target dataset to training dataset (``default`` for the others)."""
+    choice = PARAMS[scorer]["train_dataset"]
+    return choice if isinstance(choice, str) else choice.get(dataset, choice.get("default"))
+
+
+def fit_key(scorer, dataset, category, setting, run):
+    """The scope one score job's fit covers: ``{dataset}/{category}/{setting}/run{run}`` or the training dataset."""
+    if METHODS[scorer].fit.scope == "dataset":
+        return train_dataset(scorer, dataset)
+    return f"{dataset}/{category}/{setting}/run{run}"
+
+
+def model_path(scorer, key, name):
+    return f"{R}/models/{scorer}/{key}/{name}"
+
+
+def fit_jobs():
+    """(scorer, fit_key) of every fit the score jobs read, in a stable order."""
+    return sorted({(job[0], fit_key(*job)) for job in score_jobs() if METHODS[job[0]].fit is not None})
+
+
+RUN_FIT_KEY = re.compile(r"(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)")
+
+
+def fit_categories(wildcards):
+    """(dataset, category) pairs a fit learns from: the run's category, or every category of the training dataset."""
+    if METHODS[wildcards.scorer].fit.scope == "dataset":
+        return [(wildcards.fit_key, category) for category in CATEGORIES[wildcards.fit_key]]
+    match = RUN_FIT_KEY.fullmatch(wildcards.fit_key)
+    return [(match["dataset"], match["category"])]
+
+
+def fit_inputs(wildcards):
+    """Named inputs of a fit job: manifests, pools and feature stores of its categories, and the run's split (scope run)."""
+    pairs = fit_categories(wildcards)
+    backbone = backbone_dir_of_scorer(wildcards.scorer)
+    inputs = {
+        "manifests": [f"{R}/data/{dataset}/manifest.csv" for dataset, _ in pairs],
+        "pools": [f"{R}/splits/{dataset}/{category}/pool.json" for dataset, category in pairs],
+        "features": [feature_file(backbone, dataset, category, ".h5") for dataset, category in pairs],
+    }
+    if METHODS[wildcards.scorer].fit.scope == "run":
+        match = RUN_FIT_KEY.fullmatch(wildcards.fit_key)
+        inputs["split"] = f"{R}/splits/{match['dataset']}/{match['category']}/{match['setting']}/run{match['run']}.json"
+    return inputs
+
+
+def fit_categories_param(wildcards):
+    """Dataset and category of each input category, in input order."""
+    return [{"dataset": dataset, "category": category} for dataset, category in fit_categories(wildcards)]
+
+
+def fit_params(wildcards):
+    """Only the parameters the method declares as fit parameters: a score-only change never reruns a fit."""
+    return canonical(METHODS[wildcards.scorer].fit_params(PARAMS[wildcards.scorer]))
+
+
+# --- targets ----------------------------------------------------------------------------------
 
 
 def dataset_spec(wildcards):
     return canonical(DATASETS[wildcards.dataset])
-
-
-def all_metric_parts(wildcards=None):
-    return [metrics_part_path(*job) for job in score_jobs()]
-
-
-def all_score_files(wildcards=None):
-    return [score_path(*job) for job in score_jobs()]
 
 
 def dataset_dir(wildcards):
@@ -133,12 +239,28 @@ def setting_spec(wildcards):
     return canonical({k: v for k, v in SETTINGS[wildcards.setting].items() if k != "runs"})
 
 
-def features_store(wildcards):
-    return feature_file(wildcards.backbone, wildcards.dataset, wildcards.category, ".h5")
+def all_metric_parts(wildcards=None):
+    return [metrics_part_path(*job) for job in score_jobs()]
 
 
 def datasets_scored():
     return sorted({dataset for _, dataset, *_ in score_jobs()})
+
+
+def dataset_score_files(wildcards):
+    return [score_path(*job) for job in score_jobs() if job[1] == wildcards.dataset]
+
+
+def report_scorers():
+    """Scorer instances whose method writes its own tables and figures."""
+    return [scorer for scorer in SCORERS if METHODS[scorer].report is not None]
+
+
+def method_report_outputs(scorer):
+    declared = METHODS[scorer].report
+    tables = {f"{table}.{ext}": f"{R}/tables/{scorer}/{table}.{ext}" for table in declared.tables for ext in ("md", "csv", "tex")}
+    figures = {f"{figure}.png": f"{R}/plots/{scorer}/{figure}.png" for figure in declared.figures}
+    return tables, figures
 
 
 def all_targets():
@@ -148,40 +270,12 @@ def all_targets():
         targets += [f"{R}/plots/roc_{dataset}.png", f"{R}/plots/auroc_{dataset}.png"]
     targets += [f"{R}/tables/summary.{ext}" for ext in ("md", "csv", "tex")]
     targets += html_tables()
-    targets += [f"{R}/plots/gallery/{scorer}/{dataset}/{category}/{setting}.png" for scorer, dataset, category, setting, run in score_jobs() if run == 0]
-    if anomalous_jobs():
-        targets += [f"{R}/tables/anomalous_samples/table1_one_sample.md", f"{R}/plots/defect_size.png"]
+    targets += [
+        f"{R}/plots/gallery/{scorer}/{dataset}/{category}/{setting}.png"
+        for scorer, dataset, category, setting, run in score_jobs()
+        if run == 0 and METHODS[scorer].maps
+    ]
+    for scorer in report_scorers():
+        tables, figures = method_report_outputs(scorer)
+        targets += [*tables.values(), *figures.values()]
     return targets
-
-
-def dataset_score_files(wildcards):
-    return [score_path(*job) for job in score_jobs() if job[1] == wildcards.dataset]
-
-
-# --- the anomalous-samples paper's tables ----------------------------------------------------
-
-
-def anomalous_jobs():
-    return [job for job in score_jobs() if job[0] == "anomalous_memory"]
-
-
-def anomalous_datasets(wildcards=None):
-    return sorted({job[1] for job in anomalous_jobs()})
-
-
-def anomalous_score_files(wildcards):
-    return [score_path(*job) for job in anomalous_jobs()]
-
-
-def anomalous_detail_files(wildcards):
-    return [score_path(*job, ".json") for job in anomalous_jobs()]
-
-
-def anomalous_manifests(wildcards):
-    return [f"{R}/data/{dataset}/manifest.csv" for dataset in anomalous_datasets()]
-
-
-def anomalous_sub_scores(wildcards):
-    from fsad.scorers.anomalous_memory.torch_model import sub_score_names
-
-    return sub_score_names(SCORERS["anomalous_memory"]["window_sizes"])

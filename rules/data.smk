@@ -18,6 +18,8 @@ rule prepare_dataset:
         f"{R}/logs/prepare_dataset/{{dataset}}.log",
     resources:
         runtime=240,
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/prepare_dataset.py"
 
@@ -34,6 +36,8 @@ rule draw_pool:
         anomalous_pool=config["reference_pool"]["anomalous"],
     log:
         f"{R}/logs/draw_pool/{{dataset}}/{{category}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/draw_pool.py"
 
@@ -47,5 +51,7 @@ rule draw_split:
         setting=setting_spec,
     log:
         f"{R}/logs/draw_split/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/draw_split.py"

@@ -1,6 +1,8 @@
-# Features stage: WinCLIP features of every image a category's jobs may need (test subset and
-# reference pools) in one append-only HDF5 store per (backbone, dataset, category). The store sits
-# beside the declared output (an index JSON), so a rerun appends to it instead of starting over.
+# Features stage: CLIP features of every image a category's jobs may need (test subset and reference pools)
+# in one append-only HDF5 store per (backbone, dataset, category): the window sizes, block outputs and V-V
+# tokens that the backbone and every scorer instance using it declare. The store is an `update` output:
+# Snakemake keeps it when the job reruns (so only what is missing is encoded) and rebuilds it when a job that
+# reads it runs and it is gone. The index JSON beside it records what the last update did.
 
 
 rule extract_features:
@@ -8,11 +10,13 @@ rule extract_features:
         manifest=rules.prepare_dataset.output.manifest,
         pool=rules.draw_pool.output.pool,
     output:
+        store=update(feature_file("{backbone}", "{dataset}", "{category}", ".h5")),
         index=feature_file("{backbone}", "{dataset}", "{category}", ".json"),
     params:
-        store=features_store,
         backbone=backbone_spec,
-        window_sizes=window_sizes,
+        window_sizes=feature_param("window_sizes"),
+        layers=feature_param("layers"),
+        vv_layers=feature_param("vv_layers"),
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],
     log:
@@ -24,5 +28,7 @@ rule extract_features:
         gpu=1,
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/extract_features.py"

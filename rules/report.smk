@@ -8,18 +8,13 @@ localrules:
     summary_table,
     html_table,
     plots,
-    anomalous_tables,
     gallery,
-
-
-ANOMALOUS_TABLES = ["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"]
 
 
 def html_tables():
     """Every table of the run as an HTML page: the report shows those inline, CSV and Markdown only as downloads."""
     names = [*datasets_scored(), "summary"]
-    if anomalous_jobs():
-        names += [f"anomalous_samples/{table}" for table in ANOMALOUS_TABLES]
+    names += [f"{scorer}/{table}" for scorer in report_scorers() for table in METHODS[scorer].report.tables]
     return [f"{R}/tables/html/{name}.html" for name in names]
 
 
@@ -35,6 +30,8 @@ rule evaluate:
         fpr_limit=config["evaluation"]["pro_fpr_limit"],
     log:
         f"{R}/logs/evaluate/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -46,6 +43,8 @@ rule collect_metrics:
         metrics=f"{R}/metrics/metrics.csv",
     log:
         f"{R}/logs/collect_metrics.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/collect_metrics.py"
 
@@ -59,6 +58,8 @@ rule tables:
         tex=f"{R}/tables/{{dataset}}.tex",
     log:
         f"{R}/logs/tables/{{dataset}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/tables.py"
 
@@ -72,6 +73,8 @@ rule summary_table:
         tex=f"{R}/tables/summary.tex",
     log:
         f"{R}/logs/tables/summary.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/summary_table.py"
 
@@ -85,32 +88,49 @@ rule plots:
         auroc=report(f"{R}/plots/auroc_{{dataset}}.png", caption="../report/auroc_bars.rst", category="Plots", subcategory="{dataset}", labels={"figure": "AUROC per category"}),
     log:
         f"{R}/logs/plots/{{dataset}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/plots.py"
 
 
-rule anomalous_tables:
-    input:
-        metrics=rules.collect_metrics.output.metrics,
-        scores=anomalous_score_files,
-        details=anomalous_detail_files,
-        manifests=anomalous_manifests,
-    output:
-        tables=[
-            report(path, caption="../report/anomalous_tables.rst", category="Table files", labels={"table": f"anomalous_samples/{table}", "format": ext})
-            if ext != "tex"
-            else path
-            for table in ANOMALOUS_TABLES
-            for ext, path in [(ext, f"{R}/tables/anomalous_samples/{table}.{ext}") for ext in ("md", "csv", "tex")]
-        ],
-        figure=report(f"{R}/plots/defect_size.png", caption="../report/defect_size.rst", category="Plots", subcategory="anomalous samples", labels={"figure": "defect size"}),
-    params:
-        sub_scores=anomalous_sub_scores,
-        datasets=anomalous_datasets,
-    log:
-        f"{R}/logs/anomalous_tables.log",
-    script:
-        "../workflow_scripts/anomalous_tables.py"
+# One report job per scorer instance whose method declares tables or figures of its own (for example the
+# anomalous-samples paper's four tables): its outputs come from the declaration.
+for _scorer in report_scorers():
+    _tables, _figures = method_report_outputs(_scorer)
+
+    rule:
+        name:
+            f"method_report_{_scorer}"
+        input:
+            metrics=rules.collect_metrics.output.metrics,
+            scores=[score_path(*job) for job in score_jobs() if job[0] == _scorer],
+            details=[score_path(*job, ".json") for job in score_jobs() if job[0] == _scorer],
+            manifests=[f"{R}/data/{dataset}/manifest.csv" for dataset in scorer_datasets(_scorer)],
+        output:
+            **{
+                name: report(path, caption=str(METHODS[_scorer].report.caption), category="Table files", labels={"table": f"{_scorer}/{name}"})
+                if not name.endswith(".tex")
+                else path
+                for name, path in _tables.items()
+            },
+            **{
+                name: report(path, caption=str(METHODS[_scorer].report.caption), category="Plots", subcategory=_scorer, labels={"figure": name})
+                for name, path in _figures.items()
+            },
+        params:
+            write=METHODS[_scorer].report.write,
+            params=canonical(PARAMS[_scorer]),
+            datasets=scorer_datasets(_scorer),
+            tables_dir=f"{R}/tables/{_scorer}",
+            figures_dir=f"{R}/plots/{_scorer}",
+        log:
+            f"{R}/logs/method_report/{_scorer}.log",
+        localrule: True
+        conda:
+            "../envs/fsad.yaml"
+        script:
+            "../workflow_scripts/method_report.py"
 
 
 rule gallery:
@@ -130,6 +150,8 @@ rule gallery:
         per_group=2,
     log:
         f"{R}/logs/gallery/{{scorer}}/{{dataset}}/{{category}}/{{setting}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/gallery.py"
 
@@ -143,5 +165,7 @@ rule html_table:
         table=r"[\w/]+",
     log:
         f"{R}/logs/html_table/{{table}}.log",
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/html_table.py"

@@ -1,20 +1,19 @@
-# Scores stage: one job per (scorer, dataset, category, setting, run). Only the scorer's own
-# parameters reach it as params, so changing one scorer reruns that scorer alone.
+# Scores stage: one job per (scorer instance, dataset, category, setting, run). Its inputs come from the
+# instance's method declaration (a fitted model when the method has a fit); only the parameters its score
+# step reads reach it as params, so changing one instance reruns that instance's jobs alone.
 
 
 rule score:
     input:
-        split=rules.draw_split.output.split,
-        manifest=rules.prepare_dataset.output.manifest,
-        features=features_index,
+        unpack(score_inputs),
     output:
         scores=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}"),
         maps=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}", ".maps.h5"),
         details=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}", ".json"),
     params:
+        method_module=scorer_method_module,
         scorer_params=scorer_params,
         backbone=scorer_backbone_spec,
-        features_store=scorer_features_store,
         text_cache=scorer_text_cache,
         map_size=config["evaluation"]["map_size"],
         weights_fallback=config["weights_fallback"],
@@ -28,5 +27,7 @@ rule score:
         gpu=1,
         mem_mb=8000,
         runtime=60,
+    conda:
+        "../envs/fsad.yaml"
     script:
         "../workflow_scripts/score.py"

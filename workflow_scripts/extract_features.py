@@ -1,5 +1,7 @@
 """Rule extract_features: encode the images of a category's test subset and reference pools into the store."""
 
+import os
+
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import pool_image_ids
 from fsad.devices import claim_device
@@ -15,13 +17,19 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
         backbone_spec=smk.params.backbone,
         backbone_name=smk.wildcards.backbone,
         image_paths={i: manifest.at[i, "image_path"] for i in ids},
-        cache_path=smk.params.store,
+        cache_path=smk.output.store,
         window_sizes=smk.params.window_sizes,
         batch_size=smk.params.backbone["batch_size"],
         device=device,
         weights_fallback=smk.params.weights_fallback,
         seed=smk.params.seed,
         threads=smk.threads,
+        layers=smk.params.layers,
+        vv_layers=smk.params.vv_layers,
     )
     log.info("features: %s", summary)
-    write_json(smk.output.index, {**summary, "image_ids": ids, "window_sizes": smk.params.window_sizes})
+    asked = {"window_sizes": smk.params.window_sizes, "layers": smk.params.layers, "vv_layers": smk.params.vv_layers}
+    write_json(smk.output.index, {**summary, "image_ids": ids, **asked})
+    # An update with nothing to add leaves the store as it was; it is this job's output all the same, so it
+    # must not look older than the job's inputs (Snakemake would rerun the job forever).
+    os.utime(smk.output.store)

@@ -1,4 +1,4 @@
-"""Rule score: run one scorer on one (dataset, category, setting, run)."""
+"""Rule score: run one scorer instance on one (dataset, category, setting, run)."""
 
 from fsad.devices import claim_device
 from fsad.logs import job_logging
@@ -8,9 +8,10 @@ smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]), claim_device() as device:
     run_scorer(
         smk.wildcards.scorer,
+        method_module=smk.params.method_module,
         split_path=smk.input.split,
         manifest_path=smk.input.manifest,
-        features_store=smk.params.features_store,
+        features_store=smk.input.features,
         text_cache_dir=smk.params.text_cache,
         backbone_spec=smk.params.backbone,
         scorer_params=smk.params.scorer_params,
@@ -21,4 +22,5 @@ with job_logging(smk.log[0]), claim_device() as device:
         out_scores=smk.output.scores,
         out_maps=smk.output.maps,
         out_details=smk.output.details,
+        model_path=smk.input.get("model"),
     )

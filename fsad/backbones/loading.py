@@ -56,6 +56,11 @@ class Backbone:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
+    def depth(self) -> int:
+        """Number of blocks of the vision transformer (24 for ViT-L-14), the range of ``layers`` and ``vv_layers``."""
+        return len(self.model.visual.transformer.resblocks)
+
+    @property
     def autocast_dtype(self) -> torch.dtype | None:
         """bf16 autocast on CUDA when the spec asks for it; None (fp32) otherwise."""
         return torch.bfloat16 if self.spec.get("precision") == "bf16" and self.device.type == "cuda" else None
@@ -168,6 +173,13 @@ def load_backbone(
     weights: str | None = None,
 ) -> Backbone:
     """Load the backbone of a config entry (``arch``, ``pretrained``, ``image_size``, ``precision``).
+
+    At an ``image_size`` other than the architecture's own, open_clip builds the model for the new patch
+    grid (``create_model(force_image_size=...)``) and, loading a checkpoint, resizes its position
+    embeddings to that grid (``resize_pos_embed``: bicubic, antialiased, class row kept), e.g.
+    ViT-L-14-336 at 518 px: 24x24 -> 37x37; ViT-L-14 at 240 px: 16x16 -> 17x17 (238 px covered, the last
+    2 px unseen). AnomalyCLIP and FAPrompt resize bilinearly instead (at run time), so their features at
+    518 px are close to these, not equal.
 
     Args:
         weights_fallback: ``error`` or ``random`` (see the module docstring).

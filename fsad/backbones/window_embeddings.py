@@ -1,4 +1,4 @@
-"""WinCLIP image, patch and window embeddings, batched over images and windows (pure torch).
+"""WinCLIP image, patch and window embeddings, plus layer and V-V taps, batched over images and windows (pure torch).
 
 A window embedding is the CLIP embedding of the class token plus the patch tokens of one window,
 run through the vision transformer on their own (attention only within the window). As in
@@ -16,10 +16,13 @@ Two exact shortcuts make it cheaper than the textbook computation:
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
 from fsad.backbones.loading import Backbone
+from fsad.backbones.taps import check_block_indices, run_blocks
 from fsad.backbones.windows import window_patch_indices
 from fsad.features.types import FeatureBatch
 
@@ -35,6 +38,8 @@ def _visual(backbone: Backbone) -> nn.Module:
             raise RuntimeError(f"open_clip's VisionTransformer has no {name!r}; fsad needs open_clip_torch >= 2.26")
     if visual.training:
         raise RuntimeError("window embeddings need the backbone in eval mode (patch dropout must be off)")
+    if not visual.transformer.batch_first:
+        raise RuntimeError("fsad expects open_clip's batch-first vision transformer (open_clip_torch >= 2.26)")
     return visual
 
 
@@ -61,8 +66,6 @@ def _last_block_class_token(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def pooled_embeddings(backbone: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """Projected pooled embeddings ``(B, D)`` of token sequences ``(B, L, W)`` that already went through ``ln_pre``."""
     visual = _visual(backbone)
-    if not visual.transformer.batch_first:
-        raise RuntimeError("fsad expects open_clip's batch-first vision transformer (open_clip_torch >= 2.26)")
     blocks = visual.transformer.resblocks
     if _class_token_only(visual):
         for block in blocks[:-1]:
@@ -98,45 +101,71 @@ def window_embeddings(backbone: Backbone, tokens: torch.Tensor, window_sizes: li
     return out
 
 
-def image_embeddings(backbone: Backbone, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-image forward from :func:`token_embeddings`.
+def image_embeddings(backbone: Backbone, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image outputs from the last block's output ``(B, 1 + P, W)``.
 
     Returns:
         ``(B, D)`` projected class embeddings and ``(B, P, W)`` final patch tokens after ``ln_post``
         (not projected), what open_clip returns with ``output_tokens=True``.
     """
     visual = _visual(backbone)
-    x = visual.ln_post(visual.transformer(tokens))
-    pooled, patch_tokens = visual._global_pool(x)
+    pooled, patch_tokens = visual._global_pool(visual.ln_post(last))
     return (pooled @ visual.proj if visual.proj is not None else pooled), patch_tokens
+
+
+def layer_patch_tokens(backbone: Backbone, states: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Block index -> ``(B, P, W)`` patch tokens after ``ln_post``, not projected, from ``(B, 1 + P, W)`` block states.
+
+    ``ln_post`` is applied because every reader of intermediate tokens does so (AnomalyCLIP and FAPrompt
+    take ``ln_post(tokens) @ proj``, open_clip's ``forward_intermediates`` has ``normalize_intermediates``),
+    so the cache holds the same kind of token as ``patch_tokens``; the projection is left to the reader
+    (``@ backbone.model.visual.proj``), which keeps the width ``W`` that visual-memory scorers compare in.
+    """
+    visual = _visual(backbone)
+    return {n: visual.ln_post(state[:, 1:]) for n, state in states.items()}
 
 
 @torch.inference_mode()
 def encode_images(
-    backbone: Backbone, pixels: torch.Tensor, window_sizes: list[int], with_image: bool = True
+    backbone: Backbone,
+    pixels: torch.Tensor,
+    window_sizes: list[int],
+    with_image: bool = True,
+    layers: Collection[int] = (),
+    vv_layers: Collection[int] = (),
 ) -> FeatureBatch:
-    """WinCLIP features of a batch of preprocessed images ``(B, 3, S, S)``.
+    """Features of a batch of preprocessed images ``(B, 3, S, S)``, from one pass through the transformer.
 
     Args:
-        with_image: also run the full-image forward (image embedding and patch tokens); False computes
-            window embeddings only (adding a window size to cached images).
+        with_image: also compute the image embedding and the final patch tokens; False computes only what
+            is asked besides (adding window sizes or layers to cached images), and stops after the last
+            block asked for.
+        layers: 1-based blocks whose patch tokens to keep (:func:`layer_patch_tokens`).
+        vv_layers: 1-based blocks whose V-V path patch tokens to keep (:mod:`fsad.backbones.vv_attention`),
+            after ``ln_post`` like ``layers``.
 
     Returns:
-        a :class:`FeatureBatch` (``image_ids`` empty; empty tensors when ``with_image`` is False), float32.
+        a :class:`FeatureBatch` (``image_ids`` empty; empty image tensors when ``with_image`` is False), float32.
     """
+    check_block_indices(backbone.depth, layers, vv_layers)
     pixels = pixels.to(backbone.device)
     dtype = backbone.autocast_dtype
     with torch.autocast(backbone.device.type, dtype=dtype, enabled=dtype is not None):
         tokens = token_embeddings(backbone, pixels)
         windows = window_embeddings(backbone, tokens, window_sizes)
-        if with_image:
-            image, patches = image_embeddings(backbone, tokens)
-        else:
-            image = patches = tokens.new_zeros((0,))
+        image = patches = tokens.new_zeros((0,))
+        taps, vv_taps = {}, {}
+        if with_image or layers or vv_layers:
+            states = run_blocks(backbone.model.visual.transformer.resblocks, tokens, layers, vv_layers, stop_early=not with_image)
+            taps, vv_taps = layer_patch_tokens(backbone, states.layers), layer_patch_tokens(backbone, states.vv_layers)
+            if with_image:
+                image, patches = image_embeddings(backbone, states.last)
     return FeatureBatch(
         image_ids=[],
         image_embeddings=image.float(),
         patch_tokens=patches.float(),
         windows={k: v.float() for k, v in windows.items()},
         grid=backbone.grid,
+        layers={n: v.float() for n, v in taps.items()},
+        vv_layers={n: v.float() for n, v in vv_taps.items()},
     )

@@ -5,8 +5,16 @@ Two steps keep reruns exact:
 * :func:`draw_pool` fixes, once per category, the test subset and the candidate pools of normal and
   anomalous reference images. It depends only on the manifest, the seed and the pool sizes, never on
   settings or runs, so adding a setting or a run never changes the test set or the feature cache.
-* :func:`draw_split` draws one (setting, run)'s references and validation images from the pools,
-  seeded from ``(seed, dataset, category, setting, run)``.
+* :func:`draw_split` takes one (setting, run)'s references and validation images from the pools.
+
+Each run uses a different training sample (anomalous-samples paper, section 4.1):
+
+* normal references: the normal pool is permuted once per setting, seeded from
+  ``(seed, dataset, category, setting, "normal_refs")`` and never from the run; run ``r`` of a setting with ``n`` normal
+  shots takes slice ``[r n, (r + 1) n)``, so the runs of a setting never share a normal reference;
+* anomalous references: run ``r`` takes slice ``[r m, (r + 1) m)`` of the (ordered) anomalous pool;
+* validation normals: drawn with the run's own seed ``(seed, dataset, category, setting, run)`` from
+  the normal pool minus that run's normal references (they may be another run's references).
 
 References and validation images come from the pools, which are disjoint from the test subset.
 """
@@ -60,9 +68,9 @@ def _choose(rng: np.random.Generator, ids: list[str], n: int) -> list[str]:
     return [ids[i] for i in rng.permutation(len(ids))[: min(n, len(ids))]]
 
 
-def _stratified_test(rng: np.random.Generator, candidates: pd.DataFrame, max_test: int) -> list[str]:
-    """At most ``max_test`` test images keeping the label proportions (at least one of each present label)."""
-    if len(candidates) <= max_test:
+def _stratified_test(rng: np.random.Generator, candidates: pd.DataFrame, max_test: int | None) -> list[str]:
+    """At most ``max_test`` test images keeping the label proportions (at least one of each present label); all when None."""
+    if max_test is None or len(candidates) <= max_test:
         return sorted(candidates["image_id"])
     by_label = {lbl: sorted(g["image_id"]) for lbl, g in candidates.groupby("label")}
     n_anomalous = len(by_label.get(1, []))
@@ -79,7 +87,7 @@ def draw_pool(
     dataset: str,
     category: str,
     seed: int,
-    max_test: int,
+    max_test: int | None,
     normal_pool: int,
     anomalous_pool: int,
 ) -> dict[str, Any]:
@@ -87,7 +95,8 @@ def draw_pool(
 
     Normal candidates are training normals; anomalous candidates are anomalous images (training ones
     first, else test ones; those with masks first, since methods that learn from anomalies need them).
-    Anomalous pool images are removed from the test candidates before the test subset is drawn.
+    Anomalous pool images are removed from the test candidates before the test subset is drawn; of the
+    remaining test images, ``max_test`` are kept (stratified by label), or all of them when it is None.
     """
     rows = manifest[manifest["category"] == category]
     if rows.empty:
@@ -121,37 +130,57 @@ def pool_image_ids(pool: dict[str, Any]) -> list[str]:
     return sorted(set(pool["test"]) | set(pool["normal_pool"]) | set(pool["anomalous_pool"]))
 
 
-def draw_split(pool: dict[str, Any], setting: dict[str, Any], run: int) -> dict[str, Any]:
-    """Draw the references and validation images of one (setting, run) from a category's pools.
+def _normal_order(pool: dict[str, Any], setting: str) -> list[str]:
+    """The normal pool permuted once per setting (not per run): run ``r`` takes its ``r``-th slice of references."""
+    rng = np.random.default_rng(derive_seed(pool["seed"], pool["dataset"], pool["category"], setting, "normal_refs"))
+    return _choose(rng, pool["normal_pool"], len(pool["normal_pool"]))
 
-    Normal references and validation normals are drawn with the run's own seed. Anomalous references
-    rotate through the anomalous pool so that each run gets different anomalous images, as the
-    anomalous-samples protocol asks (three runs, three different anomalous training images).
-    """
-    name = setting["name"]
+
+def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int) -> None:
+    """Fail, naming the config key, when the pools cannot give ``run`` references disjoint from runs ``0..run-1``."""
     n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
-    where = f"dataset {pool['dataset']!r}, category {pool['category']!r}, setting {name!r}, run {run}"
-    if n_normal + n_valid > len(pool["normal_pool"]):
+    n_pool = len(pool["normal_pool"])
+    where = f"dataset {pool['dataset']!r}, category {pool['category']!r}, setting {setting['name']!r}, run {run}"
+    if n_normal * (run + 1) > n_pool:
         raise ValueError(
-            f"{where}: needs {n_normal + n_valid} normal training images but the pool holds {len(pool['normal_pool'])}; "
-            "raise reference_pool.normal in the config (or the dataset has too few training normals)"
+            f"{where}: needs {n_normal * (run + 1)} distinct normal references across runs 0..{run} ({n_normal} per run) "
+            f"but the normal pool holds {n_pool}; raise reference_pool.normal in the config (or the dataset has too few training normals)"
+        )
+    if n_normal + n_valid > n_pool:
+        raise ValueError(
+            f"{where}: needs {n_normal} normal references + {n_valid} validation normals = {n_normal + n_valid} normal "
+            f"training images but the normal pool holds {n_pool}; raise reference_pool.normal in the config "
+            "(or the dataset has too few training normals)"
         )
     if n_anomalous * (run + 1) > len(pool["anomalous_pool"]):
         raise ValueError(
             f"{where}: needs {n_anomalous * (run + 1)} distinct anomalous images across runs 0..{run} but the pool holds "
             f"{len(pool['anomalous_pool'])}; raise reference_pool.anomalous in the config"
         )
+
+
+def draw_split(pool: dict[str, Any], setting: dict[str, Any], run: int) -> dict[str, Any]:
+    """Take the references and validation images of one (setting, run) from a category's pools.
+
+    Runs of a setting get disjoint normal references (slices of one per-setting permutation of the normal
+    pool) and disjoint anomalous references (slices of the anomalous pool), so each run uses a different
+    training sample, as the anomalous-samples protocol asks. Validation normals are drawn with the run's
+    seed from the normal pool minus the run's own normal references.
+    """
+    _check_pool_sizes(pool, setting, run)
+    name = setting["name"]
+    n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
+    normal_refs = _normal_order(pool, name)[run * n_normal : (run + 1) * n_normal]
     split_seed = derive_seed(pool["seed"], pool["dataset"], pool["category"], name, run)
-    rng = np.random.default_rng(split_seed)
-    drawn = _choose(rng, pool["normal_pool"], n_normal + n_valid)
+    rest = sorted(set(pool["normal_pool"]) - set(normal_refs))
     return {
         "dataset": pool["dataset"],
         "category": pool["category"],
         "setting": name,
         "run": run,
         "seed": split_seed,
-        "normal_refs": drawn[:n_normal],
-        "validation": drawn[n_normal:],
+        "normal_refs": normal_refs,
+        "validation": _choose(np.random.default_rng(split_seed), rest, n_valid),
         "anomalous_refs": pool["anomalous_pool"][run * n_anomalous : (run + 1) * n_anomalous],
         "test": list(pool["test"]),
     }

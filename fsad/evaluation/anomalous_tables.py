@@ -10,27 +10,42 @@
 
 AUROCs are in percent. ``mean ± std`` is over runs (over draws and runs for the random uniform row); a
 dataset's value in a run is the mean over its categories.
+
+Every table states the backbone weights provenance of the rows it was built from and, when any used
+random (fallback) weights, carries the random-weights note (the helpers of :mod:`fsad.evaluation.tables`):
+in bold above the Markdown and LaTeX tables, and in a ``weights`` column of the CSV. Table 4 also states,
+under the table, how ties among Monte-Carlo draws are broken and how many draws tied (:func:`tie_counts`).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsad.evaluation.collect import read_score_files
-from fsad.fusion.weights import auroc
+from fsad.evaluation.collect import read_metrics, read_score_files
+from fsad.evaluation.tables import latex_escape, latex_weights_lines, markdown_weights_lines, weights_provenance
+from fsad.fusion.weights import DISTRIBUTIONS, TIE_BREAK, auroc
 from fsad.io import atomic_path, read_json, write_text
 
 KEYS = ["dataset", "category", "setting", "run"]
+# The four tables' base names, in table order, as written under the report's table directory.
+TABLES = ["table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_validation", "table4_weight_validation"]
 
 
 def read_details(paths: list[str | Path]) -> list[dict]:
-    """Load the scorer details JSONs (``fsad.scorers.run``: dataset, category, setting, run, scorer_details)."""
+    """Load the scorer details JSONs (``fsad.scorers.run``: dataset, category, setting, run, weights, scorer_details)."""
     return [read_json(path) for path in paths]
+
+
+def _details_weights(details: list[dict]) -> pd.DataFrame:
+    """The ``weights`` provenance of each details JSON, as rows for the weights label."""
+    missing = [f"{d.get('dataset')}/{d.get('category')}/{d.get('setting')}/run{d.get('run')}" for d in details if "weights" not in d]
+    if missing:
+        raise ValueError(f"details of {missing[0]} (and {len(missing) - 1} more) record no weights provenance; rerun their score jobs")
+    return pd.DataFrame({"weights": [str(d["weights"]) for d in details]})
 
 
 def format_mean_std(mean: float, std: float | None = None, digits: int = 2) -> str:
@@ -138,25 +153,83 @@ def weight_validation_table(scores: pd.DataFrame, details: list[dict]) -> pd.Dat
         random_stats = random.groupby("dataset")["auroc"].agg(mean="mean", std=lambda v: v.std(ddof=0)).reset_index()
         stats = pd.concat([stats, random_stats.assign(row="random_uniform")], ignore_index=True)
     labels = {"score_baseline": "Baseline weights", "random_uniform": "Random uniform weights (one draw)"}
-    for distribution in ("uniform", "normal", "student_t"):
+    for distribution in DISTRIBUTIONS:
         labels[f"oracle_{distribution}"] = f"Oracle: Monte-Carlo on test set ({distribution})"
-    for distribution in ("uniform", "normal", "student_t"):
+    for distribution in DISTRIBUTIONS:
         labels[f"score_{distribution}"] = f"Monte-Carlo on validation set ({distribution})"
     stats = stats[stats["row"].isin(labels)]
     stats["text"] = [format_mean_std(m, s) for m, s in zip(stats["mean"], stats["std"])]
     table = stats.pivot(index="row", columns="dataset", values="text")
     table = table.loc[[r for r in labels if r in table.index]]
     table.index = [labels[r] for r in table.index]
-    return table.rename_axis("weights").reset_index()
+    # "weighting", not "weights": the CSV's "weights" column holds the backbone weights provenance.
+    return table.rename_axis("weighting").reset_index()
 
 
-def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
-    """Write ``table`` as ``{stem}.md``, ``{stem}.csv`` and ``{stem}.tex`` atomically; returns the paths."""
+def tie_counts(details: list[dict]) -> pd.DataFrame:
+    """Draws tied at the best validation AUROC, per dataset and distribution.
+
+    Returns:
+        ``dataset, distribution, mean_tied`` (mean over categories and runs), ``max_tied``, ``n_draws``,
+        ``n_runs``; empty when no details record ``n_tied``.
+    """
+    rows = []
+    for entry in details:
+        validation = (entry.get("scorer_details") or {}).get("validation") or {}
+        for distribution, result in validation.get("distributions", {}).items():
+            if "n_tied" in result:
+                rows.append({"dataset": entry["dataset"], "distribution": distribution, "n_tied": result["n_tied"], "n_draws": validation["n_draws"]})
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "distribution", "mean_tied", "max_tied", "n_draws", "n_runs"])
+    return (
+        pd.DataFrame(rows)
+        .groupby(["dataset", "distribution"], sort=True)
+        .agg(mean_tied=("n_tied", "mean"), max_tied=("n_tied", "max"), n_draws=("n_draws", "max"), n_runs=("n_tied", "size"))
+        .reset_index()
+    )
+
+
+def weight_validation_notes(details: list[dict]) -> list[str]:
+    """The text under Table 4: the tie rule and, per distribution, the mean number of draws tied at the best validation AUROC."""
+    notes = [f"Monte-Carlo ties: {TIE_BREAK}."]
+    counts = tie_counts(details)
+    if counts.empty:
+        return notes + ["Tied draws: not recorded in these details files (rerun the scores to record them)."]
+    order = {name: i for i, name in enumerate(DISTRIBUTIONS)}
+    for distribution, rows in sorted(counts.groupby("distribution"), key=lambda item: order.get(item[0], len(order))):
+        per_dataset = ", ".join(
+            f"{r.dataset} {r.mean_tied:.1f} of {r.n_draws} (max {r.max_tied})" for r in rows.itertuples()
+        )
+        notes.append(f"Draws tied at the best validation AUROC, mean over categories and runs ({distribution}): {per_dataset}.")
+    return notes
+
+
+def _latex_table(table: pd.DataFrame, caption: str, notes: list[str]) -> str:
+    """LaTeX ``table`` environment: escaped cells and headers, ``$\\pm$``, ``notes`` in small print under the tabular."""
+    cells = table.map(lambda cell: latex_escape(cell).replace("±", r"$\pm$"))
+    cells.columns = [latex_escape(column) for column in table.columns]
+    latex = cells.to_latex(index=False, caption=latex_escape(caption), escape=False)
+    if not notes:
+        return latex
+    return latex.replace("\\end{table}", "\\par\\smallskip\\footnotesize " + " ".join(map(latex_escape, notes)) + "\n\\end{table}")
+
+
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str, weights: pd.DataFrame, notes: list[str] | None = None) -> list[Path]:
+    """Write ``table`` as ``{stem}.md``, ``{stem}.csv`` and ``{stem}.tex`` atomically; returns the paths.
+
+    Args:
+        weights: the rows the table was built from (a ``weights`` column): their provenance, and the
+            random-weights note when any used random weights, go above the table (a ``weights`` column in the CSV).
+        notes: sentences printed under the table (Markdown and LaTeX).
+    """
+    if "weights" in table.columns:
+        raise ValueError(f"{stem}: the table has its own 'weights' column, which the CSV's weights provenance column would overwrite")
     stem = Path(stem)
+    notes = notes or []
     outputs = {
-        ".md": f"{caption}\n\n{table.to_markdown(index=False)}\n",
-        ".csv": table.to_csv(index=False),
-        ".tex": table.to_latex(index=False, caption=caption, escape=True),
+        ".md": "\n".join([caption, "", *markdown_weights_lines(weights), "", table.to_markdown(index=False), *(["", *notes] if notes else []), ""]),
+        ".csv": table.assign(weights="; ".join(weights_provenance(weights))).to_csv(index=False),
+        ".tex": "\n".join([*latex_weights_lines(weights), _latex_table(table, caption, notes)]),
     }
     paths = [stem.with_suffix(suffix) for suffix in outputs]
     for path, text in zip(paths, outputs.values()):
@@ -213,41 +286,55 @@ def write_anomalous_samples_report(
     score_files: list[str | Path],
     detail_files: list[str | Path],
     manifests: dict[str, str | Path],
-    sub_scores: list[str],
+    params: dict,
     out_dir: str | Path,
-    figure: str | Path,
-    normal: tuple[str, str] = ("winclip", "k1"),
-    anomalous: tuple[str, str] = ("anomalous_memory", "a1"),
+    figures_dir: str | Path,
 ) -> list[Path]:
-    """Write the paper's four tables (Markdown, CSV, LaTeX) under ``out_dir`` and its Figure 2 to ``figure``.
+    """Write the paper's four tables (Markdown, CSV, LaTeX) under ``out_dir`` and its Figure 2 under ``figures_dir``.
 
     Args:
-        score_files: the anomalous-memory scorer's score parquets.
-        detail_files: their details JSONs (validation results).
+        score_files: one anomalous-memory scorer instance's score parquets (one setting).
+        detail_files: their details JSONs (validation results, sub-score names).
         manifests: dataset name -> manifest path, for the defect sizes.
+        params: the instance's parameters; ``baseline_scorer`` and ``baseline_setting`` name the WinCLIP+
+            results table 1 compares with.
     """
     out_dir = Path(out_dir)
+    figure = Path(figures_dir) / "defect_size.png"
     scores = read_score_files(score_files)
     details = read_details(detail_files)
-    metrics = pd.read_csv(metrics_csv)
+    settings = scores[["scorer", "setting"]].drop_duplicates()
+    if len(settings) != 1:
+        raise ValueError(f"the anomalous-samples tables read one scorer instance in one setting; these score files hold {settings.values.tolist()}")
+    anomalous = tuple(settings.iloc[0])
+    normal = (params["baseline_scorer"], params["baseline_setting"])
+    sub_scores = details[0]["scorer_details"]["sub_scores"]
+    metrics = read_metrics(metrics_csv)
+    if "weights" not in scores.columns:
+        raise ValueError(f"score files such as {score_files[0]} have no 'weights' column, so the weights provenance is unknown; rerun their score jobs")
     # Table 1 compares the two methods image for image: only datasets the anomalous scorer ran on.
     metrics = metrics[metrics["dataset"].isin(scores["dataset"].unique())]
-    written = write_table(
-        one_sample_table(metrics, normal=normal, anomalous=anomalous, metric="image_auroc"),
-        out_dir / "table1_one_sample",
-        "Image AUROC (%) of WinCLIP+ with one normal sample vs the anomalous-memory score with one anomalous sample",
-    )
-    written += write_table(
-        sub_score_table_test_set(scores, sub_scores), out_dir / "table2_sub_scores_test", "AUROC (%) of each sub-score on the test set"
-    )
-    written += write_table(
-        sub_score_table_validation_set(details),
-        out_dir / "table3_sub_scores_validation",
-        "AUROC (%) of each sub-score on the augmented validation set",
-    )
-    written += write_table(
-        weight_validation_table(scores, details), out_dir / "table4_weight_validation", "Image AUROC (%) per score weighting"
-    )
+    pairs = metrics[[(scorer, setting) in (normal, anomalous) for scorer, setting in zip(metrics["scorer"], metrics["setting"])]]
+    details_weights = _details_weights(details)
+    tables = [
+        (
+            one_sample_table(metrics, normal=normal, anomalous=anomalous, metric="image_auroc"),
+            "Image AUROC (%) of WinCLIP+ with one normal sample vs the anomalous-memory score with one anomalous sample",
+            pairs,
+            None,
+        ),
+        (sub_score_table_test_set(scores, sub_scores), "AUROC (%) of each sub-score on the test set", scores, None),
+        (sub_score_table_validation_set(details), "AUROC (%) of each sub-score on the augmented validation set", details_weights, None),
+        (
+            weight_validation_table(scores, details),
+            "Image AUROC (%) per score weighting",
+            pd.concat([scores[["weights"]], details_weights], ignore_index=True),
+            weight_validation_notes(details),
+        ),
+    ]
+    written = []
+    for name, (table, caption, weights, notes) in zip(TABLES, tables, strict=True):
+        written += write_table(table, out_dir / name, caption, weights, notes)
     frames = [pd.read_csv(path, keep_default_na=False).assign(dataset=name) for name, path in manifests.items()]
     defect_size_figure(defect_sizes(pd.concat(frames, ignore_index=True)), figure)
     return written + [Path(figure)]

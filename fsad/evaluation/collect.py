@@ -3,55 +3,35 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from fsad.data.manifest import read_manifest
 from fsad.evaluation.metrics import evaluate_scores, load_masks
 from fsad.io import atomic_path
+from fsad.score_files import read_score_keys
 
 log = logging.getLogger(__name__)
 
 METRICS_COLUMNS = ["dataset", "category", "setting", "run", "scorer", "metric", "value", "weights"]
-SCORE_PATH = re.compile(r"(?P<scorer>[^/]+)/(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)\.parquet$")
 
 
 def read_score_files(paths: list[str | Path]) -> pd.DataFrame:
-    """Concatenate score parquets, adding ``scorer, dataset, category, setting, run`` from their paths
-    (``.../scores/{scorer}/{dataset}/{category}/{setting}/run{run}.parquet``)."""
+    """Concatenate score parquets, adding the keys each carries (``scorer, method, dataset, category, setting, run``)."""
     frames = []
     for path in paths:
-        match = SCORE_PATH.search(Path(path).as_posix())
-        if match is None:
-            raise ValueError(f"{path}: not a scores file path of the form {{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.parquet")
+        keys = read_score_keys(path)
         frame = pd.read_parquet(path)
-        for key, value in match.groupdict().items():
-            frame[key] = int(value) if key == "run" else value
+        for key in ("scorer", "method", "dataset", "category", "setting", "run"):
+            frame[key] = keys[key]
         frames.append(frame)
     if not frames:
         raise ValueError("no score files given")
     return pd.concat(frames, ignore_index=True)
-
-
-
-
-def read_weights(scores: pd.DataFrame, scores_parquet: str | Path) -> str:
-    """Backbone weights provenance of a score file: its constant ``weights`` column, else the parquet metadata key."""
-    if "weights" in scores.columns:
-        provenances = scores["weights"].dropna().unique()
-        if len(provenances) != 1:
-            raise ValueError(f"{scores_parquet}: 'weights' column holds {list(provenances)}, expected one value; rerun its scores job")
-        return str(provenances[0])
-    metadata = pq.read_schema(scores_parquet).metadata or {}
-    if b"weights" in metadata:
-        return metadata[b"weights"].decode()
-    raise ValueError(f"{scores_parquet}: no 'weights' column or metadata, so the weights provenance is unknown; rerun its scores job")
 
 
 def read_maps(maps_h5: str | Path, image_ids: Sequence[str], map_size: int) -> np.ndarray | None:
@@ -73,11 +53,6 @@ def read_maps(maps_h5: str | Path, image_ids: Sequence[str], map_size: int) -> n
 def evaluate_run(
     scores_parquet: str | Path,
     maps_h5: str | Path | None,
-    dataset: str,
-    category: str,
-    setting: str,
-    run: int,
-    scorer: str,
     map_size: int,
     fpr_limit: float,
     manifest_path: str | Path | None = None,
@@ -89,7 +64,7 @@ def evaluate_run(
     out when the scorer wrote no maps or when some anomalous test image has no mask.
     """
     scores = pd.read_parquet(scores_parquet)
-    weights = read_weights(scores, scores_parquet)
+    keys = read_score_keys(scores_parquet)
     maps = read_maps(maps_h5, list(scores["image_id"]), map_size) if maps_h5 is not None else None
     masks = None
     if maps is not None:
@@ -104,8 +79,8 @@ def evaluate_run(
         values = evaluate_scores(scores, maps, masks, fpr_limit, num_thresholds)
     except ValueError as err:
         raise ValueError(f"{scores_parquet}: {err}") from err
-    keys = {"dataset": dataset, "category": category, "setting": setting, "run": int(run), "scorer": scorer}
-    return [{**keys, "metric": metric, "value": value, "weights": weights} for metric, value in values.items()]
+    row = {key: keys[key] for key in ("dataset", "category", "setting", "run", "scorer", "weights")}
+    return [{**row, "metric": metric, "value": value} for metric, value in values.items()]
 
 
 def write_metrics(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> pd.DataFrame:

@@ -1,4 +1,7 @@
-"""Anomaly-map galleries: query, map overlay and ground truth for the best and worst images of a category."""
+"""Anomaly-map galleries: query, map overlay and ground truth for the best and worst images of a category.
+
+A gallery of a score file computed with random (fallback) weights says so under its title.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fsad.evaluation.tables import with_weights_note
 from fsad.io import atomic_path
 
 
@@ -85,7 +89,8 @@ def write_gallery(scores_parquet: str | Path, maps_h5: str | Path, manifest: pd.
     """Gallery of one score file and its ``.maps.h5`` (see :func:`pick_examples`), ``n`` images per group.
 
     ``manifest`` supplies each image's ``mask_path``. A maps file without a ``maps`` dataset (a scorer
-    that produces no maps) is an error that names the file.
+    that produces no maps) is an error that names the file. The score file's ``weights`` column decides
+    whether the title carries the random-weights note.
     """
     import h5py
 
@@ -98,4 +103,4 @@ def write_gallery(scores_parquet: str | Path, maps_h5: str | Path, manifest: pd.
         rows = {image_id: r for r, image_id in enumerate(ids)}
         maps = {i: h5["maps"][rows[i]] for i in examples["image_id"]}
     masks = manifest.set_index("image_id")["mask_path"].to_dict()
-    return gallery_figure(examples, maps, masks, path, title)
+    return gallery_figure(examples, maps, masks, path, with_weights_note(title, scores))

@@ -1,4 +1,7 @@
-"""Figures of one dataset: image-level ROC curves and a per-category image AUROC bar chart (PNG, Agg backend)."""
+"""Figures of one dataset: image-level ROC curves and a per-category image AUROC bar chart (PNG, Agg backend).
+
+A figure whose rows include random (fallback) weights says so under its title (:func:`fsad.evaluation.tables.with_weights_note`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from fsad.evaluation.tables import MEAN_ROW, RANDOM_WEIGHTS_NOTE, dataset_table, uses_random_weights  # noqa: E402
+from fsad.evaluation.tables import MEAN_ROW, dataset_table, with_weights_note  # noqa: E402
 from fsad.io import atomic_path  # noqa: E402
 
 PANEL_COLUMNS = 4
@@ -24,10 +27,6 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-
-
-def _title(text: str, random_weights: bool) -> str:
-    return f"{text}\n{RANDOM_WEIGHTS_NOTE}" if random_weights else text
 
 
 def roc_figure(scores: pd.DataFrame, dataset: str, path: str | Path) -> None:
@@ -66,7 +65,7 @@ def roc_figure(scores: pd.DataFrame, dataset: str, path: str | Path) -> None:
     if len(methods) > LEGEND_INSIDE_MAX:
         handles = [plt.Line2D([], [], color=colors(i % 10)) for i in range(len(methods))]
         fig.legend(handles, [f"{s} {t}" for s, t in methods], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
-    fig.suptitle(_title(f"{dataset}: image-level ROC (runs pooled)", uses_random_weights(rows)))
+    fig.suptitle(with_weights_note(f"{dataset}: image-level ROC (runs pooled)", rows))
     fig.tight_layout()
     _save(fig, path)
 
@@ -95,7 +94,7 @@ def auroc_bar_chart(metrics: pd.DataFrame, dataset: str, path: str | Path, metri
     ax.axhline(50, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xticks(positions, categories, rotation=30, ha="right")
     ax.set(ylim=(0, 100), ylabel=f"{metric} (%)", xlabel="category")
-    ax.set_title(_title(f"{dataset}: {metric} per category (mean ± std over runs)", uses_random_weights(metrics[metrics["dataset"] == dataset])))
+    ax.set_title(with_weights_note(f"{dataset}: {metric} per category (mean ± std over runs)", metrics[metrics["dataset"] == dataset]))
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     fig.tight_layout()
     _save(fig, path)

@@ -10,6 +10,10 @@ than quietly averaging fewer categories.
 
 Every table states the backbone weights provenance; when any result comes from random (fallback) weights, the
 Markdown and LaTeX outputs carry :data:`RANDOM_WEIGHTS_NOTE` above the table and the CSV has a ``weights`` column.
+The same helpers label every other table and figure of the report (:mod:`fsad.evaluation.anomalous_tables`,
+:mod:`fsad.evaluation.plots`, :mod:`fsad.evaluation.gallery`): :func:`uses_random_weights` decides from the
+``weights`` column (metrics rows and score files both have one), :func:`markdown_weights_lines`,
+:func:`latex_weights_lines` and :func:`with_weights_note` write the label.
 """
 
 from __future__ import annotations
@@ -63,9 +67,14 @@ def weights_provenance(metrics: pd.DataFrame) -> list[str]:
     return sorted(metrics["weights"].astype(str).unique())
 
 
-def uses_random_weights(metrics: pd.DataFrame) -> bool:
-    """Whether any row comes from randomly initialised (fallback) weights."""
-    return bool(metrics["weights"].astype(str).str.contains("random").any())
+def uses_random_weights(rows: pd.DataFrame) -> bool:
+    """Whether any row (metrics rows, score rows: anything with a ``weights`` column) comes from random (fallback) weights."""
+    return bool(rows["weights"].astype(str).str.contains("random").any())
+
+
+def with_weights_note(title: str, rows: pd.DataFrame) -> str:
+    """A figure title, with :data:`RANDOM_WEIGHTS_NOTE` on a second line when any of ``rows`` used random weights."""
+    return f"{title}\n{RANDOM_WEIGHTS_NOTE}" if uses_random_weights(rows) else title
 
 
 def _select(metrics: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
@@ -123,9 +132,28 @@ def summary_table(metrics: pd.DataFrame, metric_names: dict[str, str] = SUMMARY_
     return table.sort_index()
 
 
-def _header(metrics: pd.DataFrame) -> list[str]:
-    lines = [RANDOM_WEIGHTS_NOTE] if uses_random_weights(metrics) else []
-    return lines + ["Weights provenance: " + "; ".join(weights_provenance(metrics))]
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (dashes as ``--``/``---``)."""
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--"}
+    return "".join(replacements.get(char, char) for char in str(text))
+
+
+def _weights_lines(rows: pd.DataFrame) -> list[str]:
+    lines = [RANDOM_WEIGHTS_NOTE] if uses_random_weights(rows) else []
+    return lines + ["Weights provenance: " + "; ".join(weights_provenance(rows))]
+
+
+def markdown_weights_lines(rows: pd.DataFrame) -> list[str]:
+    """Lines to put above a Markdown table of ``rows``: the random-weights note in bold (when any), the provenance."""
+    return [f"**{line}**" if line == RANDOM_WEIGHTS_NOTE else line for line in _weights_lines(rows)]
+
+
+def latex_weights_lines(rows: pd.DataFrame) -> list[str]:
+    """Lines to put above a LaTeX table of ``rows``: the random-weights note as bold text (when any), the provenance as a comment."""
+    return [
+        f"\\noindent\\textbf{{{latex_escape(line)}}}\\\\" if line == RANDOM_WEIGHTS_NOTE else f"% {line}"
+        for line in _weights_lines(rows)
+    ]
 
 
 def _flat_columns(table: pd.DataFrame) -> list[str]:
@@ -139,8 +167,7 @@ def to_markdown(table: pd.DataFrame, metrics: pd.DataFrame, title: str) -> str:
     flat.index = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in flat.index]
     flat.index.name = " / ".join(str(n) for n in table.index.names if n is not None) or None
     flat = flat.map(lambda cell: str(cell).replace("|", "\\|"))
-    lines = [f"## {title}", ""]
-    lines += [f"**{line}**" if line == RANDOM_WEIGHTS_NOTE else line for line in _header(metrics)]
+    lines = [f"## {title}", "", *markdown_weights_lines(metrics)]
     return "\n".join([*lines, "", flat.to_markdown(), ""])
 
 
@@ -153,30 +180,21 @@ def to_csv_text(table: pd.DataFrame, metrics: pd.DataFrame, row_weights: pd.Seri
     return flat.to_csv()
 
 
-def _latex_escape(text: str) -> str:
-    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--"}
-    return "".join(replacements.get(char, char) for char in str(text))
-
-
 def to_latex(table: pd.DataFrame, metrics: pd.DataFrame, caption: str) -> str:
     """booktabs LaTeX (pandas Styler): escaped labels, ``$\\pm$``, a rule above the ``mean`` row, weights note above."""
-    cells = table.map(lambda cell: _latex_escape(cell).replace("±", r"$\pm$"))
+    cells = table.map(lambda cell: latex_escape(cell).replace("±", r"$\pm$"))
     styler = cells.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1).hide(axis="columns", names=True)
     body = styler.to_latex(
         hrules=True,
         multicol_align="c",
         multirow_align="naive",
         column_format="l" * table.index.nlevels + "r" * table.shape[1],
-        caption=_latex_escape(caption),
+        caption=latex_escape(caption),
         position_float="centering",
         environment="table",
     )
     body = body.replace(f"\n{MEAN_ROW} &", f"\n\\midrule\n{MEAN_ROW} &")
-    notes = [
-        f"\\noindent\\textbf{{{_latex_escape(line)}}}\\\\" if line == RANDOM_WEIGHTS_NOTE else f"% {line}"
-        for line in _header(metrics)
-    ]
-    return "\n".join([*notes, body])
+    return "\n".join([*latex_weights_lines(metrics), body])
 
 
 def write_table_files(table: pd.DataFrame, metrics: pd.DataFrame, title: str, md: str | Path, csv: str | Path, tex: str | Path, row_weights: pd.Series | None = None) -> None:

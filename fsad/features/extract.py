@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,11 @@ def extract_category(
     weights_fallback: str,
     seed: int,
     threads: int = 1,
+    layers: Collection[int] = (),
+    vv_layers: Collection[int] = (),
 ) -> dict[str, Any]:
-    """Encode the images of ``image_paths`` missing from the store at ``cache_path``; return a summary.
+    """Encode the images of ``image_paths`` missing from the store at ``cache_path``, and the window sizes,
+    layers and V-V layers (1-based blocks) missing from the images it holds; return a summary.
 
     A store never mixes weights: if the weights loaded now differ from the store's (random fallback
     then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
@@ -37,6 +41,8 @@ def extract_category(
     """
     backbone = load_backbone(backbone_spec, device, weights_fallback, seed)
     workers = max(0, threads - 1) if backbone.device.type == "cuda" else 0
-    summary = FeatureCache(cache_path).update(backbone, image_paths, window_sizes, batch_size, workers)
+    summary = FeatureCache(cache_path).update(
+        backbone, image_paths, window_sizes, batch_size, workers, layers=layers, vv_layers=vv_layers
+    )
     log.info("%s: %s", backbone_name, summary)
     return {"backbone": backbone_name, "device": str(backbone.device), **summary}

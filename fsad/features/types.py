@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
 
+from fsad.features.parts import PART_NAMES
 
 @dataclass
 class FeatureBatch:
-    """WinCLIP features of ``N`` images, in the order of ``image_ids``.
+    """CLIP features of ``N`` images, in the order of ``image_ids``.
 
     Attributes:
         image_ids: the images, in row order.
@@ -19,7 +21,10 @@ class FeatureBatch:
         windows: window size in patches -> ``(N, n_windows, D)`` projected window embeddings
             (not normalised), windows ordered as :func:`fsad.backbones.windows.window_patch_indices`.
         grid: patch grid side (15 for ViT-B-16-plus-240 at 240 px).
-        extra: optional further arrays by name (e.g. ``"layer6"`` -> ``(N, P, W)``), for later scorers.
+        layers: 1-based block index -> ``(N, P, W)`` that block's patch tokens after ``ln_post``, not
+            projected (AnomalyCLIP, One-to-Normal: blocks 6, 12, 18, 24 of ViT-L-14).
+        vv_layers: 1-based block index -> ``(N, P, W)`` the V-V attention path's patch tokens after that
+            block, after ``ln_post``, not projected (AnomalyCLIP's DPAM, :mod:`fsad.backbones.vv_attention`).
     """
 
     image_ids: list[str]
@@ -27,28 +32,12 @@ class FeatureBatch:
     patch_tokens: torch.Tensor
     windows: dict[int, torch.Tensor]
     grid: int
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    layers: dict[int, torch.Tensor] = field(default_factory=dict)
+    vv_layers: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "FeatureBatch":
         move = lambda t: t.to(device=device, dtype=dtype or t.dtype)  # noqa: E731
-        return FeatureBatch(
-            self.image_ids,
-            move(self.image_embeddings),
-            move(self.patch_tokens),
-            {k: move(v) for k, v in self.windows.items()},
-            self.grid,
-            {k: move(v) for k, v in self.extra.items()},
-        )
-
-    def require_windows(self, window_sizes: list[int], scorer: str) -> None:
-        """Raise a config hint when ``scorer`` asks for window sizes these features do not hold."""
-        missing = sorted(set(window_sizes) - set(self.windows))
-        if missing:
-            raise ValueError(
-                f"{scorer} asks for window sizes {missing} that the feature cache does not hold (it has "
-                f"{sorted(self.windows)}); add them to the backbone's window_sizes (or the dataset's extra_window_sizes) "
-                f"in the config, or drop them from scorers.{scorer}.window_sizes"
-            )
+        return self._map(move)
 
     def select(self, ids: list[str]) -> "FeatureBatch":
         """Rows of ``ids``, in that order."""
@@ -57,11 +46,35 @@ class FeatureBatch:
         if missing:
             raise KeyError(f"images not in this feature batch: {missing[:5]}")
         rows = torch.tensor([pos[i] for i in ids], dtype=torch.long)
+        return self._map(lambda t: t[rows], list(ids))
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor], image_ids: list[str] | None = None) -> "FeatureBatch":
+        """The same features with ``fn`` applied to every tensor (and ``image_ids`` replaced when given)."""
         return FeatureBatch(
-            list(ids),
-            self.image_embeddings[rows],
-            self.patch_tokens[rows],
-            {k: v[rows] for k, v in self.windows.items()},
+            list(self.image_ids if image_ids is None else image_ids),
+            fn(self.image_embeddings),
+            fn(self.patch_tokens),
+            {k: fn(v) for k, v in self.windows.items()},
             self.grid,
-            {k: v[rows] for k, v in self.extra.items()},
+            {n: fn(v) for n, v in self.layers.items()},
+            {n: fn(v) for n, v in self.vv_layers.items()},
         )
+
+    def require(
+        self,
+        *,
+        scorer: str,
+        window_sizes: Collection[int] = (),
+        layers: Collection[int] = (),
+        vv_layers: Collection[int] = (),
+    ) -> None:
+        """Raise a config hint when ``scorer`` asks for window sizes or layers these features do not hold."""
+        asked = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers}
+        for part, (field_name, what, config_key) in PART_NAMES.items():
+            held = getattr(self, field_name)
+            missing = sorted(set(asked[part]) - set(held))
+            if missing:
+                raise ValueError(
+                    f"{scorer} asks for {what} {missing} that the feature cache does not hold (it has {sorted(held)}); "
+                    f"add them to {config_key} in the config, or drop them from scorers.{scorer}.{part}"
+                )

@@ -1,9 +1,9 @@
-"""The common scorer interface and registry.
+"""What scorers and fits receive and return.
 
-A scorer is a function ``score(ctx: ScoringContext) -> ScoreResult`` registered under a name with
-:func:`register_scorer`. The orchestration in :mod:`fsad.scorers.run` builds the context from the
-split, manifest and feature cache files, calls the scorer and writes the scores parquet and maps HDF5.
-Scorers never read config files or global state: everything arrives in the context.
+A method's score step is a function ``score(ctx: ScoringContext) -> ScoreResult``; its fit step, if it has
+one, ``fit(ctx: FitContext) -> FitResult``. Both are named in the method's declaration
+(:mod:`fsad.scorers.method`). The orchestration in :mod:`fsad.scorers.run` and :mod:`fsad.scorers.fit`
+builds the contexts from the job's files and writes the results; methods never read files or the config.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class ScoringContext:
         map_size: side of the anomaly maps the scorer returns (evaluation resolution).
         device: where to compute.
         seed: derived from (config seed, dataset, category, setting, run).
+        encode_images: encodes images that are not in the feature cache (e.g. augmentations) with the
+            same backbone, ``list[PIL.Image] -> FeatureBatch`` holding the window sizes the scorer declared.
+        model: the tensors of the instance's fit (``models/{scorer}/{fit_key}/model.safetensors``), on
+            ``device``; empty for methods without a fit.
     """
 
     split: Split
@@ -49,7 +53,8 @@ class ScoringContext:
     map_size: int
     device: torch.device
     seed: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    encode_images: Callable[[list[Any]], FeatureBatch] | None = None
+    model: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
@@ -57,7 +62,7 @@ class ScoringContext:
             raise ValueError(f"split {self.split.label} has no test images; check the dataset's manifest and max_test_per_category")
         for start in range(0, len(self.split.test), IMAGES_PER_STEP):
             features = self.features(self.split.test[start : start + IMAGES_PER_STEP])
-            features.require_windows(window_sizes, scorer)
+            features.require(window_sizes=window_sizes, scorer=scorer)
             yield features
 
 
@@ -78,22 +83,57 @@ class ScoreResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Scorer = Callable[[ScoringContext], ScoreResult]
-SCORERS: dict[str, Scorer] = {}
+@dataclass
+class TrainingCategory:
+    """One category a fit learns from: the images with cached features and how to read them.
+
+    Attributes:
+        image_ids: the category's images in the feature store (its test subset and reference pools).
+        manifest: the category's manifest rows, indexed by ``image_id`` (labels, mask paths).
+        features: cached features of the given ids (on the fit's device).
+        class_name: the object name used in prompts.
+    """
+
+    dataset: str
+    category: str
+    image_ids: list[str]
+    manifest: pd.DataFrame
+    features: Callable[[list[str]], FeatureBatch]
+    class_name: str
 
 
-def register_scorer(name: str) -> Callable[[Scorer], Scorer]:
-    def wrap(fn: Scorer) -> Scorer:
-        SCORERS[name] = fn
-        return fn
+@dataclass
+class FitContext:
+    """Everything a fit may use.
 
-    return wrap
+    Attributes:
+        params: the instance's fit parameters (those its method declares as fit parameters), defaults filled in.
+        categories: what the fit learns from: the run's category (scope ``run``) or every category of the
+            training dataset (scope ``dataset``).
+        split: the run's split (scope ``run``: references, validation images), else None.
+        text_encoder: prompts -> ``(N, D)`` un-normalised text embeddings of the features' backbone.
+        device: where to compute.
+        seed: derived from (config seed, scorer, fit key).
+    """
+
+    params: dict[str, Any]
+    categories: list[TrainingCategory]
+    split: Split | None
+    text_encoder: Callable[[list[str]], torch.Tensor]
+    device: torch.device
+    seed: int
 
 
-def get_scorer(name: str) -> Scorer:
-    import fsad.scorers.registry  # noqa: F401  (registers the built-in scorers)
+@dataclass
+class FitResult:
+    """What a fit learned.
 
-    try:
-        return SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scorer {name!r}; known scorers: {sorted(SCORERS)}") from None
+    Attributes:
+        tensors: name -> tensor, saved as ``model.safetensors`` and given back to score jobs as ``ctx.model``.
+        losses: training loss per epoch, in order.
+        details: JSON-serialisable facts saved in ``fit.json`` (e.g. steps, learning rate schedule).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    losses: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,10 +1,15 @@
-"""Run one scorer on one (dataset, category, setting, run): read the inputs, call it, write its outputs."""
+"""Run one scorer instance on one (dataset, category, setting, run): read the inputs, call it, write its outputs.
+
+The scores parquet carries its own keys (scorer, method, dataset, category, setting, run, weights) in its
+metadata, so evaluation never parses them out of its path.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from functools import cache
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +19,12 @@ import pandas as pd
 import torch
 
 from fsad.data.manifest import read_manifest
-from fsad.io import atomic_path, read_json, write_json
 from fsad.data.splits import Split, read_split
-from fsad.scorers.base import ScoreResult, ScoringContext, get_scorer
+from fsad.io import atomic_path, read_json, write_json
+from fsad.scorers.base import ScoreResult, ScoringContext
+from fsad.scorers.method import Method, resolve
+from fsad.scorers.registry import load_method
+from fsad.score_files import write_score_table
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +39,16 @@ def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str)
         raise RuntimeError(f"scorer {scorer!r} returned maps of shape {result.maps.shape}, expected {(len(ids), map_size, map_size)}")
 
 
-def write_scores(result: ScoreResult, manifest: pd.DataFrame, weights: str, path: str | Path) -> pd.DataFrame:
-    """Join the test images' manifest fields to the scores and write the parquet atomically."""
+def write_scores(result: ScoreResult, manifest: pd.DataFrame, keys: dict[str, Any], path: str | Path) -> pd.DataFrame:
+    """Join the test images' manifest fields to the scores and write the parquet atomically.
+
+    ``keys`` (scorer, method, dataset, category, setting, run, weights) go into the parquet's metadata;
+    ``weights`` is also a column, so tables built from score rows can label random-weight results.
+    """
     info = manifest.loc[result.scores["image_id"], ["image_path", "label", "defect_type"]].reset_index()
     frame = info.merge(result.scores, on="image_id", how="left", validate="one_to_one")
-    frame["weights"] = weights
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+    frame["weights"] = keys["weights"]
+    write_score_table(frame, keys, path)
     return frame
 
 
@@ -49,9 +60,59 @@ def write_maps(maps: np.ndarray | None, image_ids: list[str], path: str | Path) 
             h5.create_dataset("maps", data=maps.astype(np.float16), compression="gzip", compression_opts=4)
 
 
+@dataclass
+class BackboneSession:
+    """The backbone behind a feature store, loaded only when a job needs to encode something.
+
+    Prompt embeddings are memoised in ``text_cache_dir`` (shared by every job of the backbone), so a job
+    whose prompts are cached never builds the model. The text tower is rebuilt with the store's weights,
+    so text and image features always come from the same model.
+    """
+
+    spec: dict[str, Any]
+    weights: str
+    text_cache_dir: str | Path
+    weights_fallback: str
+    seed: int
+    device: torch.device
+
+    @cached_property
+    def backbone(self):
+        from fsad.backbones.loading import load_backbone
+
+        return load_backbone(self.spec, self.device, self.weights_fallback, self.seed, weights=self.weights)
+
+    @cached_property
+    def text_encoder(self):
+        from fsad.backbones.spec import canonical_spec
+        from fsad.text.cache import cached_text_encoder
+
+        return cached_text_encoder(lambda prompts: self.backbone.encode_text(prompts), self.text_cache_dir, [canonical_spec(self.spec), self.weights])
+
+    def image_encoder(self, window_sizes: list[int]):
+        """``list[PIL.Image] -> FeatureBatch`` with ``window_sizes``, for images outside the feature store."""
+        from fsad.backbones.window_embeddings import encode_images
+
+        def encode(images: list) -> Any:
+            pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
+            return encode_images(self.backbone, pixels, window_sizes)
+
+        return encode
+
+
+def read_model(path: str | Path | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a fit's ``model.safetensors`` on ``device``; empty without a fit."""
+    if path is None:
+        return {}
+    from safetensors.torch import load_file
+
+    return load_file(str(path), device=str(device))
+
+
 def run_scorer(
     scorer: str,
     *,
+    method_module: str,
     split_path: str | Path,
     manifest_path: str | Path,
     features_store: str | Path,
@@ -65,66 +126,62 @@ def run_scorer(
     out_scores: str | Path,
     out_maps: str | Path,
     out_details: str | Path,
+    model_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score the split's test images with ``scorer`` and write scores, maps and a details JSON.
+    """Score the split's test images with scorer instance ``scorer`` and write scores, maps and a details JSON.
 
-    Prompt embeddings are memoised in ``text_cache_dir`` (shared by the jobs of one backbone).
+    Args:
+        method_module: the module declaring the instance's method (``fsad.scorers.winclip.method``).
+        scorer_params: the instance's parameters as its method's score step receives them (defaults filled in).
+        model_path: the instance's fitted ``model.safetensors`` when its method has a fit.
     """
-    from fsad.backbones.loading import load_backbone
-    from fsad.backbones.window_embeddings import encode_images
-    from fsad.features.cache import FeatureCache, canonical_spec
-    from fsad.text.cache import cached_text_encoder
+    from fsad.features.cache import FeatureCache
     from fsad.text.class_names import class_name
 
+    method: Method = load_method(method_module)
     split = read_split(split_path)
     manifest = read_manifest(manifest_path, split.category).set_index("image_id", drop=False)
     store = FeatureCache(features_store)
-
-    @cache
-    def backbone():
-        # The text tower must be the one the features came from: rebuild the store's weights.
-        return load_backbone(backbone_spec, device, weights_fallback, seed, weights=store.weights)
-
-    def encode(images: list) -> Any:
-        pixels = torch.stack([backbone().preprocess(img.convert("RGB")) for img in images]).to(device)
-        return encode_images(backbone(), pixels, scorer_params.get("window_sizes") or store.window_sizes)
-
+    weights = store.weights
+    session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
     ctx = ScoringContext(
         split=split,
         manifest=manifest,
         features=lambda ids: store.load(ids, device=device),
-        text_encoder=cached_text_encoder(
-            lambda prompts: backbone().encode_text(prompts),
-            text_cache_dir,
-            [canonical_spec(backbone_spec), store.weights],
-        ),
+        text_encoder=lambda prompts: session.text_encoder(prompts),
         class_name=class_name(split.category, scorer_params.get("class_name_mode", "readable")),
         params=scorer_params,
         map_size=map_size,
         device=device,
         seed=split.seed,
-        extra={"encode": encode},
+        encode_images=session.image_encoder(list(method.features(scorer_params).window_sizes)),
+        model=read_model(model_path, device),
     )
     started = time.perf_counter()
     with torch.inference_mode():
-        result = get_scorer(scorer)(ctx)
+        result = resolve(method.score)(ctx)
     seconds = time.perf_counter() - started
     _check_result(result, split, map_size, scorer)
 
-    write_scores(result, manifest, store.weights, out_scores)
-    write_maps(result.maps, split.test, out_maps)
-    details = {
+    keys = {
         "scorer": scorer,
+        "method": method.name,
         "dataset": split.dataset,
         "category": split.category,
         "setting": split.setting,
         "run": split.run,
-        "weights": store.weights,
+        "weights": weights,
+    }
+    write_scores(result, manifest, keys, out_scores)
+    write_maps(result.maps, split.test, out_maps)
+    details = {
+        **keys,
         "n_test": len(split.test),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(split.test) / seconds, 3) if seconds > 0 else None,
-        "scorer_details": getattr(result, "extra", None) or {},
+        "model": None if model_path is None else str(model_path),
+        "scorer_details": result.extra or {},
     }
     write_json(out_details, details)
-    log.info("scored %d images in %.1f s (%s weights)", len(split.test), seconds, store.weights)
+    log.info("scored %d images in %.1f s (%s weights)", len(split.test), seconds, weights)
     return details

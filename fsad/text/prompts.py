@@ -11,6 +11,10 @@ Two presets:
   un-normalised embeddings.
 
 Either averaging can be chosen for either preset with ``normalisation``.
+
+Each preset also carries the softmax temperature of its source, which sets how much the zero-shot score weighs
+against memory scores when they are added: ``paper`` 0.01 (CLIP's logit scale 100, as mala-lab/WinCLIP and
+caoyunkang/WinClip), ``anomalib`` 0.07 (anomalib's ``TEMPERATURE``, also zqhang/WinCLIP-pytorch).
 """
 
 from __future__ import annotations
@@ -93,11 +97,12 @@ class PromptPreset:
     anomalous_states: tuple[str, ...]
     templates: tuple[str, ...]
     normalisation: str
+    temperature: float
 
 
 PRESETS: dict[str, PromptPreset] = {
-    "paper": PromptPreset(NORMAL_STATES, ANOMALOUS_STATES, PAPER_TEMPLATES, "normalised_mean"),
-    "anomalib": PromptPreset(NORMAL_STATES, ANOMALOUS_STATES, ANOMALIB_TEMPLATES, "raw_mean"),
+    "paper": PromptPreset(NORMAL_STATES, ANOMALOUS_STATES, PAPER_TEMPLATES, "normalised_mean", 0.01),
+    "anomalib": PromptPreset(NORMAL_STATES, ANOMALOUS_STATES, ANOMALIB_TEMPLATES, "raw_mean", 0.07),
 }
 
 
@@ -106,6 +111,11 @@ def get_preset(name: str) -> PromptPreset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown prompt_preset {name!r}; use one of {sorted(PRESETS)}") from None
+
+
+def preset_temperature(preset: str, temperature: float | None = None) -> float:
+    """``temperature`` when given, else the preset's own."""
+    return float(temperature) if temperature is not None else get_preset(preset).temperature
 
 
 def prompt_ensemble(class_name: str, preset: str = "paper") -> tuple[list[str], list[str]]:

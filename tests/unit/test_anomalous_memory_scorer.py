@@ -10,9 +10,12 @@ from PIL import Image
 
 from fsad.features.types import FeatureBatch
 from fsad.fusion.weights import baseline_weights
-from fsad.scorers.anomalous_memory import scorer as anomalous_scorer
 from fsad.data.splits import Split
-from fsad.scorers.base import ScoringContext, get_scorer
+from fsad.scorers.anomalous_memory import scorer as anomalous_scorer
+from fsad.scorers.anomalous_memory.method import METHOD
+from fsad.scorers.base import ScoringContext
+from fsad.scorers.method import resolve
+from fsad.scorers.registry import method_params
 
 GRID, DIM, WIDTH, WINDOWS = 5, 6, 8, (2, 3)
 SUB_SCORES = ["zero_shot", "reference_patch", "reference_w2", "reference_w3", "anomalous_patch", "anomalous_w2", "anomalous_w3"]
@@ -61,13 +64,20 @@ def make_context(manifest, params=None, encode=encode_images, validation=("valid
     split = Split("d", "pcb1", "a1", 0, 11, [], ["anomalous"], list(validation), test)
     return ScoringContext(
         split=split, manifest=manifest, features=features_of, text_encoder=encode_text, class_name="pcb1",
-        params={"window_sizes": list(WINDOWS), "n_draws": 20, **(params or {})}, map_size=12,
-        device=torch.device("cpu"), seed=11, extra={} if encode is None else {"encode": encode},
+        params=method_params(METHOD, {"window_sizes": list(WINDOWS), "n_draws": 20, **(params or {})}), map_size=12,
+        device=torch.device("cpu"), seed=11, encode_images=encode,
     )
 
 
-def test_anomalous_memory_is_registered():
-    assert get_scorer("anomalous_memory") is anomalous_scorer.score
+def test_the_method_declaration_names_this_score_step_masks_and_its_windows():
+    assert resolve(METHOD.score) is anomalous_scorer.score
+    assert METHOD.needs.masks and METHOD.needs.anomalous_shots == 1
+    params = method_params(METHOD, {})
+    assert METHOD.features(params).window_sizes == (2, 3, 7)
+    assert METHOD.needs.min_validation_normals(params) == 1
+    assert METHOD.needs.min_validation_normals(method_params(METHOD, {"distributions": []})) == 0
+    # report-only parameters never reach (and so never rerun) a score job
+    assert "baseline_scorer" not in METHOD.score_params(params) and "window_sizes" in METHOD.score_params(params)
 
 
 def test_scores_carry_every_sub_score_the_baseline_and_each_validated_total(manifest):

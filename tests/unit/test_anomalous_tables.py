@@ -1,26 +1,36 @@
 """Anomalous-samples tables and defect-size figure, from hand-made score files, details and metrics."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.anomalous_tables import (
+    TABLES,
     defect_size_figure,
     defect_sizes,
     format_mean_std,
     one_sample_table,
     sub_score_table_test_set,
     sub_score_table_validation_set,
+    tie_counts,
     weight_validation_table,
+    write_anomalous_samples_report,
     write_table,
 )
+from fsad.evaluation.collect import read_score_files
+from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
+from fsad.fusion.weights import TIE_BREAK
+from fsad.score_files import write_score_table
 
 LABELS = [0, 0, 1, 1]
+PRETRAINED = "laion400m_e31"
+RANDOM = "random (fallback: laion400m_e31 not downloadable)"
 
 
-def write_scores(root, category, run, perfect):
+def write_scores(root, category, run, perfect, weights=PRETRAINED):
     """Four test images; ``zero_shot`` separates them, ``anomalous_patch`` inverts them."""
     path = root / "anomalous_memory" / "visa" / category / "a1" / f"run{run}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,19 +38,25 @@ def write_scores(root, category, run, perfect):
     frame = pd.DataFrame({
         "image_id": [f"{category}{i}" for i in range(4)], "label": LABELS,
         "zero_shot": good, "anomalous_patch": good[::-1],
-        "score_baseline": good if perfect else good[::-1], "score_uniform": good,
+        "score_baseline": good if perfect else good[::-1], "score_uniform": good, "weights": weights,
     })
-    frame.to_parquet(path)
+    keys = {"scorer": "anomalous_memory", "method": "anomalous_memory", "dataset": "visa", "category": category,
+            "setting": "a1", "run": run, "weights": weights}
+    write_score_table(frame, keys, path)
     return path
 
 
-def details(category, run, oracle=1.0):
+def details(category, run, oracle=1.0, n_tied=None, weights=PRETRAINED):
+    uniform = {"oracle_test_auroc": oracle, "test_auroc_per_draw": [0.6, 0.8]}
+    if n_tied is not None:
+        uniform["n_tied"] = n_tied
     return {
-        "dataset": "visa", "category": category, "setting": "a1", "run": run,
-        "scorer_details": {"validation": {
+        "dataset": "visa", "category": category, "setting": "a1", "run": run, "weights": weights,
+        "scorer_details": {"sub_scores": ["zero_shot", "anomalous_patch"], "validation": {
             "sub_scores": ["zero_shot", "anomalous_patch"],
             "validation_sub_score_auroc": {"zero_shot": 0.5, "anomalous_patch": 1.0},
-            "distributions": {"uniform": {"oracle_test_auroc": oracle, "test_auroc_per_draw": [0.6, 0.8]}},
+            "n_draws": 2,
+            "distributions": {"uniform": uniform},
         }},
     }
 
@@ -51,11 +67,12 @@ def scores(tmp_path):
     return read_score_files(paths)
 
 
-def test_score_files_get_their_keys_from_the_path(scores):
+def test_score_files_get_their_keys_from_their_metadata(scores, tmp_path):
     assert set(scores["category"]) == {"pcb1", "pcb2"} and set(scores["run"]) == {0, 1}
     assert set(scores["scorer"]) == {"anomalous_memory"} and set(scores["setting"]) == {"a1"}
-    with pytest.raises(ValueError, match="not a scores file path"):
-        read_score_files(["somewhere/else.parquet"])
+    pd.DataFrame({"image_id": ["x"], "label": [0], "score": [0.1]}).to_parquet(tmp_path / "bare.parquet")
+    with pytest.raises(ValueError, match="no fsad keys"):
+        read_score_files([tmp_path / "bare.parquet"])
 
 
 def test_sub_score_aurocs_on_the_test_set_per_category(scores):
@@ -72,7 +89,7 @@ def test_sub_score_aurocs_on_the_validation_set_come_from_the_details():
 
 def test_weight_validation_table_rows_and_run_statistics(scores):
     entries = [details(c, r, oracle=0.9 + 0.1 * r) for c in ("pcb1", "pcb2") for r in (0, 1)]
-    table = weight_validation_table(scores, entries).set_index("weights")["visa"]
+    table = weight_validation_table(scores, entries).set_index("weighting")["visa"]
     assert table["Baseline weights"] == "50.00 ± 50.00"  # 100 in run 0, 0 in run 1
     assert table["Random uniform weights (one draw)"] == "70.00 ± 10.00"
     assert table["Oracle: Monte-Carlo on test set (uniform)"] == "95.00 ± 5.00"
@@ -93,10 +110,75 @@ def test_one_sample_table_compares_both_pairs_with_a_dataset_mean():
 
 
 def test_tables_are_written_as_markdown_csv_and_latex(tmp_path, scores):
-    paths = write_table(sub_score_table_test_set(scores, ["zero_shot"]), tmp_path / "tables" / "sub", "Sub-scores")
+    paths = write_table(sub_score_table_test_set(scores, ["zero_shot"]), tmp_path / "tables" / "sub", "Sub-scores", scores)
     assert sorted(p.suffix for p in paths) == [".csv", ".md", ".tex"]
     assert "Sub-scores" in (tmp_path / "tables" / "sub.md").read_text()
     assert format_mean_std(float("nan")) == "n/a" and format_mean_std(81.644) == "81.64"
+
+
+def test_tie_counts_average_the_tied_draws_over_categories_and_runs():
+    entries = [details("pcb1", 0, n_tied=2), details("pcb1", 1, n_tied=1), details("pcb2", 0, n_tied=2), details("pcb2", 1, n_tied=1)]
+    counts = tie_counts(entries).set_index(["dataset", "distribution"])
+    assert counts.loc[("visa", "uniform"), "mean_tied"] == 1.5
+    assert counts.loc[("visa", "uniform"), "max_tied"] == 2 and counts.loc[("visa", "uniform"), "n_runs"] == 4
+
+
+def write_report_inputs(tmp_path, weights, metrics_weights=None):
+    """Score files, details and metrics (``metrics_weights``, default ``weights``) of two VisA categories over two runs, and a manifest with masks."""
+    score_files = [write_scores(tmp_path / "scores", c, r, perfect=(r == 0), weights=weights) for c in ("pcb1", "pcb2") for r in (0, 1)]
+    detail_files = []
+    for c in ("pcb1", "pcb2"):
+        for r in (0, 1):
+            path = tmp_path / "details" / f"{c}_run{r}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(details(c, r, n_tied=1 + r, weights=weights)))
+            detail_files.append(path)
+    rows = [{"dataset": "visa", "category": c, "setting": setting, "run": r, "scorer": scorer, "metric": "image_auroc",
+             "value": 0.8, "weights": metrics_weights or weights}
+            for c in ("pcb1", "pcb2") for r in (0, 1) for scorer, setting in (("winclip", "k1"), ("anomalous_memory", "a1"))]
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    mask = np.zeros((10, 20), dtype=np.uint8)
+    mask[:5, :4] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    pd.DataFrame({"image_id": ["x"], "category": ["pcb1"], "split": ["test"], "label": [1], "defect_type": ["bent"],
+                  "image_path": ["/x.png"], "mask_path": [str(tmp_path / "m.png")]}).to_csv(tmp_path / "manifest.csv", index=False)
+    return dict(metrics_csv=tmp_path / "metrics.csv", score_files=score_files, detail_files=detail_files,
+                manifests={"visa": tmp_path / "manifest.csv"}, params={"baseline_scorer": "winclip", "baseline_setting": "k1"},
+                out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots")
+
+
+def test_report_writes_every_table_named_in_TABLES(tmp_path):
+    written = write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED))
+    expected = {tmp_path / "tables" / f"{name}.{ext}" for name in TABLES for ext in ("md", "csv", "tex")}
+    assert set(written) == expected | {tmp_path / "plots" / "defect_size.png"}
+    for name in TABLES:
+        assert RANDOM_WEIGHTS_NOTE not in (tmp_path / "tables" / f"{name}.md").read_text()
+        assert f"Weights provenance: {PRETRAINED}" in (tmp_path / "tables" / f"{name}.md").read_text()
+        assert set(pd.read_csv(tmp_path / "tables" / f"{name}.csv")["weights"]) == {PRETRAINED}
+    assert "Baseline weights" in set(pd.read_csv(tmp_path / "tables" / "table4_weight_validation.csv")["weighting"])
+    tex = (tmp_path / "tables" / "table2_sub_scores_test.tex").read_text()
+    assert r"zero\_shot" in tex and r"$\pm$" in tex and r"AUROC (\%)" in tex
+
+
+def test_every_anomalous_samples_table_says_when_its_rows_used_random_weights(tmp_path):
+    write_anomalous_samples_report(**write_report_inputs(tmp_path, RANDOM))
+    for name in TABLES:
+        md = (tmp_path / "tables" / f"{name}.md").read_text()
+        assert f"**{RANDOM_WEIGHTS_NOTE}**" in md and md.index(RANDOM_WEIGHTS_NOTE) < md.index("|")
+        tex = (tmp_path / "tables" / f"{name}.tex").read_text()
+        assert tex.index(r"\textbf{Weights: random (fallback) --- these numbers are NOT comparable") < tex.index(r"\begin{tabular}")
+        assert pd.read_csv(tmp_path / "tables" / f"{name}.csv")["weights"].str.contains("random").all()
+
+
+def test_table4_states_the_tie_rule_and_the_mean_number_of_tied_draws_under_the_table(tmp_path):
+    write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED))
+    md = (tmp_path / "tables" / "table4_weight_validation.md").read_text()
+    below = md[md.rindex("|"):]
+    assert TIE_BREAK in below
+    # n_tied is 1 in run 0 and 2 in run 1 of both categories: mean 1.5 of 2 draws
+    assert "(uniform): visa 1.5 of 2 (max 2)" in below
+    tex = (tmp_path / "tables" / "table4_weight_validation.tex").read_text()
+    assert tex.index("visa 1.5 of 2") > tex.index(r"\end{tabular}")
 
 
 def test_defect_sizes_are_mask_areas_and_the_figure_is_written(tmp_path):
@@ -111,3 +193,9 @@ def test_defect_sizes_are_mask_areas_and_the_figure_is_written(tmp_path):
     assert list(sizes["image_id"]) == ["x", "z"] and np.allclose(sizes["relative_size"], 0.1)
     figure = defect_size_figure(sizes, tmp_path / "plots" / "defect_sizes.png")
     assert figure.stat().st_size > 0
+
+
+def test_only_the_table_built_from_random_weight_rows_carries_the_note(tmp_path):
+    write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED, metrics_weights=RANDOM))
+    labelled = {name for name in TABLES if RANDOM_WEIGHTS_NOTE in (tmp_path / "tables" / f"{name}.md").read_text()}
+    assert labelled == {"table1_one_sample"}

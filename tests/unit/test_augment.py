@@ -1,4 +1,4 @@
-"""Joint augmentations: reproducible from the seed, the mask follows the image."""
+"""Joint augmentations: reproducible from the seed, the mask follows the image, no black fill enters the image."""
 
 import numpy as np
 import torch
@@ -41,3 +41,28 @@ def test_images_without_mask_and_the_global_random_state():
     out = augment(image, None, 3, seed=0)
     assert torch.equal(torch.rand(1), expected)
     assert len(out) == 3 and all(m is None and im.mode == "RGB" for im, m in out)
+
+
+def test_a_constant_colour_image_stays_that_colour_so_no_black_corners_appear():
+    colour = (200, 120, 40)
+    image = Image.fromarray(np.full((64, 80, 3), colour, dtype=np.uint8))
+    mask = np.zeros((64, 80), dtype=np.uint8)
+    mask[20:40, 30:50] = 255
+    for seed in range(6):
+        for new_image, new_mask in augment(image, Image.fromarray(mask), 8, seed=seed):
+            pixels = np.array(new_image)
+            assert not (pixels == 0).all(axis=-1).any()
+            assert (pixels == colour).all()
+            assert np.array(new_mask).any()
+
+
+def test_a_defect_at_the_border_is_mirrored_in_the_image_and_the_mask_alike():
+    pixels = np.full((64, 80, 3), 90, dtype=np.uint8)
+    pixels[..., 2] = np.linspace(0, 120, 80, dtype=np.uint8)[None, :]  # a gradient, so the background is not uniform
+    mask = np.zeros((64, 80), dtype=np.uint8)
+    pixels[20:44, 64:80] = (255, 0, 0)
+    mask[20:44, 64:80] = 255
+    for new_image, new_mask in augment(Image.fromarray(pixels), Image.fromarray(mask), 16, seed=2):
+        red = np.array(new_image)[..., 0] > 170
+        defect = np.array(new_mask) > 0
+        assert (red & defect).sum() / max((red | defect).sum(), 1) > 0.8

@@ -7,7 +7,8 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from fsad.config import ConfigError, canonical, check_config
+from fsad.config import ConfigError, canonical, check_config as check_config_with
+from fsad.scorers.registry import get_method, method_params
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -19,15 +20,36 @@ def default_config():
     return config
 
 
+def check_config(config):
+    """What rules/common.smk does: each enabled instance's method and its parameters, then the checks."""
+    instances = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
+    methods = {name: get_method(spec["method"]) for name, spec in instances.items()}
+    check_config_with(config, methods, {name: method_params(methods[name], spec, f"scorers.{name}") for name, spec in instances.items()})
+
+
 def test_the_embedded_default_validates_and_passes_the_checks():
     check_config(default_config())
 
 
-def test_an_unknown_key_is_rejected_by_name():
+def test_an_unknown_method_parameter_is_rejected_by_name():
     config = default_config()
     config["scorers"]["winclip"]["prompt_presett"] = "paper"
-    with pytest.raises(Exception, match="prompt_presett"):
+    with pytest.raises(Exception, match=r"scorers\.winclip.*prompt_presett"):
+        check_config(config)
+
+
+def test_an_instance_without_a_method_is_rejected_by_the_schema():
+    config = default_config()
+    config["scorers"]["winclip_copy"] = {"backbone": "vitb16plus"}
+    with pytest.raises(Exception, match="method"):
         validate(config, schema=SCHEMA)
+
+
+def test_an_unknown_method_names_the_known_ones():
+    config = default_config()
+    config["scorers"]["winclip"]["method"] = "winclipp"
+    with pytest.raises(ValueError, match=r"unknown method 'winclipp'.*'anomalous_memory', 'winclip'"):
+        check_config(config)
 
 
 def test_a_wrong_value_is_rejected():
@@ -37,10 +59,12 @@ def test_a_wrong_value_is_rejected():
         validate(config, schema=SCHEMA)
 
 
-def test_schema_fills_defaults():
+def test_schemas_fill_defaults_from_the_config_schema_and_the_methods_own():
     config = default_config()
     assert config["backbones"]["vitb16plus"]["window_sizes"] == [2, 3]
-    assert config["scorers"]["winclip"]["temperature"] == 0.07
+    params = method_params(get_method("winclip"), config["scorers"]["winclip"])
+    assert params["temperature"] is None and params["window_sizes"] == [2, 3] and "backbone" not in params
+    assert method_params(get_method("anomalous_memory"), {})["window_sizes"] == [2, 3, 7]
 
 
 def test_a_scorer_on_an_unknown_backbone_names_the_key():
@@ -57,9 +81,38 @@ def test_anomalous_memory_on_a_dataset_without_masks_stops_with_a_clear_message(
         check_config(config)
 
 
+def test_a_setting_that_misses_a_methods_needs_is_refused_before_any_job():
+    config = default_config()
+    config["scorers"]["anomalous_memory"]["settings"] = ["k1"]  # no anomalous reference
+    with pytest.raises(ConfigError, match="anomalous_shots: 1, setting 'k1' has 0"):
+        check_config(config)
+    config = default_config()
+    config["settings"][2]["validation_normals"] = 0  # a1 without the normal the weight search validates on
+    with pytest.raises(ConfigError, match="validation_normals >= 1"):
+        check_config(config)
+    config["scorers"]["anomalous_memory"]["distributions"] = []
+    check_config(config)
+
+
+def test_a_report_that_compares_with_a_missing_instance_is_refused():
+    config = default_config()
+    config["scorers"]["anomalous_memory"]["baseline_scorer"] = "winclip_paper"
+    with pytest.raises(ConfigError, match="baseline_scorer names 'winclip_paper'"):
+        check_config(config)
+
+
+def test_normal_references_of_all_runs_must_fit_in_the_pool():
+    config = default_config()
+    config["runs"], config["reference_pool"]["anomalous"] = 3, 3  # k1: 3 runs x 1 distinct normal reference > a pool of 2
+    with pytest.raises(ConfigError, match=r"setting 'k1' needs 3 normal images.*reference_pool.normal is 2"):
+        check_config(config)
+    config["reference_pool"]["normal"] = 3
+    check_config(config)
+
+
 def test_more_anomalous_runs_than_the_pool_holds_names_the_fix():
     config = default_config()
-    config["runs"] = 3
+    config["runs"], config["reference_pool"]["normal"] = 3, 3
     with pytest.raises(ConfigError, match="reference_pool.anomalous"):
         check_config(config)
 

@@ -1,4 +1,4 @@
-"""The CUDA paths: window embeddings, bf16 autocast, scoring, the feature store and device claims on a GPU.
+"""The CUDA paths: window embeddings, layer and V-V taps, bf16 autocast, scoring, the feature store and device claims on a GPU.
 
 Skipped where no GPU is visible (CI); run on a GPU machine with ``python -m pytest tests/unit/test_cuda.py``.
 """
@@ -49,6 +49,15 @@ def test_cuda_features_match_the_cpu(pixels, cpu_features, precision, min_cosine
     for gpu, cpu in pairs:
         assert gpu.shape == cpu.shape
         assert cosine(gpu.cpu(), cpu).min() > min_cosine
+
+
+@pytest.mark.parametrize("precision,min_cosine", [("fp32", 0.9999), ("bf16", 0.99)])
+def test_cuda_layer_and_vv_tokens_match_the_cpu(pixels, precision, min_cosine):
+    cpu = encode_images(load_backbone(TINY, "cpu"), pixels, [], layers=[1, 2], vv_layers=[2])
+    gpu = encode_images(load_backbone(TINY | {"precision": precision}, "cuda"), pixels, [], layers=[1, 2], vv_layers=[2])
+    for block in (1, 2):
+        assert cosine(gpu.layers[block].cpu(), cpu.layers[block]).min() > min_cosine
+    assert gpu.vv_layers[2].dtype == torch.float32 and cosine(gpu.vv_layers[2].cpu(), cpu.vv_layers[2]).min() > min_cosine
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -37,9 +37,36 @@ def test_monte_carlo_picks_the_draw_that_weights_the_separating_sub_score():
     sub_scores = np.array([[0.1, 0.9], [0.2, 0.8], [0.8, 0.2], [0.9, 0.1]])  # column 0 separates, column 1 inverts
     draws = np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5], [1.0, 0.0]])
     selection = monte_carlo_select(sub_scores, labels, draws)
-    assert selection.index == 1  # first of the two perfect draws
+    # both perfect draws give totals affine in column 0 (column 1 = 1 - column 0), hence equal margins: lowest index
+    assert selection.index == 1
+    assert selection.tied == [1, 3]
     assert selection.auroc == 1.0
     assert np.allclose(selection.aurocs, [0.0, 1.0, 0.5, 1.0])
+
+
+def test_ties_at_the_best_auroc_go_to_the_draw_with_the_largest_margin():
+    labels = np.array([0, 0, 1, 1])
+    # both columns separate; column 1 by a wider gap relative to its spread
+    sub_scores = np.array([[0.0, 0.0], [0.1, 0.05], [0.5, 1.0], [0.6, 1.05]])
+    draws = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, 0.0]])
+    selection = monte_carlo_select(sub_scores, labels, draws)
+    # margins by hand: column 0 gap 0.5 / std 0.05; column 1 gap 1.0 / std 0.025; the mean gap 0.75 / std 0.0375
+    assert np.allclose(selection.margins[:3], [10.0, 40.0, 20.0])
+    assert selection.tied == [0, 1, 2]
+    assert selection.index == 1 and np.array_equal(selection.weights, [0.0, 1.0])
+
+
+def test_the_validation_report_counts_the_draws_tied_at_the_best_auroc():
+    rng = np.random.default_rng(4)
+    val_labels, test_labels = np.repeat([0, 1], 5), np.repeat([0, 1], 10)
+    val_scores = rng.random((10, 3)) + val_labels[:, None] * np.array([2.0, 0.0, 0.0])  # s0 separates perfectly
+    test_scores = rng.random((20, 3))
+    result = validate_weights(val_scores, val_labels, test_scores, test_labels, ["s0", "s1", "s2"], ["uniform"], 50, seed=0)
+    uniform = result.report["distributions"]["uniform"]
+    assert uniform["validation_auroc"] == 1.0
+    assert uniform["n_tied"] == len(uniform["tied_draws"]) > 1
+    assert uniform["draw_index"] in uniform["tied_draws"]
+    assert "largest validation margin" in result.report["tie_break"]
 
 
 def test_monte_carlo_refuses_a_single_class_validation_set():

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fsad.evaluation.gallery import pick_examples, write_gallery
+from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
 
 MAP_SIZE = 32
 
@@ -41,7 +42,7 @@ def test_an_image_is_shown_once_when_a_category_has_few_images():
     assert picked.set_index("image_id").loc["a3", "verdict"] == "best"  # third-best anomaly before its worst turn
 
 
-def write_inputs(tmp_path, with_maps: bool = True):
+def write_inputs(tmp_path, with_maps: bool = True, weights: str = "random (fallback: test)"):
     """A score file, its maps (a bright square where the defect is) and a manifest with masks for two anomalies."""
     scores = scores_frame()
     rng = np.random.default_rng(0)
@@ -59,7 +60,7 @@ def write_inputs(tmp_path, with_maps: bool = True):
         masks.append(mask)
     scores["image_path"] = paths
     scores["defect_type"] = np.where(scores["label"] == 1, "spot", "good")
-    scores["weights"] = "random (fallback: test)"
+    scores["weights"] = weights
     scores.to_parquet(tmp_path / "run0.parquet")
     maps = np.zeros((len(scores), MAP_SIZE, MAP_SIZE), np.float16)
     maps[:, 6:14, 6:14] = scores["score"].to_numpy()[:, None, None]
@@ -98,3 +99,15 @@ def test_gallery_of_a_score_file_without_maps_names_the_file(tmp_path):
     scores, maps, manifest = write_inputs(tmp_path, with_maps=False)
     with pytest.raises(ValueError, match="run0.maps.h5.*no anomaly maps"):
         write_gallery(scores, maps, manifest, tmp_path / "gallery.png", "t")
+
+
+@pytest.mark.parametrize("weights, labelled", [("random (fallback: test)", True), ("laion400m_e31", False)])
+def test_gallery_title_says_when_the_score_file_used_random_weights(tmp_path, monkeypatch, weights, labelled):
+    from fsad.evaluation import gallery
+
+    titles = []
+    monkeypatch.setattr(gallery, "gallery_figure", lambda examples, maps, masks, path, title: titles.append(title))
+    scores, maps, manifest = write_inputs(tmp_path, weights=weights)
+    write_gallery(scores, maps, manifest, tmp_path / "gallery.png", "winclip / synthetic / carpet / k1", n=1)
+    assert titles[0].startswith("winclip / synthetic / carpet / k1")
+    assert (RANDOM_WEIGHTS_NOTE in titles[0]) is labelled

@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryPrecisionRecallCurve
 
+from fsad.score_files import write_score_table
 from fsad.evaluation.collect import METRICS_COLUMNS, combine_metrics, evaluate_run, read_metrics, write_metrics
 from fsad.evaluation.metrics import (
     OneClassWarning,
@@ -216,7 +217,9 @@ def scored_run(tmp_path, with_maps: bool = True):
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     scores = pd.DataFrame({"image_id": ids[::-1], "image_path": "", "label": labels[::-1], "defect_type": "d",
                            "score": maps.max(axis=(1, 2))[::-1], "weights": "random (fallback: test)"})
-    scores.to_parquet(tmp_path / "run0.parquet", index=False)
+    keys = {"scorer": "winclip_x", "method": "winclip", "dataset": "ds", "category": "c", "setting": "k1", "run": 2,
+            "weights": "random (fallback: test)"}
+    write_score_table(scores, keys, tmp_path / "run0.parquet")
     with h5py.File(tmp_path / "run0.maps.h5", "w") as h5:
         h5.create_dataset("image_ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         if with_maps:
@@ -226,9 +229,10 @@ def scored_run(tmp_path, with_maps: bool = True):
 
 def test_evaluate_run_aligns_maps_by_image_id_and_records_weights(tmp_path):
     maps, masks = scored_run(tmp_path)
-    rows = evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", "ds", "c", "k1", 0, "winclip", 16, 0.3,
-                        manifest_path=tmp_path / "manifest.csv")
+    rows = evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", 16, 0.3, manifest_path=tmp_path / "manifest.csv")
     values = {row["metric"]: row["value"] for row in rows}
+    # the keys come from the file itself, not from its path
+    assert {(r["scorer"], r["dataset"], r["category"], r["setting"], r["run"]) for r in rows} == {("winclip_x", "ds", "c", "k1", 2)}
     assert values["pixel_pro"] == pytest.approx(pixel_pro(maps.astype(np.float16).astype(np.float32), masks), abs=1e-9)
     assert {row["weights"] for row in rows} == {"random (fallback: test)"}
     assert all(set(row) == set(METRICS_COLUMNS) for row in rows)
@@ -236,15 +240,20 @@ def test_evaluate_run_aligns_maps_by_image_id_and_records_weights(tmp_path):
 
 def test_evaluate_run_without_maps_reports_image_metrics_only(tmp_path):
     scored_run(tmp_path, with_maps=False)
-    rows = evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", "ds", "c", "k1", 0, "winclip", 16, 0.3)
+    rows = evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", 16, 0.3)
     assert {row["metric"] for row in rows} == {"image_auroc", "image_ap", "image_f1max"}
 
 
 def test_evaluate_run_rejects_maps_of_another_size(tmp_path):
     scored_run(tmp_path)
     with pytest.raises(ValueError, match="map_size"):
-        evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", "ds", "c", "k1", 0, "winclip", 32, 0.3,
-                     manifest_path=tmp_path / "manifest.csv")
+        evaluate_run(tmp_path / "run0.parquet", tmp_path / "run0.maps.h5", 32, 0.3, manifest_path=tmp_path / "manifest.csv")
+
+
+def test_a_score_file_without_its_keys_is_refused_with_the_fix(tmp_path):
+    pd.DataFrame({"image_id": ["a"], "score": [0.5]}).to_parquet(tmp_path / "old.parquet")
+    with pytest.raises(ValueError, match="old.parquet: no fsad keys.*rerun its score job"):
+        evaluate_run(tmp_path / "old.parquet", None, 16, 0.3)
 
 
 def test_metric_parts_combine_into_one_sorted_table(tmp_path):

@@ -106,3 +106,17 @@ def test_summary_table_has_one_row_per_dataset_scorer_and_setting(tmp_path):
     assert table.loc[("mvtec_ad", "win_clip", "k1"), "P-AUROC"] == "–"
     write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
     assert all((tmp_path / name).stat().st_size > 0 for name in ("s.md", "s.csv", "s.tex"))
+
+
+def test_the_summary_table_carries_the_random_weights_note_when_any_row_used_random_weights(tmp_path):
+    metrics = pd.concat([
+        two_categories_two_runs(),
+        pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): 0.6}, weights="random (fallback: test)", dataset="visa", setting="zs")),
+    ])
+    write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    md = (tmp_path / "s.md").read_text()
+    assert f"**{RANDOM_WEIGHTS_NOTE}**" in md and md.index(RANDOM_WEIGHTS_NOTE) < md.index("| dataset")
+    assert r"\textbf{Weights: random (fallback)" in (tmp_path / "s.tex").read_text()
+    csv = pd.read_csv(tmp_path / "s.csv")
+    assert csv.set_index("dataset").loc["visa", "weights"] == "random (fallback: test)"
+    assert csv.set_index("dataset").loc["mvtec_ad", "weights"] == "laion400m_e31"

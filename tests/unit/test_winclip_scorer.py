@@ -10,8 +10,11 @@ import torch
 
 from fsad.features.types import FeatureBatch
 from fsad.data.splits import Split
-from fsad.scorers.base import ScoringContext, get_scorer
+from fsad.scorers.base import ScoringContext
+from fsad.scorers.method import resolve
+from fsad.scorers.registry import method_params
 from fsad.scorers.winclip import scorer as winclip_scorer
+from fsad.scorers.winclip.method import METHOD
 
 GRID, DIM, WIDTH = 5, 6, 8
 
@@ -53,15 +56,17 @@ def make_context(normal_refs, n_test=5, params=None, window_sizes=(2, 3)):
         features=lambda ids: features_of(ids, window_sizes),
         text_encoder=encode_text,
         class_name="metal nut",
-        params=params or {},
+        params=method_params(METHOD, params or {}),
         map_size=20,
         device=torch.device("cpu"),
         seed=0,
     )
 
 
-def test_winclip_is_registered():
-    assert get_scorer("winclip") is winclip_scorer.score
+def test_the_method_declaration_names_this_score_step_and_its_windows():
+    assert resolve(METHOD.score) is winclip_scorer.score
+    assert METHOD.features(method_params(METHOD, {"window_sizes": [2, 5]})).window_sizes == (2, 5)
+    assert METHOD.fit is None and METHOD.report is None
 
 
 def test_zero_shot_split_gives_the_zero_shot_image_score_and_maps_at_map_size():
@@ -88,9 +93,19 @@ def test_scores_do_not_depend_on_how_test_images_are_chunked(monkeypatch):
 
 def test_prompt_preset_and_temperature_change_the_scores_and_window_sizes_the_maps():
     base = winclip_scorer.score(make_context([]))
-    for params in ({"prompt_preset": "anomalib"}, {"text_normalisation": "raw_mean"}, {"temperature": 0.01}):
+    for params in ({"prompt_preset": "anomalib"}, {"text_normalisation": "raw_mean"}, {"temperature": 0.07}):
         assert not base.scores["score"].equals(winclip_scorer.score(make_context([], params=params)).scores["score"]), params
     assert abs(base.maps - winclip_scorer.score(make_context([], params={"window_sizes": [2]})).maps).max() > 1e-3
+
+
+def test_each_preset_brings_its_sources_temperature_unless_one_is_set():
+    def zero_shot(params):
+        return winclip_scorer.score(make_context([], params=params)).scores["score"]
+
+    # paper: CLIP's logit scale 100 (mala-lab, caoyunkang); anomalib: 0.07
+    pd.testing.assert_series_equal(zero_shot({}), zero_shot({"temperature": 0.01}))
+    pd.testing.assert_series_equal(zero_shot({"prompt_preset": "anomalib"}), zero_shot({"prompt_preset": "anomalib", "temperature": 0.07}))
+    assert not zero_shot({"prompt_preset": "anomalib"}).equals(zero_shot({"prompt_preset": "anomalib", "temperature": 0.01}))
 
 
 def test_window_size_missing_from_the_cache_is_a_clear_error():

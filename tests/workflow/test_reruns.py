@@ -20,9 +20,9 @@ def write_overlay(path, data):
     return path
 
 
-def summary(workdir, *configfiles) -> pd.DataFrame:
+def summary(workdir, *configfiles, env: dict | None = None) -> pd.DataFrame:
     """The `--summary` table: one row per output file with its rule and the planned action."""
-    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(TINY, *configfiles))
+    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(TINY, *configfiles), env=env)
     text = proc.stdout[proc.stdout.index("output_file") :]
     return pd.read_csv(io.StringIO(text), sep="\t")
 

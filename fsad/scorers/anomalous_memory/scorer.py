@@ -1,11 +1,10 @@
 """The ``anomalous_memory`` scorer: one masked anomalous image, nine sub-scores, validated weights.
 
-Params (the scorer's config entry): ``window_sizes`` ([2, 3, 7]; the patch scale is always added),
-``coverage_threshold`` (0.5), ``partial_windows`` (``exclude`` | ``normal``, see
-:func:`~fsad.scorers.anomalous_memory.torch_model.split_by_coverage`), ``n_augmentations`` (10),
-``n_draws`` (100), ``distributions`` ([uniform, normal, student_t]), ``weights`` (``baseline`` or a
-distribution: which total fills ``score`` and the fused map), ``prompt_preset``, ``temperature``,
-``text_normalisation`` (as winclip).
+Params (``schema.yaml`` beside this module, defaults filled in): ``window_sizes`` (the patch scale is always
+added), ``coverage_threshold``, ``partial_windows`` (see
+:func:`~fsad.scorers.anomalous_memory.torch_model.split_by_coverage`), ``n_augmentations``, ``n_draws``,
+``distributions``, ``weights`` (``baseline`` or a distribution: which total fills ``score`` and the fused
+map), ``prompt_preset``, ``temperature``, ``text_normalisation`` (as winclip).
 
 The zero-shot map (part of the fused map) aggregates the windows of every size in ``window_sizes``; the
 zero-shot sub-score is the image embedding's score either way.
@@ -14,7 +13,7 @@ Columns: ``score``, the sub-scores (``zero_shot``, ``reference_{scale}``, ``anom
 ``score_baseline`` and ``score_{distribution}`` per validated distribution. ``ScoreResult.extra`` holds
 the memory choices per scale and the weight-validation report.
 
-Needs ``ctx.extra["encode"]``: ``list[PIL.Image] -> FeatureBatch`` to encode the augmented images.
+Needs ``ctx.encode_images`` to encode the augmented images.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from PIL import Image
 
 from fsad.data.augment import augment
 from fsad.fusion.validation import WeightValidation, validate_weights
-from fsad.fusion.weights import DISTRIBUTIONS, baseline_weights
+from fsad.fusion.weights import baseline_weights
 from fsad.scorers.anomalous_memory.torch_model import (
     DualMemory,
     anomalous_memory_scores,
@@ -37,14 +36,12 @@ from fsad.scorers.anomalous_memory.torch_model import (
     sub_score_names,
     weighted_total,
 )
-from fsad.scorers.base import ScoreResult, ScoringContext, register_scorer
+from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.seeding import derive_seed
-from fsad.text.prompts import text_embeddings
+from fsad.text.prompts import preset_temperature, text_embeddings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WINDOW_SIZES = [2, 3, 7]
 
 
 def _anomalous_sample(ctx: ScoringContext) -> tuple[str, Image.Image, Image.Image]:
@@ -98,17 +95,16 @@ def _validate(
     distributions: list[str],
     test_sub_scores: np.ndarray,
 ) -> WeightValidation:
-    encode = ctx.extra.get("encode")
-    if encode is None:
-        raise ValueError("anomalous_memory validates weights on augmented images and needs ctx.extra['encode'] to encode them")
+    if ctx.encode_images is None:
+        raise ValueError("anomalous_memory validates weights on augmented images and needs ctx.encode_images to encode them")
     if not ctx.split.validation:
         raise ValueError(
             f"anomalous_memory weight validation needs a normal validation image, {ctx.split.label} has none; use a setting "
             f"with validation_normals >= 1 (e.g. a1), or set scorers.anomalous_memory.distributions to [] and weights to baseline"
         )
-    images, labels = _augmented_set(ctx, image, mask, int(params.get("n_augmentations", 10)))
-    features = encode(images).to(ctx.device)
-    features.require_windows(window_sizes, "anomalous_memory")
+    images, labels = _augmented_set(ctx, image, mask, params["n_augmentations"])
+    features = ctx.encode_images(images).to(ctx.device)
+    features.require(window_sizes=window_sizes, scorer="anomalous_memory")
     validation_scores = anomalous_memory_scores(features, memory, text, window_sizes, temperature).sub_scores.cpu().numpy()
     test_labels = ctx.manifest.loc[ctx.split.test, "label"].to_numpy()
     return validate_weights(
@@ -118,29 +114,28 @@ def _validate(
         test_labels,
         sub_score_names(window_sizes),
         distributions,
-        int(params.get("n_draws", 100)),
+        params["n_draws"],
         ctx.seed,
     )
 
 
-@register_scorer("anomalous_memory")
 def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with the zero-shot, reference-memory and anomalous-memory sub-scores."""
     params = ctx.params
-    window_sizes = list(params.get("window_sizes") or DEFAULT_WINDOW_SIZES)
-    temperature = float(params.get("temperature", 0.07))
+    window_sizes = list(params["window_sizes"])
+    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
     names = sub_score_names(window_sizes)
-    distributions = list(params.get("distributions", DISTRIBUTIONS))
-    mode = params.get("weights", "baseline")
-    coverage_threshold = float(params.get("coverage_threshold", 0.5))
+    distributions = list(params["distributions"])
+    mode = params["weights"]
+    coverage_threshold = float(params["coverage_threshold"])
     if mode != "baseline" and mode not in distributions:
-        raise ValueError(f"scorers.anomalous_memory.weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
+        raise ValueError(f"anomalous_memory: weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
 
     ref_id, image, mask = _anomalous_sample(ctx)
     reference = ctx.features([ref_id])
-    reference.require_windows(window_sizes, "anomalous_memory")
+    reference.require(window_sizes=window_sizes, scorer="anomalous_memory")
     memory = build_dual_memory(
-        reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params.get("partial_windows", "exclude")
+        reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params["partial_windows"]
     )
     for choice in memory.choices.values():
         log.info("%s memory %s", ctx.split.label, choice.summary())
@@ -151,7 +146,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
             )
         if choice.normal_fallback:
             log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", ctx.split.label, choice.scale, len(choice.normal))
-    text = text_embeddings(ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")).to(ctx.device)
+    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
 
     ids = list(ctx.split.test)
     sub_scores, grid_maps = [], []

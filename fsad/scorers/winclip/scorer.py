@@ -1,8 +1,8 @@
 """The ``winclip`` scorer: text embeddings and reference memory from the context, scores of the test images.
 
-Params (the scorer's config entry): ``prompt_preset`` (``paper`` | ``anomalib``), ``temperature``
-(0.07), ``window_sizes`` ([2, 3]), ``text_normalisation`` (``raw_mean`` | ``normalised_mean``, default
-per preset). ``class_name_mode`` is resolved into ``ctx.class_name`` by :mod:`fsad.scorers.run`.
+Params (``schema.yaml`` beside this module, defaults filled in): ``prompt_preset``, ``temperature`` (None:
+the preset's), ``window_sizes``, ``text_normalisation`` (None: the preset's). ``class_name_mode`` is
+resolved into ``ctx.class_name`` by :mod:`fsad.scorers.run`.
 Zero-shot when the split has no normal references, WinCLIP+ otherwise.
 """
 
@@ -12,29 +12,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsad.scorers.base import ScoreResult, ScoringContext, register_scorer
+from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
-from fsad.text.prompts import text_embeddings
-
-DEFAULT_WINDOW_SIZES = [2, 3]
+from fsad.text.prompts import preset_temperature, text_embeddings
 
 
-
-
-@register_scorer("winclip")
 def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with WinCLIP (no normal references) or WinCLIP+ (``split.normal_refs``)."""
     params = ctx.params
-    window_sizes = list(params.get("window_sizes") or DEFAULT_WINDOW_SIZES)
-    temperature = float(params.get("temperature", 0.07))
-    text = text_embeddings(
-        ctx.text_encoder, ctx.class_name, params.get("prompt_preset", "paper"), params.get("text_normalisation")
-    ).to(ctx.device)
+    window_sizes = list(params["window_sizes"])
+    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
+    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
 
     memory = None
     if ctx.split.normal_refs:
         references = ctx.features(ctx.split.normal_refs)
-        references.require_windows(window_sizes, "winclip")
+        references.require(window_sizes=window_sizes, scorer="winclip")
         memory = build_reference_memory(references, window_sizes)
 
     ids = list(ctx.split.test)

@@ -1,0 +1,39 @@
+"""Score parquet files: one row per test image, and the file's own keys in its metadata.
+
+The keys (scorer, method, dataset, category, setting, run, weights) travel inside the file, so evaluation,
+tables and plots never parse them out of a path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fsad.io import atomic_path
+
+KEYS_METADATA = b"fsad"
+SCORE_KEYS = ("scorer", "method", "dataset", "category", "setting", "run", "weights")
+
+
+def write_score_table(frame: pd.DataFrame, keys: dict[str, Any], path: str | Path) -> None:
+    """Write ``frame`` as parquet with ``keys`` (all of :data:`SCORE_KEYS`) in its metadata, atomically."""
+    missing = [key for key in SCORE_KEYS if key not in keys]
+    if missing:
+        raise ValueError(f"{path}: score keys {missing} missing")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), KEYS_METADATA: json.dumps({k: keys[k] for k in SCORE_KEYS}, sort_keys=True).encode()}
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+
+
+def read_score_keys(path: str | Path) -> dict[str, Any]:
+    """The keys a score file carries (:data:`SCORE_KEYS`)."""
+    metadata = pq.read_schema(path).metadata or {}
+    if KEYS_METADATA not in metadata:
+        raise ValueError(f"{path}: no fsad keys in its parquet metadata (written before score files carried them?); rerun its score job")
+    return json.loads(metadata[KEYS_METADATA])

@@ -1,0 +1,40 @@
+"""The ``anomalous_memory`` method declaration (parameters in ``schema.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsad.evaluation.anomalous_tables import TABLES
+from fsad.scorers.method import FeatureNeeds, Method, Needs, Params, Report
+
+
+def _check(params: Params, config: dict[str, Any]) -> str | None:
+    if params["weights"] != "baseline" and params["weights"] not in params["distributions"]:
+        return f"weights is {params['weights']!r} but distributions are {params['distributions']}; use baseline or one of them"
+    baseline = config["scorers"].get(params["baseline_scorer"])
+    if baseline is None or not baseline.get("enabled", True):
+        return (
+            f"baseline_scorer names {params['baseline_scorer']!r}, which is not an enabled scorer instance; "
+            f"name the WinCLIP+ instance table 1 compares with"
+        )
+    if params["baseline_setting"] not in (baseline.get("settings") or [s["name"] for s in config["settings"]]):
+        return f"baseline_setting {params['baseline_setting']!r} is not a setting scorer {params['baseline_scorer']!r} runs"
+    return None
+
+
+METHOD = Method(
+    name="anomalous_memory",
+    score="fsad.scorers.anomalous_memory.scorer:score",
+    schema=Path(__file__).with_name("schema.yaml"),
+    features=lambda params: FeatureNeeds(window_sizes=tuple(params["window_sizes"])),
+    needs=Needs(masks=True, anomalous_shots=1, min_validation_normals=lambda params: 1 if params["distributions"] else 0),
+    report=Report(
+        write="fsad.evaluation.anomalous_tables:write_anomalous_samples_report",
+        caption=Path(__file__).with_name("report.rst"),
+        tables=tuple(TABLES),
+        figures=("defect_size",),
+        params=("baseline_scorer", "baseline_setting"),
+    ),
+    check=_check,
+)

@@ -1,0 +1,139 @@
+"""What a method declares about itself, in one place inside its own package.
+
+Each method package holds a ``method.py`` with ``METHOD = Method(...)`` and a ``schema.yaml`` that
+validates its parameters and gives each its default. The workflow reads the declarations to build every
+job's inputs (masks, features, a fitted artifact, report tables) and never names a method itself.
+
+Declarations import nothing heavy: the score and fit steps are named as ``"module:function"`` and
+imported only by the job that runs them, so parsing the workflow stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+Params = dict[str, Any]
+
+# Instance keys that choose jobs rather than change results: the workflow reads them, methods never see them.
+SELECTION_KEYS = ("method", "enabled", "backbone", "settings", "datasets")
+
+FIT_SCOPES = ("run", "dataset")
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"`` and return the function."""
+    module, _, name = target.partition(":")
+    if not name:
+        raise ValueError(f"{target!r} is not of the form 'package.module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method's score jobs need from the data and the split.
+
+    Attributes:
+        masks: pixel masks of anomalous reference images (datasets without masks are refused).
+        anomalous_shots: exact number of anomalous references a split must hold, or None for any.
+        min_normal_shots: least number of normal references.
+        min_validation_normals: least number of validation normals (``validation_normals`` of the setting),
+            as a function of the instance's parameters (e.g. only when a weight search is on).
+    """
+
+    masks: bool = False
+    anomalous_shots: int | None = None
+    min_normal_shots: int = 0
+    min_validation_normals: Callable[[Params], int] = lambda params: 0
+
+
+@dataclass(frozen=True)
+class FeatureNeeds:
+    """Cached features a method reads: window sizes, patch tokens of chosen blocks, V-V attention tokens."""
+
+    window_sizes: tuple[int, ...] = ()
+    layers: tuple[int, ...] = ()
+    vv_layers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A learned artifact: one fit job per scope, written to ``models/{scorer}/{fit_key}/``.
+
+    Attributes:
+        run: ``"module:function"`` taking a :class:`~fsad.scorers.base.FitContext`, returning a
+            :class:`~fsad.scorers.base.FitResult`.
+        scope: ``"run"``: one fit per (dataset, category, setting, run) on that run's references;
+            ``"dataset"``: one fit per training dataset (the ``train_dataset`` parameter), shared by every
+            target dataset's jobs (cross-dataset methods).
+        params: the parameters that change the fit; a change of any other parameter never reruns it.
+    """
+
+    run: str
+    scope: str = "run"
+    params: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scope not in FIT_SCOPES:
+            raise ValueError(f"fit scope {self.scope!r} is not one of {FIT_SCOPES}")
+
+
+@dataclass(frozen=True)
+class Report:
+    """Method-specific tables and figures, written by one job per scorer instance.
+
+    Attributes:
+        write: ``"module:function"`` called with keyword arguments ``metrics_csv, score_files, detail_files,
+            manifests, params, out_dir, figures_dir``.
+        tables: base names written as ``tables/{scorer}/{name}.{md,csv,tex}``.
+        figures: base names written as ``plots/{scorer}/{name}.png``.
+        params: parameters read only by the report (never rerun a score job).
+        caption: reStructuredText caption of these tables and figures in ``snakemake --report``.
+    """
+
+    write: str
+    caption: Path
+    tables: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Method:
+    """A scoring method: its score step, what its jobs need, and optionally a fit and a report.
+
+    Attributes:
+        name: the value of ``method:`` in a scorer instance.
+        score: ``"module:function"`` taking a ScoringContext, returning a ScoreResult.
+        schema: the method's parameter schema (JSON schema as YAML, every default in it).
+        features: the cached features an instance with these parameters reads.
+        needs: data and split requirements, checked before any job starts.
+        fit: the learned artifact, if the method learns one.
+        report: method-specific tables and figures.
+        maps: whether the score step returns anomaly maps (pixel metrics and galleries need them).
+        check: further config checks; returns an error message (naming the key and the fix) or None.
+    """
+
+    name: str
+    score: str
+    schema: Path
+    features: Callable[[Params], FeatureNeeds] = lambda params: FeatureNeeds()
+    needs: Needs = field(default_factory=Needs)
+    fit: Fit | None = None
+    report: Report | None = None
+    maps: bool = True
+    check: Callable[[Params, dict[str, Any]], str | None] = lambda params, config: None
+
+    def score_params(self, params: Params) -> Params:
+        """The parameters a score job receives: everything but job selection and report-only keys."""
+        report_only = set(self.report.params) if self.report else set()
+        return {k: v for k, v in params.items() if k not in SELECTION_KEYS and k not in report_only}
+
+    def fit_params(self, params: Params) -> Params:
+        """The parameters that change the fit (empty without a fit)."""
+        return {k: params[k] for k in self.fit.params if k in params} if self.fit else {}
+
+    def report_params(self, params: Params) -> Params:
+        return {k: params[k] for k in self.report.params if k in params} if self.report else {}

@@ -1,0 +1,12 @@
+"""The ``winclip`` method declaration (parameters in ``schema.yaml``)."""
+
+from pathlib import Path
+
+from fsad.scorers.method import FeatureNeeds, Method
+
+METHOD = Method(
+    name="winclip",
+    score="fsad.scorers.winclip.scorer:score",
+    schema=Path(__file__).with_name("schema.yaml"),
+    features=lambda params: FeatureNeeds(window_sizes=tuple(params["window_sizes"])),
+)

@@ -1,0 +1,44 @@
+"""FeatureBatch: rows, devices and the config hint for features a scorer needs but the cache lacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fsad.features.types import FeatureBatch
+
+from .feature_fixtures import random_features
+
+
+def with_taps(n: int = 3) -> FeatureBatch:
+    features = random_features(n)
+    features.layers = {6: torch.arange(n, dtype=torch.float32).reshape(n, 1, 1).expand(n, 25, 8).clone()}
+    features.vv_layers = {24: -features.layers[6]}
+    return features
+
+
+def test_select_takes_the_same_rows_of_layers_and_vv_layers():
+    picked = with_taps().select(["img2", "img0"])
+    assert picked.image_ids == ["img2", "img0"]
+    assert picked.layers[6][:, 0, 0].tolist() == [2.0, 0.0] and picked.vv_layers[24][:, 0, 0].tolist() == [-2.0, -0.0]
+
+
+def test_to_moves_and_casts_layers_and_vv_layers():
+    moved = with_taps().to("cpu", torch.float64)
+    assert moved.layers[6].dtype == torch.float64 and moved.vv_layers[24].dtype == torch.float64
+    assert moved.windows[2].dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "asked, message",
+    [
+        ({"window_sizes": [2, 7]}, r"window sizes \[7\].*backbone's window_sizes .*scorers\.demo\.window_sizes"),
+        ({"layers": [6, 12]}, r"layers \[12\].*has \[6\].*backbone's layers in the config.*scorers\.demo\.layers"),
+        ({"vv_layers": [18]}, r"V-V layers \[18\].*backbone's vv_layers in the config"),
+    ],
+)
+def test_require_names_the_missing_features_and_the_config_key(asked, message):
+    features = with_taps()
+    features.require(scorer="demo", window_sizes=[2, 3], layers=[6], vv_layers=[24])
+    with pytest.raises(ValueError, match=message):
+        features.require(scorer="demo", **asked)

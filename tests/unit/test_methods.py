@@ -1,0 +1,126 @@
+"""Method declarations: discovery, plugins, parameter schemas, and the fit orchestration's artifact."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsad.data.splits import Split
+from fsad.io import write_json
+from fsad.scorers.base import FitResult
+from fsad.scorers.fit import CategoryFiles, run_fit
+from fsad.scorers.method import Fit, Method, Needs, Report
+from fsad.scorers.registry import MethodError, get_method, method_modules, method_params
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+@pytest.fixture
+def plugins_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    yield
+    for name in ("toy_mean", "toy_mean_dataset"):
+        sys.modules.pop(name, None)
+
+
+def test_built_in_methods_are_found_by_their_packages_declarations():
+    modules = method_modules()
+    assert modules["winclip"] == "fsad.scorers.winclip.method"
+    assert modules["anomalous_memory"] == "fsad.scorers.anomalous_memory.method"
+
+
+def test_plugins_add_methods_and_may_not_shadow_a_built_in(plugins_on_path, tmp_path, monkeypatch):
+    assert get_method("toy_mean", ["toy_mean"]).fit.params == ("epochs", "lr")
+    with pytest.raises(MethodError, match="unknown method 'toy_mean'.*plugins"):
+        get_method("toy_mean")
+    (tmp_path / "shadow.py").write_text(
+        "from pathlib import Path\nfrom fsad.scorers.method import Method\n"
+        "METHOD = Method(name='winclip', score='shadow:score', schema=Path('x.yaml'))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MethodError, match="already declares"):
+        method_modules(["shadow"])
+    with pytest.raises(MethodError, match="cannot be imported"):
+        method_modules(["no_such_module_here"])
+
+
+def test_parameters_get_their_schema_defaults_and_bad_values_name_the_instance(plugins_on_path):
+    method = get_method("toy_mean", ["toy_mean"])
+    params = method_params(method, {"method": "toy_mean", "backbone": "b", "settings": ["k1"], "epochs": 5})
+    assert params == {"epochs": 5, "lr": 0.25, "scale": 1.0}
+    assert method.fit_params(params) == {"epochs": 5, "lr": 0.25}
+    assert method.score_params(params) == params
+    with pytest.raises(MethodError, match=r"scorers\.toy\.lr: 0 is less than or equal"):
+        method_params(method, {"lr": 0}, "scorers.toy")
+
+
+def test_declarations_refuse_an_unknown_fit_scope():
+    with pytest.raises(ValueError, match="fit scope 'category'"):
+        Fit(run="m:f", scope="category")
+
+
+def test_report_only_parameters_never_reach_the_score_step():
+    method = Method("m", "m:score", Path("s.yaml"), needs=Needs(), report=Report(write="m:w", caption=Path("c.rst"), params=("compare",)))
+    assert method.score_params({"method": "m", "backbone": "b", "a": 1, "compare": "x"}) == {"a": 1}
+    assert method.report_params({"a": 1, "compare": "x"}) == {"compare": "x"}
+
+
+def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFiles, Path]:
+    """A store with image embeddings only (what the toy method reads), its manifest, pool and a k1 split."""
+    ids = [f"img{i}" for i in range(len(embeddings))]
+    store = tmp_path / "store.h5"
+    with h5py.File(store, "w") as h5:
+        h5.attrs.update(backbone_spec="{}", weights="random", grid=2, window_sizes=[], layers=[], vv_layers=[])
+        for image_id, embedding in zip(ids, embeddings):
+            group = h5.create_group(image_id)
+            group["image_embedding"] = embedding.astype(np.float32)
+            group["patch_tokens"] = np.zeros((4, 3), np.float32)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"image_id": ids, "category": "c", "split": "train", "label": 0, "defect_type": "good",
+                  "image_path": [str(tmp_path / f"{i}.png") for i in ids], "mask_path": ""}).to_csv(manifest, index=False)
+    pool = tmp_path / "pool.json"
+    write_json(pool, {"dataset": "d", "category": "c", "seed": 0, "test": ids[2:], "normal_pool": ids[:2], "anomalous_pool": []})
+    split = tmp_path / "split.json"
+    write_json(split, Split("d", "c", "k1", 0, 7, ids[:2], [], [], ids[2:]).__dict__)
+    return CategoryFiles("d", "c", manifest, pool, store), split
+
+
+def _fit(tmp_path, files, split, **params):
+    return run_fit(
+        "toy", method_module="toy_mean", fit_key="d/c/k1/run0", categories=[files], split_path=split,
+        text_cache_dir=tmp_path / "_text", backbone_spec={"arch": "fsad-tiny"}, fit_params={"epochs": 2, "lr": 0.25, **params},
+        weights_fallback="error", seed=0, device=torch.device("cpu"), out_model=tmp_path / "m/model.safetensors", out_info=tmp_path / "m/fit.json",
+    )
+
+
+def test_a_fit_writes_its_tensors_and_a_fit_json_with_losses_and_provenance(plugins_on_path, tmp_path):
+    embeddings = np.array([[2.0, 0.0], [0.0, 2.0], [9.0, 9.0]])
+    files, split = _category_files(tmp_path, embeddings)
+    _fit(tmp_path, files, split)
+    info = json.loads((tmp_path / "m/fit.json").read_text())
+    # the references' mean is (1, 1); two half-way steps from 0 give 0.75 of it
+    torch.testing.assert_close(load_file(tmp_path / "m/model.safetensors")["mean"], torch.tensor([0.75, 0.75]))
+    # loss = mean squared distance of the references: 2 + |m - (1,1)|^2 at m = 0, then at m = (0.5, 0.5)
+    assert info["loss_per_epoch"] == [4.0, 2.5]
+    assert info | {"seconds": 0} == info | {
+        "scorer": "toy", "method": "toy_mean", "fit_key": "d/c/k1/run0", "scope": "run", "parameters": {"epochs": 2, "lr": 0.25},
+        "weights": "random", "trained_on": ["d/c"], "tensors": {"mean": [2]}, "seconds": 0,
+    }
+
+
+def test_a_fit_that_learns_non_finite_values_writes_nothing(plugins_on_path, tmp_path, monkeypatch):
+    files, split = _category_files(tmp_path, np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    import toy_mean
+
+    monkeypatch.setattr(toy_mean, "fit", lambda ctx: FitResult({"mean": torch.tensor([float("nan"), 0.0])}, [1.0]))
+    with pytest.raises(RuntimeError, match="non-finite values in \\['mean'\\]"):
+        _fit(tmp_path, files, split)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
