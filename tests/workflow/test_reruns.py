@@ -11,7 +11,7 @@ import yaml
 from .conftest import TINY, snakemake
 
 # Outputs that aggregate over jobs: they must update whenever any job's result changes or appears.
-AGGREGATES = {"collect_metrics", "tables", "summary_table", "html_table", "plots", "gallery", "anomalous_tables", "all"}
+AGGREGATES = {"collect_metrics", "tables", "summary_table", "html_table", "plots", "gallery", "method_report_anomalous_memory", "all"}
 UPSTREAM = {"prepare_dataset", "draw_pool", "draw_split", "extract_features"}
 
 
@@ -43,8 +43,8 @@ def done(tmp_path_factory):
                 "tiny2": {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112, "window_sizes": [2, 3]},
             },
             "scorers": {"anomalous_memory": {"backbone": "tiny2"}},
-            # Room for a second anomalous run: the pools are fixed per category, so their size is set up front.
-            "reference_pool": {"normal": 3, "anomalous": 2},
+            # Room for a second run (anomalous, and k2 with its own two normals): pools are fixed per category, so their size is set up front.
+            "reference_pool": {"normal": 4, "anomalous": 2},
         },
     )
     snakemake(workdir, "--cores", "2", configfiles=(TINY, base))
@@ -114,7 +114,7 @@ def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
     reordered = tmp_path / "tiny_reordered.yaml"
     text = TINY.read_text()
     data = yaml.safe_load(text)
-    # Reverse every mapping's key order and spell 0.07 as 0.070.
+    # Reverse every mapping's key order and spell anomalous_memory's default coverage_threshold 0.5 as 0.50.
     def reverse(obj):
         if isinstance(obj, dict):
             return {k: reverse(obj[k]) for k in reversed(list(obj))}
@@ -122,7 +122,7 @@ def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
             return [reverse(v) for v in obj]
         return obj
 
-    reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False) + "scorers:\n  winclip:\n    temperature: 0.070\n")
+    reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False) + "scorers:\n  anomalous_memory:\n    coverage_threshold: 0.50\n")
     base_reordered = tmp_path / "base_reordered.yaml"
     base_reordered.write_text(yaml.safe_dump(reverse(yaml.safe_load(base.read_text())), sort_keys=False))
     proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(reordered, base_reordered))
