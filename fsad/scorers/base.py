@@ -42,6 +42,9 @@ class ScoringContext:
             same backbone, ``list[PIL.Image] -> FeatureBatch`` holding the window sizes the scorer declared.
         model: the tensors of the instance's fit (``models/{scorer}/{fit_key}/model.safetensors``), on
             ``device``; empty for methods without a fit.
+        backbone: loads (once) the :class:`~fsad.backbones.loading.Backbone` the features came from, for
+            methods that run its towers themselves (learned prompts through the text encoder, ``visual.proj``
+            of cached layer tokens); jobs that never call it never build the model.
     """
 
     split: Split
@@ -55,6 +58,7 @@ class ScoringContext:
     seed: int
     encode_images: Callable[[list[Any]], FeatureBatch] | None = None
     model: dict[str, torch.Tensor] = field(default_factory=dict)
+    backbone: Callable[[], Any] | None = None
 
     def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
@@ -114,6 +118,7 @@ class FitContext:
         text_encoder: prompts -> ``(N, D)`` un-normalised text embeddings of the features' backbone.
         device: where to compute.
         seed: derived from (config seed, scorer, fit key).
+        backbone: loads (once) the backbone the features came from (see :class:`ScoringContext`).
     """
 
     params: dict[str, Any]
@@ -122,6 +127,7 @@ class FitContext:
     text_encoder: Callable[[list[str]], torch.Tensor]
     device: torch.device
     seed: int
+    backbone: Callable[[], Any] | None = None
 
 
 @dataclass

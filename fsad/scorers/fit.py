@@ -103,6 +103,7 @@ def run_fit(
         text_encoder=lambda prompts: session.text_encoder(prompts),
         device=device,
         seed=derive_seed(seed, "fit", scorer, fit_key),
+        backbone=lambda: session.backbone,
     )
     started = time.perf_counter()
     result: FitResult = resolve(method.fit.run)(ctx)

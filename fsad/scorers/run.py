@@ -20,17 +20,19 @@ import torch
 
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
-from fsad.io import atomic_path, read_json, write_json
+from fsad.io import atomic_path, write_json
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.method import Method, resolve
+from fsad.scorers.method import FeatureNeeds, Method, resolve
 from fsad.scorers.registry import load_method
 from fsad.score_files import write_score_table
 
 log = logging.getLogger(__name__)
 
 
-def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str) -> None:
+def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str, maps: bool) -> None:
     ids = list(result.scores["image_id"])
+    if maps != (result.maps is not None):
+        raise RuntimeError(f"scorer {scorer!r} returned {'no ' if result.maps is None else ''}anomaly maps, but its method declares maps={maps}")
     if ids != split.test:
         raise RuntimeError(f"scorer {scorer!r} returned scores for other images than the split's test list")
     if "score" not in result.scores:
@@ -89,13 +91,13 @@ class BackboneSession:
 
         return cached_text_encoder(lambda prompts: self.backbone.encode_text(prompts), self.text_cache_dir, [canonical_spec(self.spec), self.weights])
 
-    def image_encoder(self, window_sizes: list[int]):
-        """``list[PIL.Image] -> FeatureBatch`` with ``window_sizes``, for images outside the feature store."""
+    def image_encoder(self, needs: FeatureNeeds):
+        """``list[PIL.Image] -> FeatureBatch`` holding what ``needs`` names, for images outside the feature store."""
         from fsad.backbones.window_embeddings import encode_images
 
         def encode(images: list) -> Any:
             pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-            return encode_images(self.backbone, pixels, window_sizes)
+            return encode_images(self.backbone, pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers)
 
         return encode
 
@@ -154,14 +156,15 @@ def run_scorer(
         map_size=map_size,
         device=device,
         seed=split.seed,
-        encode_images=session.image_encoder(list(method.features(scorer_params).window_sizes)),
+        encode_images=session.image_encoder(method.features(scorer_params)),
         model=read_model(model_path, device),
+        backbone=lambda: session.backbone,
     )
     started = time.perf_counter()
     with torch.inference_mode():
         result = resolve(method.score)(ctx)
     seconds = time.perf_counter() - started
-    _check_result(result, split, map_size, scorer)
+    _check_result(result, split, map_size, scorer, method.maps)
 
     keys = {
         "scorer": scorer,
