@@ -3,6 +3,7 @@
 # (fsad/scorers/<method>/method.py); nothing here names a method.
 import re
 from functools import cache
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -261,6 +262,13 @@ def method_report_outputs(scorer):
     tables = {f"{table}.{ext}": f"{R}/tables/{scorer}/{table}.{ext}" for table in declared.tables for ext in ("md", "csv", "tex")}
     figures = {f"{figure}.png": f"{R}/plots/{scorer}/{figure}.png" for figure in declared.figures}
     return tables, figures
+
+
+def html_tables():
+    """Every table of the run as an HTML page: the report shows those inline, CSV and Markdown only as downloads."""
+    names = [*datasets_scored(), "summary"]
+    names += [f"{scorer}/{table}" for scorer in report_scorers() for table in METHODS[scorer].report.tables]
+    return [f"{R}/tables/html/{name}.html" for name in names]
 
 
 def all_targets():

@@ -11,13 +11,6 @@ localrules:
     gallery,
 
 
-def html_tables():
-    """Every table of the run as an HTML page: the report shows those inline, CSV and Markdown only as downloads."""
-    names = [*datasets_scored(), "summary"]
-    names += [f"{scorer}/{table}" for scorer in report_scorers() for table in METHODS[scorer].report.tables]
-    return [f"{R}/tables/html/{name}.html" for name in names]
-
-
 rule evaluate:
     input:
         scores=score_path("{scorer}", "{dataset}", "{category}", "{setting}", "{run}"),
@@ -122,8 +115,9 @@ for _scorer in report_scorers():
             write=METHODS[_scorer].report.write,
             params=canonical(PARAMS[_scorer]),
             datasets=scorer_datasets(_scorer),
-            tables_dir=f"{R}/tables/{_scorer}",
-            figures_dir=f"{R}/plots/{_scorer}",
+            # tables first, then figures, in the order method_report_outputs gives them
+            tables_dir=lambda wildcards, output: str(Path(output[0]).parent),
+            figures_dir=lambda wildcards, output: str(Path(output[-1]).parent),
         log:
             f"{R}/logs/method_report/{_scorer}.log",
         localrule: True
