@@ -4,6 +4,7 @@ fit-parameter, a score-parameter and a lost feature store rerun."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -36,8 +37,10 @@ OVERLAY = {
 
 
 @pytest.fixture(scope="module")
-def plugin_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("methods")
+def plugin_run(tiny_run, tmp_path_factory):
+    """The tiny run, copied (its data, splits and features are reused), then run with the plugin instances."""
+    workdir = tmp_path_factory.mktemp("methods") / "run"
+    shutil.copytree(tiny_run[0], workdir)
     overlay = write_overlay(workdir / "methods.yaml", OVERLAY)
     snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay), env=PLUGINS)
     return workdir, overlay
@@ -129,6 +132,8 @@ def test_a_feature_store_deleted_by_hand_is_rebuilt_by_the_next_job_that_reads_i
     store.unlink()  # a score job that has to run brings its store back first
     change = write_overlay(tmp_path / "scale.yaml", {"scorers": {"toy": {"scale": 2.0}}})
     assert "extract_features" in set(rules_pending(workdir, overlay, change)["rule"])
-    snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay, change), env=PLUGINS)
-    after = pd.read_parquet(results / "scores/toy/textile/textile/k1/run0.parquet")
+    target = results / "scores/toy/textile/textile/k1/run0.parquet"
+    snakemake(workdir, "--cores", "2", str(target.relative_to(workdir)), configfiles=(TINY, overlay, change), env=PLUGINS)
+    assert store.exists()
+    after = pd.read_parquet(target)
     np.testing.assert_allclose(after["score"], 2 * before["score"], rtol=1e-5)
