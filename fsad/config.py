@@ -93,7 +93,24 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
         problem = method.check(params[name], config)
         if problem:
             raise ConfigError(f"config: scorers.{name}: {problem}")
+        _check_generated(name, instance, method, params[name], config, settings)
     _check_pools(config, settings)
+
+
+def _check_generated(name: str, instance: dict[str, Any], method: Method, params: Params, config: dict[str, Any], settings: dict) -> None:
+    """An instance that reads generated images names a generator of the config and runs where there are references to fine-tune on."""
+    declared = method.generated(params)
+    if not (declared.pool or declared.personalized):
+        return
+    where = f"config: scorers.{name}"
+    generators = config.get("generators") or {}
+    if declared.generator not in generators:
+        raise ConfigError(f"{where}.generator is {declared.generator!r}; name one of generators: {sorted(generators)}")
+    if declared.generator in config["scorers"]:
+        raise ConfigError(f"config: generators.{declared.generator} has the name of a scorer instance (both write under models/); rename one")
+    for setting in instance.get("settings") or list(settings):
+        if settings[setting].get("normal_shots", 0) < 1:
+            raise ConfigError(f"{where}: generator {declared.generator!r} fine-tunes on normal references, setting {setting!r} has none; drop it from scorers.{name}.settings")
 
 
 def _check_pools(config: dict[str, Any], settings: dict[str, dict]) -> None:

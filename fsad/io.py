@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,21 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left beside ``target`` because their writer was killed (SIGKILL
+    skips its cleanup); return them. Call it only from the one job that writes ``target``: a concurrent writer's
+    temporary file has the same form."""
+    target = Path(target)
+    # tempfile.mkstemp names: the prefix, 8 characters of [a-z0-9_], the suffix
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{re.escape(''.join(target.suffixes))}")
+    if not target.parent.is_dir():
+        return []
+    stale = sorted(path for path in target.parent.iterdir() if pattern.fullmatch(path.name))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

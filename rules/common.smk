@@ -10,6 +10,7 @@ from snakemake.utils import validate
 from fsad.backbones.spec import backbone_key
 from fsad.config import canonical, check_config
 from fsad.data.registry import dataset_categories, get_adapter
+from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
 validate(config, schema="../config/schema.yaml")
@@ -25,6 +26,8 @@ METHODS = {name: load_method(module) for name, module in METHOD_MODULES.items()}
 PARAMS = {name: method_params(METHODS[name], spec, f"scorers.{name}") for name, spec in SCORERS.items()}
 check_config(config, METHODS, PARAMS)
 CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
+# Generators (fsad/diffusion/schema.yaml): DreamBooth models, pools and personalized images that methods declare they read.
+GENERATORS = {name: generator_params(spec, f"generators.{name}") for name, spec in config.get("generators", {}).items()}
 
 
 def _alternation(names):
@@ -38,6 +41,8 @@ wildcard_constraints:
     backbone=_alternation(BACKBONE_DIRS.values()),
     category="[^/]+",
     run=r"\d+",
+    generator=_alternation(GENERATORS),
+    kind="pools|personalized",
 
 
 def scorer_datasets(scorer):
@@ -159,7 +164,87 @@ def score_inputs(wildcards):
     if METHODS[wildcards.scorer].fit is not None:
         key = fit_key(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
         inputs |= {"model": model_path(wildcards.scorer, key, "model.safetensors"), "fit_info": model_path(wildcards.scorer, key, "fit.json")}
+    return inputs | generated_inputs(wildcards)
+
+
+# --- generated images (rules/diffusion.smk) -----------------------------------------------------
+
+
+def generated_dir(kind, generator, dataset, category, setting, run):
+    """A run's pool (``kind`` pools) or personalized test images (``kind`` personalized): PNGs + index.csv."""
+    return f"{R}/{kind}/{generator}/{dataset}/{category}/{setting}/run{run}"
+
+
+def generated_store(backbone, kind, generator, dataset, category, setting, run):
+    """The feature store of a run's pool or personalized images, beside the backbone's dataset stores."""
+    return f"{feature_dir(backbone)}/{kind}/{generator}/{dataset}/{category}/{setting}/run{run}.h5"
+
+
+def generated_inputs(wildcards):
+    """The pool and personalized images (directories and feature stores) a score job's method declares it reads."""
+    declared = METHODS[wildcards.scorer].generated(PARAMS[wildcards.scorer])
+    run = (declared.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
+    backbone = backbone_dir_of_scorer(wildcards.scorer)
+    inputs = {}
+    for key, kind in (("pool", "pools"), ("personalized", "personalized")):
+        if getattr(declared, key):
+            inputs |= {key: generated_dir(kind, *run), f"{key}_features": generated_store(backbone, kind, *run)}
     return inputs
+
+
+def generator_stage(stage):
+    """Params of a stage's jobs: the generator's shared keys and the stage's section, defaults filled in."""
+    return lambda wildcards: canonical(stage_params(GENERATORS[wildcards.generator], stage))
+
+
+def generator_model_dir(generator, dataset, category, setting, run):
+    return f"{R}/models/{generator}/{dataset}/{category}/{setting}/run{run}"
+
+
+def class_images_dir(generator, dataset, category):
+    """DreamBooth's prior-preservation images of a category, shared by its settings and runs."""
+    return f"{R}/models/{generator}/{dataset}/{category}/class_images"
+
+
+def run_files(wildcards):
+    """The split and the manifest of a run's generation job."""
+    return {
+        "split": f"{R}/splits/{wildcards.dataset}/{wildcards.category}/{wildcards.setting}/run{wildcards.run}.json",
+        "manifest": f"{R}/data/{wildcards.dataset}/manifest.csv",
+    }
+
+
+def dreambooth_inputs(wildcards):
+    """The run's split and manifest, and the category's class images unless prior preservation is off."""
+    inputs = run_files(wildcards)
+    if GENERATORS[wildcards.generator]["dreambooth"]["prior_loss_weight"] > 0:
+        inputs["class_images"] = class_images_dir(wildcards.generator, wildcards.dataset, wildcards.category)
+    return inputs
+
+
+def generation_inputs(wildcards):
+    """A pool's or personalization's inputs: the run's split, manifest and fine-tuned model."""
+    return run_files(wildcards) | {"model": generator_model_dir(wildcards.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
+
+
+@cache
+def generated_feature_needs(backbone_dir, kind, generator, dataset):
+    """What the store of a run's pool or personalized images holds: the backbone's own window sizes and layers plus
+    what every scorer instance on that backbone that reads those images declares."""
+    spec = config["backbones"][backbone_name(backbone_dir)]
+    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", []))}
+    key = "pool" if kind == "pools" else "personalized"
+    for scorer in SCORERS:
+        declared = METHODS[scorer].generated(PARAMS[scorer])
+        if SCORERS[scorer]["backbone"] == backbone_name(backbone_dir) and declared.generator == generator and getattr(declared, key) and dataset in scorer_datasets(scorer):
+            features = METHODS[scorer].features(PARAMS[scorer])
+            for part in needs:
+                needs[part] |= set(getattr(features, part))
+    return {part: sorted(values) for part, values in needs.items()}
+
+
+def generated_feature_param(part):
+    return lambda wildcards: generated_feature_needs(wildcards.backbone, wildcards.kind, wildcards.generator, wildcards.dataset)[part]
 
 
 # --- fit jobs ---------------------------------------------------------------------------------

@@ -23,4 +23,5 @@ with job_logging(smk.log[0]), claim_device() as device:
         out_maps=smk.output.maps,
         out_details=smk.output.details,
         model_path=smk.input.get("model"),
+        generated={key: smk.input.get(key) for key in ("pool", "pool_features", "personalized", "personalized_features") if smk.input.get(key)},
     )

@@ -227,7 +227,7 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str, weights: pd
     stem = Path(stem)
     notes = notes or []
     outputs = {
-        ".md": "\n".join([caption, "", *markdown_weights_lines(weights), "", table.to_markdown(index=False), *(["", *notes] if notes else []), ""]),
+        ".md": "\n".join([caption, "", *markdown_weights_lines(weights), "", table.to_markdown(index=False, disable_numparse=True), *(["", *notes] if notes else []), ""]),
         ".csv": table.assign(weights="; ".join(weights_provenance(weights))).to_csv(index=False),
         ".tex": "\n".join([*latex_weights_lines(weights), _latex_table(table, caption, notes)]),
     }

@@ -168,7 +168,8 @@ def to_markdown(table: pd.DataFrame, metrics: pd.DataFrame, title: str) -> str:
     flat.index.name = " / ".join(str(n) for n in table.index.names if n is not None) or None
     flat = flat.map(lambda cell: str(cell).replace("|", "\\|"))
     lines = [f"## {title}", "", *markdown_weights_lines(metrics)]
-    return "\n".join([*lines, "", flat.to_markdown(), ""])
+    # Cells are text already: tabulate's number parsing would print a column of "93.0" cells as "93".
+    return "\n".join([*lines, "", flat.to_markdown(disable_numparse=True), ""])
 
 
 def to_csv_text(table: pd.DataFrame, metrics: pd.DataFrame, row_weights: pd.Series | None = None) -> str:

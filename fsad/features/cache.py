@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Collection
@@ -40,11 +39,9 @@ from fsad.backbones.window_embeddings import encode_images
 from fsad.data.images import read_image
 from fsad.features.parts import PART_NAMES, Parts, plan_update
 from fsad.features.types import FeatureBatch
-from fsad.io import atomic_path
+from fsad.io import atomic_path, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-# tempfile.mkstemp names: prefix, 8 characters of this set, suffix (fsad.io.atomic_path's prefix is ".{name}.").
-TEMP_NAME_CHARS = "[a-z0-9_]{8}"
 
 
 class _PreprocessedImages(Dataset):
@@ -133,14 +130,8 @@ class FeatureCache:
 
     def _remove_stale_copies(self) -> None:
         """Delete the copies that killed updates of this store left beside it (a job killed by SIGKILL cannot)."""
-        suffix = "".join(self.path.suffixes)
-        pattern = re.compile(rf"\.{re.escape(self.path.name)}\.{TEMP_NAME_CHARS}{re.escape(suffix)}")
-        if not self.path.parent.is_dir():
-            return
-        for stale in self.path.parent.iterdir():
-            if pattern.fullmatch(stale.name):
-                log.warning("removing %s, left by an update of %s that was killed", stale, self.path.name)
-                stale.unlink(missing_ok=True)
+        for stale in remove_stale_temporaries(self.path):
+            log.warning("removed %s, left by an update of %s that was killed", stale, self.path.name)
 
     def update(
         self,

@@ -24,6 +24,20 @@ IMAGES_PER_STEP = 64
 
 
 @dataclass
+class GeneratedImages:
+    """Images a generator made for one run (its pool, or its personalized test images) and their cached features.
+
+    Attributes:
+        index: the directory's ``index.csv`` rows (:mod:`fsad.diffusion.image_sets`), ``file`` columns as absolute paths.
+        features: cached features of the given ids, on the scoring device (pool: generated image ids; personalized:
+            test image ids, and ``f"{image_id}#fixed"`` for the fixed-prompt images).
+    """
+
+    index: pd.DataFrame
+    features: Callable[[list[str]], FeatureBatch]
+
+
+@dataclass
 class ScoringContext:
     """Everything a scorer may use for one (dataset, category, setting, run).
 
@@ -45,6 +59,7 @@ class ScoringContext:
         backbone: loads (once) the :class:`~fsad.backbones.loading.Backbone` the features came from, for
             methods that run its towers themselves (learned prompts through the text encoder, ``visual.proj``
             of cached layer tokens); jobs that never call it never build the model.
+        pool, personalized: the run's generated images, when the method declares it reads them (``Method.generated``).
     """
 
     split: Split
@@ -59,6 +74,8 @@ class ScoringContext:
     encode_images: Callable[[list[Any]], FeatureBatch] | None = None
     model: dict[str, torch.Tensor] = field(default_factory=dict)
     backbone: Callable[[], Any] | None = None
+    pool: GeneratedImages | None = None
+    personalized: GeneratedImages | None = None
 
     def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
@@ -119,6 +136,9 @@ class FitContext:
         device: where to compute.
         seed: derived from (config seed, scorer, fit key).
         backbone: loads (once) the backbone the features came from (see :class:`ScoringContext`).
+        encode_images: encodes images that are not in the feature cache (e.g. synthetic anomalies made from the
+            references) with the same backbone, ``list[PIL.Image] -> FeatureBatch`` holding what the method's
+            ``features(fit params)`` declares (see :class:`ScoringContext`).
     """
 
     params: dict[str, Any]
@@ -128,6 +148,7 @@ class FitContext:
     device: torch.device
     seed: int
     backbone: Callable[[], Any] | None = None
+    encode_images: Callable[[list[Any]], FeatureBatch] | None = None
 
 
 @dataclass

@@ -104,6 +104,8 @@ def run_fit(
         device=device,
         seed=derive_seed(seed, "fit", scorer, fit_key),
         backbone=lambda: session.backbone,
+        # Lazy: only a fit that encodes images evaluates its method's features() on the fit parameters.
+        encode_images=lambda images: session.image_encoder(method.features(fit_params))(images),
     )
     started = time.perf_counter()
     result: FitResult = resolve(method.fit.run)(ctx)

@@ -59,6 +59,21 @@ class FeatureNeeds:
 
 
 @dataclass(frozen=True)
+class Generated:
+    """Images of a generator (the config's ``generators:``, :mod:`fsad.diffusion`) that a method's score jobs read.
+
+    Attributes:
+        generator: the generator's name, or None when the instance reads none.
+        pool: the run's anomaly-free pool (``pools/{generator}/...``) and its features on the instance's backbone.
+        personalized: the run's personalized test images (``personalized/{generator}/...``) and their features.
+    """
+
+    generator: str | None = None
+    pool: bool = False
+    personalized: bool = False
+
+
+@dataclass(frozen=True)
 class Fit:
     """A learned artifact: one fit job per scope, written to ``models/{scorer}/{fit_key}/``.
 
@@ -114,6 +129,7 @@ class Method:
         report: method-specific tables and figures.
         maps: whether the score step returns anomaly maps (pixel metrics and galleries need them).
         check: further config checks; returns an error message (naming the key and the fix) or None.
+        generated: the generated images an instance with these parameters reads (none by default).
     """
 
     name: str
@@ -125,6 +141,7 @@ class Method:
     report: Report | None = None
     maps: bool = True
     check: Callable[[Params, dict[str, Any]], str | None] = lambda params, config: None
+    generated: Callable[[Params], Generated] = lambda params: Generated()
 
     def score_params(self, params: Params) -> Params:
         """The parameters a score job receives: everything but job selection and report-only keys."""

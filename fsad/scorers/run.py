@@ -20,13 +20,15 @@ import torch
 
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
-from fsad.io import atomic_path, write_json
-from fsad.scorers.base import ScoreResult, ScoringContext
+from fsad.io import atomic_path, remove_stale_temporaries, write_json
+from fsad.scorers.base import GeneratedImages, ScoreResult, ScoringContext
 from fsad.scorers.method import FeatureNeeds, Method, resolve
 from fsad.scorers.registry import load_method
 from fsad.score_files import write_score_table
 
 log = logging.getLogger(__name__)
+# Columns a score file takes from the manifest (and ``weights`` from the feature store), never from the scorer.
+MANIFEST_FIELDS = ["image_path", "label", "defect_type"]
 
 
 def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str, maps: bool) -> None:
@@ -37,6 +39,9 @@ def _check_result(result: ScoreResult, split: Split, map_size: int, scorer: str,
         raise RuntimeError(f"scorer {scorer!r} returned scores for other images than the split's test list")
     if "score" not in result.scores:
         raise RuntimeError(f"scorer {scorer!r} returned no 'score' column")
+    taken = sorted(set(result.scores.columns) & {*MANIFEST_FIELDS, "weights"})
+    if taken:
+        raise RuntimeError(f"scorer {scorer!r} returned column(s) {taken}, which the score file fills in itself (manifest, weights); rename them")
     if result.maps is not None and result.maps.shape != (len(ids), map_size, map_size):
         raise RuntimeError(f"scorer {scorer!r} returned maps of shape {result.maps.shape}, expected {(len(ids), map_size, map_size)}")
 
@@ -47,7 +52,7 @@ def write_scores(result: ScoreResult, manifest: pd.DataFrame, keys: dict[str, An
     ``keys`` (scorer, method, dataset, category, setting, run, weights) go into the parquet's metadata;
     ``weights`` is also a column, so tables built from score rows can label random-weight results.
     """
-    info = manifest.loc[result.scores["image_id"], ["image_path", "label", "defect_type"]].reset_index()
+    info = manifest.loc[result.scores["image_id"], MANIFEST_FIELDS].reset_index()
     frame = info.merge(result.scores, on="image_id", how="left", validate="one_to_one")
     frame["weights"] = keys["weights"]
     write_score_table(frame, keys, path)
@@ -111,6 +116,19 @@ def read_model(path: str | Path | None, device: torch.device) -> dict[str, torch
     return load_file(str(path), device=str(device))
 
 
+def read_generated(directory: str | Path | None, store_path: str | Path | None, weights: str, device: torch.device) -> GeneratedImages | None:
+    """A run's pool or personalized images (index and features) for the scoring context; None when not read."""
+    if directory is None:
+        return None
+    from fsad.diffusion.image_sets import read_image_set
+    from fsad.features.cache import FeatureCache
+
+    store = FeatureCache(store_path)
+    if store.weights != weights:
+        raise ValueError(f"{store_path}: features of weights {store.weights!r}, the test images' have {weights!r}; delete it and rerun")
+    return GeneratedImages(read_image_set(directory), lambda ids: store.load(ids, device=device))
+
+
 def run_scorer(
     scorer: str,
     *,
@@ -129,6 +147,7 @@ def run_scorer(
     out_maps: str | Path,
     out_details: str | Path,
     model_path: str | Path | None = None,
+    generated: dict[str, str | Path] | None = None,
 ) -> dict[str, Any]:
     """Score the split's test images with scorer instance ``scorer`` and write scores, maps and a details JSON.
 
@@ -136,6 +155,8 @@ def run_scorer(
         method_module: the module declaring the instance's method (``fsad.scorers.winclip.method``).
         scorer_params: the instance's parameters as its method's score step receives them (defaults filled in).
         model_path: the instance's fitted ``model.safetensors`` when its method has a fit.
+        generated: the generated images the method declares it reads: ``pool`` and ``pool_features`` (directory and
+            feature store), ``personalized`` and ``personalized_features``.
     """
     from fsad.features.cache import FeatureCache
     from fsad.text.class_names import class_name
@@ -145,6 +166,7 @@ def run_scorer(
     manifest = read_manifest(manifest_path, split.category).set_index("image_id", drop=False)
     store = FeatureCache(features_store)
     weights = store.weights
+    generated = generated or {}
     session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
     ctx = ScoringContext(
         split=split,
@@ -159,6 +181,8 @@ def run_scorer(
         encode_images=session.image_encoder(method.features(scorer_params)),
         model=read_model(model_path, device),
         backbone=lambda: session.backbone,
+        pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device),
+        personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device),
     )
     started = time.perf_counter()
     with torch.inference_mode():
@@ -175,7 +199,9 @@ def run_scorer(
         "run": split.run,
         "weights": weights,
     }
-    write_scores(result, manifest, keys, out_scores)
+    for out in (out_maps, out_details, out_scores):
+        for stale in remove_stale_temporaries(out):
+            log.warning("removed %s, left by a score job that was killed", stale)
     write_maps(result.maps, split.test, out_maps)
     details = {
         **keys,
@@ -186,5 +212,7 @@ def run_scorer(
         "scorer_details": result.extra or {},
     }
     write_json(out_details, details)
+    # The scores go last: a job killed at any point leaves no score file whose maps or details are missing.
+    write_scores(result, manifest, keys, out_scores)
     log.info("scored %d images in %.1f s (%s weights)", len(split.test), seconds, weights)
     return details

@@ -22,6 +22,9 @@ class RangeServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []
         self.honour_range = True
         self.drop_after: int | None = None  # cut the next response after this many body bytes
+        self.keep_dropping = False  # cut every response after drop_after bytes, not only the next
+        self.fail_with: list[int] = []  # answer the next requests with these HTTP statuses, one each, before serving
+        self.content_range: str | None = None  # a Content-Range to send with 206 answers instead of the true one
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_port}/{name}"
@@ -34,6 +37,9 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         self.server.requests.append((self.path, range_header))
         path = self.server.directory / self.path.lstrip("/")
+        if self.server.fail_with:
+            self.send_error(self.server.fail_with.pop(0))
+            return
         if not path.is_file():
             self.send_error(404)
             return
@@ -49,14 +55,16 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Range", self.server.content_range or f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.server.drop_after is not None:
-            body, self.server.drop_after = body[: self.server.drop_after], None
+            body = body[: self.server.drop_after]
+            if not self.server.keep_dropping:
+                self.server.drop_after = None
             self.close_connection = True
         self.wfile.write(body)
 

@@ -7,15 +7,19 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from fsad.features.types import FeatureBatch
-from fsad.fusion.weights import baseline_weights
 from fsad.data.splits import Split
+from fsad.features.types import FeatureBatch
+from fsad.fusion import validation
+from fsad.fusion.validation import validate_weights
 from fsad.scorers.anomalous_memory import scorer as anomalous_scorer
 from fsad.scorers.anomalous_memory.method import METHOD
 from fsad.scorers.base import ScoringContext
 from fsad.scorers.method import resolve
 from fsad.scorers.registry import method_params
+
+from .test_weight_search_no_leak import expected_choice
 
 GRID, DIM, WIDTH, WINDOWS = 5, 6, 8, (2, 3)
 SUB_SCORES = ["zero_shot", "reference_patch", "reference_w2", "reference_w3", "anomalous_patch", "anomalous_w2", "anomalous_w3"]
@@ -86,19 +90,66 @@ def test_scores_carry_every_sub_score_the_baseline_and_each_validated_total(mani
     assert list(frame.columns) == ["image_id", "score", *SUB_SCORES, "score_baseline", "score_uniform", "score_normal", "score_student_t"]
     assert list(frame["image_id"]) == [f"test{i}" for i in range(6)]
     assert np.allclose(frame["score"], frame["score_baseline"])
-    assert np.allclose(frame["score_baseline"], frame[SUB_SCORES].to_numpy() @ baseline_weights(3), atol=1e-6)
+    # the paper's baseline: a third for the zero-shot score, a third shared by the 3 reference scales, a third by the 3 anomalous ones
+    hand_baseline = np.array([1 / 3] + [1 / 9] * 6)
+    assert np.allclose(frame["score_baseline"], frame[SUB_SCORES].to_numpy() @ hand_baseline, atol=1e-6)
     assert result.maps.shape == (6, 12, 12)
 
 
-def test_weights_mode_puts_the_validated_total_into_score_and_the_report_into_extra(manifest):
-    result = anomalous_scorer.score(make_context(manifest, {"weights": "uniform", "distributions": ["uniform"]}))
+def fixed_draws(n: int, dim: int) -> np.ndarray:
+    draws = np.random.default_rng(11).uniform(size=(n, dim))
+    return draws / draws.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture
+def searched(monkeypatch):
+    """Fixed weight draws, and the validation set the scorer hands to the weight search (recorded per call)."""
+    draws = fixed_draws(40, len(SUB_SCORES))
+    monkeypatch.setattr(validation, "draw_weights", lambda distribution, n, dim, rng: draws[:n])
+    calls = []
+
+    def recording(validation_scores, validation_labels, *args, **kwargs):
+        calls.append((validation_scores, validation_labels))
+        return validate_weights(validation_scores, validation_labels, *args, **kwargs)
+
+    monkeypatch.setattr(anomalous_scorer, "validate_weights", recording)
+    return draws, calls
+
+
+def test_weights_mode_scores_with_the_draw_that_separates_the_augmented_validation_set_best(manifest, searched):
+    draws, calls = searched
+    result = anomalous_scorer.score(make_context(manifest, {"weights": "uniform", "distributions": ["uniform"], "n_draws": 40}))
+    [(validation_scores, validation_labels)] = calls
+    # 5 augmentations of the anomalous reference, 5 of the validation normal
+    assert sorted(validation_labels) == [0] * 5 + [1] * 5 and validation_scores.shape == (10, len(SUB_SCORES))
+    chosen, _ = expected_choice(validation_scores, validation_labels, draws)
+    assert np.allclose(result.scores["score"], result.scores[SUB_SCORES].to_numpy() @ draws[chosen], atol=1e-5)
     assert np.allclose(result.scores["score"], result.scores["score_uniform"])
     report = result.extra["validation"]
     assert report["n_validation"] == 10 and report["n_validation_anomalous"] == 5
-    assert set(report["validation_sub_score_auroc"]) == set(SUB_SCORES)
-    weights = np.array(report["distributions"]["uniform"]["weights"])
-    assert np.allclose(result.scores["score"], result.scores[SUB_SCORES].to_numpy() @ weights, atol=1e-5)
+    assert report["distributions"]["uniform"]["draw_index"] == chosen
+    assert report["validation_sub_score_auroc"] == {
+        name: pytest.approx(roc_auc_score(validation_labels, validation_scores[:, i]), abs=1e-6) for i, name in enumerate(SUB_SCORES)
+    }
     assert result.extra["memory"]["patch"]["n_anomalous"] > 0
+
+
+def test_the_test_labels_never_reach_the_chosen_weights(manifest, searched):
+    _, calls = searched
+    params = {"weights": "uniform", "distributions": ["uniform"], "n_draws": 40}
+    first = anomalous_scorer.score(make_context(manifest, params))
+    flipped = manifest.copy()
+    tests = [f"test{i}" for i in range(6)]
+    flipped.loc[tests, "label"] = 1 - flipped.loc[tests, "label"]
+    second = anomalous_scorer.score(make_context(flipped, params))
+    # the search sees the same validation set, whatever the test labels say ...
+    (scores_before, labels_before), (scores_after, labels_after) = calls
+    assert np.array_equal(scores_before, scores_after) and np.array_equal(labels_before, labels_after)
+    pd.testing.assert_frame_equal(first.scores, second.scores)
+    before, after = first.extra["validation"]["distributions"]["uniform"], second.extra["validation"]["distributions"]["uniform"]
+    assert before["draw_index"] == after["draw_index"]
+    # ... while the oracle, which reads them, sees labels turned upside down
+    assert after["test_auroc_per_draw"] == pytest.approx([1 - a for a in before["test_auroc_per_draw"]], abs=1e-6)
 
 
 def test_scoring_is_reproducible_and_runs_under_inference_mode_as_the_orchestration_calls_it(manifest):

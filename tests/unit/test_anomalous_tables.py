@@ -25,6 +25,8 @@ from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
 from fsad.fusion.weights import TIE_BREAK
 from fsad.score_files import write_score_table
 
+from .table_files import as_text, csv_table, markdown_table
+
 LABELS = [0, 0, 1, 1]
 PRETRAINED = "laion400m_e31"
 RANDOM = "random (fallback: laion400m_e31 not downloadable)"
@@ -109,10 +111,14 @@ def test_one_sample_table_compares_both_pairs_with_a_dataset_mean():
         one_sample_table(pd.DataFrame(rows), metric="pixel_auroc")
 
 
-def test_tables_are_written_as_markdown_csv_and_latex(tmp_path, scores):
-    paths = write_table(sub_score_table_test_set(scores, ["zero_shot"]), tmp_path / "tables" / "sub", "Sub-scores", scores)
+def test_tables_are_written_as_markdown_csv_and_latex_holding_the_frame_cell_for_cell(tmp_path, scores):
+    table = sub_score_table_test_set(scores, ["zero_shot"]).assign(single_run=["81.60", "90.00"])
+    paths = write_table(table, tmp_path / "tables" / "sub", "Sub-scores", scores)
     assert sorted(p.suffix for p in paths) == [".csv", ".md", ".tex"]
     assert "Sub-scores" in (tmp_path / "tables" / "sub.md").read_text()
+    # cells are written as they are: "81.60" stays "81.60" (not the number 81.6)
+    pd.testing.assert_frame_equal(markdown_table(tmp_path / "tables" / "sub.md"), as_text(table))
+    pd.testing.assert_frame_equal(csv_table(tmp_path / "tables" / "sub.csv"), as_text(table).assign(weights=PRETRAINED))
     assert format_mean_std(float("nan")) == "n/a" and format_mean_std(81.644) == "81.64"
 
 
@@ -168,6 +174,29 @@ def test_every_anomalous_samples_table_says_when_its_rows_used_random_weights(tm
         tex = (tmp_path / "tables" / f"{name}.tex").read_text()
         assert tex.index(r"\textbf{Weights: random (fallback) --- these numbers are NOT comparable") < tex.index(r"\begin{tabular}")
         assert pd.read_csv(tmp_path / "tables" / f"{name}.csv")["weights"].str.contains("random").all()
+
+
+def test_every_written_report_table_holds_the_frame_it_comes_from_cell_for_cell(tmp_path):
+    inputs = write_report_inputs(tmp_path, PRETRAINED)
+    write_anomalous_samples_report(**inputs)
+    scores = read_score_files(inputs["score_files"])
+    entries = [json.loads(path.read_text()) for path in inputs["detail_files"]]
+    frames = {
+        "table1_one_sample": one_sample_table(pd.read_csv(inputs["metrics_csv"])),
+        "table2_sub_scores_test": sub_score_table_test_set(scores, ["zero_shot", "anomalous_patch"]),
+        "table3_sub_scores_validation": sub_score_table_validation_set(entries),
+        "table4_weight_validation": weight_validation_table(scores, entries),
+    }
+    assert list(frames) == TABLES
+    for name, frame in frames.items():
+        written = tmp_path / "tables" / name
+        pd.testing.assert_frame_equal(markdown_table(written.with_suffix(".md")), as_text(frame), obj=f"{name}.md")
+        pd.testing.assert_frame_equal(csv_table(written.with_suffix(".csv")), as_text(frame).assign(weights=PRETRAINED), obj=f"{name}.csv")
+    # hand values: every metric is 0.8; the baseline separates the test images in run 0 and inverts them in run 1
+    table1 = markdown_table(tmp_path / "tables" / "table1_one_sample.md").set_index(["dataset", "category"])
+    assert table1.loc[("visa", "mean"), "ours (1 anomalous)"] == "80.00 ± 0.00"
+    table4 = csv_table(tmp_path / "tables" / "table4_weight_validation.csv").set_index("weighting")
+    assert table4.loc["Baseline weights", "visa"] == "50.00 ± 50.00"
 
 
 def test_table4_states_the_tie_rule_and_the_mean_number_of_tied_draws_under_the_table(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -92,11 +94,19 @@ def test_unavailable_weights_with_fallback_error_say_how_to_provide_them(monkeyp
         load_backbone({"arch": "ViT-B-16-plus-240", "pretrained": "laion400m_e31"}, "cpu", "error")
 
 
-def test_unavailable_weights_with_fallback_random_warn_and_label_the_weights(monkeypatch, capsys):
+def test_unavailable_weights_with_fallback_random_warn_and_label_the_weights(monkeypatch, caplog, capfd):
     unreachable_hub(monkeypatch)
     spec = {"arch": "fsad-tiny", "pretrained": "/nonexistent/open_clip_pytorch_model.bin", "image_size": 112}
-    backbone = load_backbone(spec, "cpu", "random")
+    with caplog.at_level(logging.WARNING, logger="fsad.backbones.loading"):
+        backbone = load_backbone(spec, "cpu", "random")
     assert backbone.weights.startswith("random (fallback")
+    (record,) = [r for r in caplog.records if r.name == "fsad.backbones.loading"]
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "continuing with RANDOM weights" in message and "NOT comparable to papers" in message
+    assert "fsad-tiny" in message and "/nonexistent/open_clip_pytorch_model.bin" in message
+    # the terminal running snakemake sees it too: the job's own stderr (fd 2), not only its log file
+    assert "continuing with RANDOM weights" in capfd.readouterr().err
     again = load_backbone(spec, "cpu", "random")
     assert all(torch.equal(p, q) for p, q in zip(backbone.model.parameters(), again.model.parameters()))
 

@@ -48,7 +48,7 @@ def test_an_instance_without_a_method_is_rejected_by_the_schema():
 def test_an_unknown_method_names_the_known_ones():
     config = default_config()
     config["scorers"]["winclip"]["method"] = "winclipp"
-    with pytest.raises(ValueError, match=r"unknown method 'winclipp'.*'anomalous_memory', 'winclip'"):
+    with pytest.raises(ValueError, match=r"unknown method 'winclipp'.*'anomalous_memory'.*'winclip'"):
         check_config(config)
 
 
@@ -117,8 +117,56 @@ def test_more_anomalous_runs_than_the_pool_holds_names_the_fix():
         check_config(config)
 
 
+def score_params(instance_yaml: str) -> str:
+    """What Snakemake compares for a score job of this instance: the repr of its canonical score params."""
+    spec = yaml.safe_load(instance_yaml)
+    method = get_method(spec.pop("method"))
+    return repr(canonical(method.score_params(method_params(method, spec))))
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("{method: winclip, temperature: 0.1}", "{method: winclip, temperature: 1.0e-1}"),
+        ("{method: winclip, temperature: 1}", "{method: winclip, temperature: 1.0}"),
+        ("{method: winclip, window_sizes: [2, 3]}", "{method: winclip, window_sizes: [2.0, 3]}"),
+        ("{method: anomalous_memory, coverage_threshold: 0.5}", "{method: anomalous_memory, coverage_threshold: 5.0e-1}"),
+        ("{method: anomalous_memory, n_draws: 100}", "{method: anomalous_memory, n_draws: 100.0}"),
+        ("{method: anomalous_memory, weights: uniform, n_draws: 20}", "{n_draws: 20, weights: uniform, method: anomalous_memory}"),
+        ("{method: winclip}", "{method: winclip, temperature: null, window_sizes: [2, 3]}"),  # the defaults spelled out
+    ],
+)
+def test_equal_values_spelled_differently_give_identical_params_and_so_rerun_nothing(first, second):
+    assert score_params(first) == score_params(second)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("{method: winclip, temperature: 0.1}", "{method: winclip, temperature: 0.11}"),
+        ("{method: winclip, temperature: 1}", "{method: winclip, temperature: 2.0}"),
+        ("{method: winclip, window_sizes: [2, 3]}", "{method: winclip, window_sizes: [3, 2]}"),
+        ("{method: anomalous_memory, n_draws: 100}", "{method: anomalous_memory, n_draws: 101}"),
+    ],
+)
+def test_different_values_give_different_params_and_so_rerun(first, second):
+    assert score_params(first) != score_params(second)
+
+
+def test_numbers_take_the_type_their_schema_declares():
+    params = method_params(get_method("winclip"), yaml.safe_load("{temperature: 1, window_sizes: [2.0, 3]}"))
+    assert type(params["temperature"]) is float and [type(k) for k in params["window_sizes"]] == [int, int]
+
+
+def test_a_number_yaml_reads_as_text_is_refused_with_how_to_write_it():
+    # PyYAML (YAML 1.1, as Snakemake loads configs) needs a dot and a signed exponent: 1e-1 is the string "1e-1".
+    assert yaml.safe_load("temperature: 1e-1") == {"temperature": "1e-1"}
+    with pytest.raises(ValueError, match=r"scorers\.winclip\.temperature: '1e-1' is not of type.*write it .*1\.0e-1.* or as 0\.1"):
+        method_params(get_method("winclip"), {"temperature": "1e-1"}, "scorers.winclip")
+
+
 def test_canonical_params_ignore_key_order():
     a = {"b": 1, "a": {"y": [1, 2], "x": 0.1}}
-    b = {"a": {"x": 0.10, "y": [1, 2]}, "b": 1}
+    b = {"a": {"x": 0.1, "y": [1, 2]}, "b": 1}
     assert repr(canonical(a)) == repr(canonical(b))
     assert repr(canonical(copy.deepcopy(a))) != repr(canonical({**a, "b": 2}))

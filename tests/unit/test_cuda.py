@@ -1,9 +1,13 @@
 """The CUDA paths: window embeddings, layer and V-V taps, bf16 autocast, scoring, the feature store and device claims on a GPU.
 
-Skipped where no GPU is visible (CI); run on a GPU machine with ``python -m pytest tests/unit/test_cuda.py``.
+Skipped where no GPU is visible (CI); run on a GPU machine with ``FSAD_REQUIRE_CUDA=1 python -m pytest tests/unit/test_cuda.py``
+(the variable makes a machine whose GPU torch cannot see fail instead of skip).
 """
 
 from __future__ import annotations
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,12 +17,14 @@ from scipy.stats import spearmanr
 
 from fsad.backbones.loading import load_backbone
 from fsad.backbones.window_embeddings import encode_images
-from fsad.devices import claim_device
+from fsad.devices import claim_device, visible_devices
 from fsad.features.cache import FeatureCache
 from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
 from fsad.text.prompts import text_embeddings
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+from .test_devices import start_holder
+
+pytestmark = pytest.mark.requires(None if torch.cuda.is_available() else "needs a CUDA GPU", "FSAD_REQUIRE_CUDA")
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 WINDOWS = [2, 3, 7]
@@ -92,9 +98,21 @@ def test_feature_store_written_on_cuda_reads_back_like_the_cpu_one(tmp_path):
         assert cosine(stores["cuda"].windows[k], stores["cpu"].windows[k]).min() > 0.9999
 
 
-def test_claim_device_locks_a_real_gpu(tmp_path, monkeypatch):
+def test_a_second_process_waits_for_a_real_gpu_until_the_holder_is_sigkilled(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("FSAD_FAKE_GPUS", raising=False)
-    with claim_device(lock_dir=tmp_path) as device:
-        assert device == "cuda:0"
-        assert list(tmp_path.iterdir())
+    # both processes see one GPU, the first this one sees
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible_devices(torch.cuda.device_count())[0])
+    holder, device = start_holder(tmp_path)
+    try:
+        assert device == "cuda:0" and [p.name for p in tmp_path.iterdir()] == [f"gpu-{os.environ['CUDA_VISIBLE_DEVICES']}.lock"]
+        with pytest.raises(TimeoutError, match="stayed locked"):
+            with claim_device(lock_dir=tmp_path, poll_seconds=0.05, timeout=1.0):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        with claim_device(lock_dir=tmp_path, poll_seconds=0.05, timeout=10) as device:
+            assert device == "cuda:0"
+    finally:
+        holder.kill()
+        holder.wait()

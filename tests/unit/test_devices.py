@@ -6,6 +6,9 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -123,3 +126,38 @@ def test_concurrent_processes_get_distinct_devices_and_a_third_waits_for_one_to_
             if proc.pid is not None:
                 proc.join(10)
     assert all(proc.exitcode == 0 for proc in procs.values())
+
+
+# Claims a device, says so on stdout, then holds it until killed.
+HOLD_UNTIL_KILLED = """
+import sys, time
+from fsad.devices import claim_device
+with claim_device(lock_dir=sys.argv[1]) as device:
+    print(device, flush=True)
+    time.sleep(600)
+"""
+
+
+def start_holder(lock_dir) -> tuple[subprocess.Popen, str]:
+    """A process holding a device lock in ``lock_dir`` (with this process's environment), and its device, once it holds it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_KILLED, str(lock_dir)], stdout=subprocess.PIPE, text=True)
+    device = holder.stdout.readline().strip()
+    assert device, "the holder exited before claiming a device"
+    return holder, device
+
+
+def test_a_gpu_lock_is_freed_when_its_holder_is_sigkilled(monkeypatch, tmp_path):
+    monkeypatch.setenv("FSAD_FAKE_GPUS", "1")
+    holder, _ = start_holder(tmp_path / "locks")
+    try:
+        with pytest.raises(TimeoutError):
+            with claim_device(lock_dir=tmp_path / "locks", poll_seconds=0.01, timeout=0.2):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)  # no finally, no atexit: only the kernel can release the lock
+        holder.wait(10)
+        with claim_device(lock_dir=tmp_path / "locks", poll_seconds=0.01, timeout=5):
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL

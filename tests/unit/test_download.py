@@ -212,3 +212,52 @@ def test_find_dataset_root_looks_through_wrapper_folders(tmp_path):
     (tmp_path / "Wrapper" / "inner" / "marker").mkdir(parents=True)
     assert find_dataset_root(tmp_path, lambda p: (p / "marker").is_dir()) == tmp_path / "Wrapper" / "inner"
     assert find_dataset_root(tmp_path, lambda p: (p / "marker").is_dir(), max_depth=1) is None
+
+
+def test_exhausted_retries_keep_the_part_for_the_next_call_to_resume(server, tmp_path):
+    server.drop_after, server.keep_dropping = 30_000, True
+    dest = tmp_path / "archive.bin"
+    with pytest.raises(DownloadError, match=r"download failed 3 times; .*archive.bin.part keeps what arrived, rerun to resume"):
+        download(server.url("archive.bin"), dest, PAYLOAD_SHA256, retries=3, progress=False)
+    assert server.requests == [("/archive.bin", None), ("/archive.bin", "bytes=30000-"), ("/archive.bin", "bytes=60000-")]
+    assert (tmp_path / "archive.bin.part").read_bytes() == PAYLOAD[:90_000]
+    assert not dest.exists()
+
+    server.drop_after = None
+    download(server.url("archive.bin"), dest, PAYLOAD_SHA256, progress=False)
+    assert server.requests[3:] == [("/archive.bin", "bytes=90000-")]
+    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "archive.bin.part").exists()
+
+
+def test_server_errors_are_retried_and_client_errors_are_not(server, tmp_path):
+    server.fail_with = [503, 502]
+    dest = tmp_path / "archive.bin"
+    download(server.url("archive.bin"), dest, PAYLOAD_SHA256, retries=3, progress=False)
+    assert len(server.requests) == 3 and dest.read_bytes() == PAYLOAD
+
+    server.fail_with = [500, 500, 500]
+    with pytest.raises(DownloadError, match="download failed 3 times"):
+        download(server.url("archive.bin"), tmp_path / "again.bin", PAYLOAD_SHA256, retries=3, progress=False)
+    server.requests.clear()
+    server.fail_with = [403]
+    with pytest.raises(DownloadError, match="HTTP 403"):
+        download(server.url("archive.bin"), tmp_path / "forbidden.bin", PAYLOAD_SHA256, retries=3, progress=False)
+    assert len(server.requests) == 1
+
+
+def test_a_206_for_other_bytes_than_asked_is_refused_and_the_part_kept(server, tmp_path):
+    server.content_range = f"bytes 0-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+    part = tmp_path / "archive.bin.part"
+    part.write_bytes(PAYLOAD[:70_000])
+    with pytest.raises(DownloadError, match=r"answered Range bytes=70000- with 'bytes 0-199999/200000'; delete .*archive.bin.part and rerun"):
+        download(server.url("archive.bin"), tmp_path / "archive.bin", PAYLOAD_SHA256, progress=False)
+    assert server.requests == [("/archive.bin", "bytes=70000-")]  # not retried: rerunning would not change the answer
+    assert part.read_bytes() == PAYLOAD[:70_000] and not (tmp_path / "archive.bin").exists()
+
+
+def test_a_part_longer_than_the_file_gets_a_416_and_is_downloaded_again(server, tmp_path):
+    (tmp_path / "archive.bin.part").write_bytes(PAYLOAD + b"bytes of another, longer file")
+    dest = tmp_path / "archive.bin"
+    download(server.url("archive.bin"), dest, PAYLOAD_SHA256, progress=False)
+    assert server.requests == [("/archive.bin", f"bytes={len(PAYLOAD) + 29}-"), ("/archive.bin", None)]
+    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "archive.bin.part").exists()

@@ -73,6 +73,7 @@ def kill_during_update(store: FeatureCache, paths: dict[str, str], marker) -> No
         process.wait()
 
 
+@pytest.mark.slow  # a fresh Python with torch, killed: seconds
 def test_a_sigkilled_update_leaves_a_readable_store_and_the_rerun_gives_the_same_features(images, tmp_path):
     store = FeatureCache(tmp_path / "store" / "c.h5")
     first = {i: images[i] for i in ("img0", "img1")}

@@ -15,6 +15,8 @@ from fsad.evaluation.tables import (
     write_summary_tables,
 )
 
+from .table_files import as_text, csv_table, markdown_table
+
 
 def metric_rows(values: dict[tuple[str, str, int], float], weights: str = "laion400m_e31", dataset: str = "mvtec_ad",
                 scorer: str = "win_clip", setting: str = "k1") -> list[dict]:
@@ -120,3 +122,33 @@ def test_the_summary_table_carries_the_random_weights_note_when_any_row_used_ran
     csv = pd.read_csv(tmp_path / "s.csv")
     assert csv.set_index("dataset").loc["visa", "weights"] == "random (fallback: test)"
     assert csv.set_index("dataset").loc["mvtec_ad", "weights"] == "laion400m_e31"
+
+
+def one_run_per_setting() -> pd.DataFrame:
+    """Two settings; ``zs`` ran once, so its cells are plain numbers such as ``"90.0"`` (which Markdown must not reformat)."""
+    return pd.concat([
+        two_categories_two_runs(),
+        pd.DataFrame(metric_rows({("metal_nut", "image_auroc", 0): 0.90, ("bottle", "image_auroc", 0): 0.80,
+                                  ("bottle", "pixel_pro", 0): 0.705}, setting="zs")),
+    ])
+
+
+def test_written_dataset_table_files_hold_the_returned_table_cell_for_cell(tmp_path):
+    table = write_dataset_tables(one_run_per_setting(), "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    assert table.loc["mean", ("win_clip", "zs", "I-AUROC")] == "85.0" and table.loc["bottle", ("win_clip", "zs", "PRO")] == "70.5"
+    flat = [" / ".join(column) for column in table.columns]
+    expected = as_text(pd.DataFrame(table.to_numpy(), columns=flat).assign(category=list(table.index))[["category", *flat]])
+    pd.testing.assert_frame_equal(markdown_table(tmp_path / "t.md"), expected)
+    pd.testing.assert_frame_equal(csv_table(tmp_path / "t.csv"), expected.assign(weights="laion400m_e31"))
+
+
+def test_written_summary_table_files_hold_the_returned_table_cell_for_cell(tmp_path):
+    metrics = pd.concat([one_run_per_setting(), pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): 0.6}, dataset="visa"))])
+    table = write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    assert list(table["I-AUROC"]) == ["86.5 ± 1.5", "85.0", "60.0"]
+    keys = pd.DataFrame(list(table.index), columns=["dataset", "scorer", "setting"])
+    csv = as_text(pd.concat([keys, table.reset_index(drop=True)], axis=1))
+    pd.testing.assert_frame_equal(csv_table(tmp_path / "s.csv"), csv)
+    markdown = csv.drop(columns=["dataset", "scorer", "setting"])
+    markdown.insert(0, "dataset / scorer / setting", [" / ".join(key) for key in table.index])
+    pd.testing.assert_frame_equal(markdown_table(tmp_path / "s.md"), markdown)

@@ -67,7 +67,7 @@ def tiny():
     return backbone, torch.cat([pixels, noise]), reference_pixels
 
 
-@pytest.mark.parametrize("k_shot", [0, 1, 2])
+@pytest.mark.parametrize("k_shot", [0, 1, pytest.param(2, marks=pytest.mark.slow)])  # 2 shots: the 1-shot path, a larger memory
 def test_tiny_model_scores_and_maps_match_anomalib(tiny, k_shot):
     backbone, pixels, reference_pixels = tiny
     refs = reference_pixels[:k_shot]

@@ -2,6 +2,7 @@
 
 import zlib
 
+import numpy as np
 import pandas as pd
 
 import fsad.scorers.base as scorer_base
@@ -15,6 +16,7 @@ from fsad.scorers.method import resolve
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip import scorer as winclip_scorer
 from fsad.scorers.winclip.method import METHOD
+from fsad.text.prompts import ANOMALIB_TEMPLATES, PAPER_TEMPLATES
 
 GRID, DIM, WIDTH = 5, 6, 8
 
@@ -91,21 +93,47 @@ def test_scores_do_not_depend_on_how_test_images_are_chunked(monkeypatch):
     assert abs(whole.maps - chunked.maps).max() < 1e-6
 
 
-def test_prompt_preset_and_temperature_change_the_scores_and_window_sizes_the_maps():
+def hand_zero_shot(image_id, templates, temperature, normalised):
+    """Zero-shot score by hand (float64): every state in every template for "metal nut", the class embeddings
+    averaged (mala-lab: normalise, mean, normalise; anomalib: plain mean), then the anomalous softmax
+    probability of the cosines over ``temperature``."""
+    normal_states = ["{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect", "{} without damage"]
+    anomalous_states = ["damaged {}", "{} with flaw", "{} with defect", "{} with damage"]
+    classes = []
+    for states in (normal_states, anomalous_states):
+        embeddings = encode_text([t.format(s.format("metal nut")) for s in states for t in templates]).double()
+        if normalised:
+            embeddings = embeddings / embeddings.norm(dim=1, keepdim=True)
+        mean = embeddings.mean(dim=0)
+        classes.append(mean / mean.norm())
+    image = features_of([image_id]).image_embeddings[0].double()
+    cosines = torch.stack([image @ c for c in classes]) / image.norm()
+    return torch.softmax(cosines / temperature, dim=0)[1].item()
+
+
+@pytest.mark.parametrize(
+    "params, preset, temperature, normalised",
+    [
+        ({}, "paper", 0.01, True),  # paper: CLIP's logit scale 100 (mala-lab, caoyunkang), normalised mean
+        ({"prompt_preset": "anomalib"}, "anomalib", 0.07, False),  # anomalib's TEMPERATURE and raw mean
+        ({"temperature": 0.07}, "paper", 0.07, True),
+        ({"prompt_preset": "anomalib", "temperature": 0.01}, "anomalib", 0.01, False),
+        ({"text_normalisation": "raw_mean"}, "paper", 0.01, False),
+        ({"prompt_preset": "anomalib", "text_normalisation": "normalised_mean"}, "anomalib", 0.07, True),
+    ],
+)
+def test_zero_shot_scores_follow_the_preset_its_temperature_and_averaging_by_hand(params, preset, temperature, normalised):
+    templates = {"paper": PAPER_TEMPLATES, "anomalib": ANOMALIB_TEMPLATES}[preset]
+    assert len(templates) == {"paper": 22, "anomalib": 21}[preset]
+    scores = winclip_scorer.score(make_context([], params=params)).scores
+    expected = [hand_zero_shot(image_id, templates, temperature, normalised) for image_id in scores["image_id"]]
+    assert 0.05 < np.std(expected)  # the images differ, so a wrong temperature or average shows
+    np.testing.assert_allclose(scores["zero_shot"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_window_sizes_change_the_maps():
     base = winclip_scorer.score(make_context([]))
-    for params in ({"prompt_preset": "anomalib"}, {"text_normalisation": "raw_mean"}, {"temperature": 0.07}):
-        assert not base.scores["score"].equals(winclip_scorer.score(make_context([], params=params)).scores["score"]), params
     assert abs(base.maps - winclip_scorer.score(make_context([], params={"window_sizes": [2]})).maps).max() > 1e-3
-
-
-def test_each_preset_brings_its_sources_temperature_unless_one_is_set():
-    def zero_shot(params):
-        return winclip_scorer.score(make_context([], params=params)).scores["score"]
-
-    # paper: CLIP's logit scale 100 (mala-lab, caoyunkang); anomalib: 0.07
-    pd.testing.assert_series_equal(zero_shot({}), zero_shot({"temperature": 0.01}))
-    pd.testing.assert_series_equal(zero_shot({"prompt_preset": "anomalib"}), zero_shot({"prompt_preset": "anomalib", "temperature": 0.07}))
-    assert not zero_shot({"prompt_preset": "anomalib"}).equals(zero_shot({"prompt_preset": "anomalib", "temperature": 0.01}))
 
 
 def test_window_size_missing_from_the_cache_is_a_clear_error():

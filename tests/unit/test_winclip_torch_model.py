@@ -1,5 +1,7 @@
 """WinCLIP tensor maths: vectorised harmonic aggregation, memory scores, zero-/few-shot combination."""
 
+import math
+
 import pytest
 import torch
 
@@ -88,16 +90,67 @@ def test_a_test_image_equal_to_its_reference_has_zero_few_shot_maps():
         assert out.sub_scores[name][0].abs() < 1e-6 and out.sub_scores[name][1] > 0.01
 
 
-def test_few_shot_combination_halves_zero_shot_and_few_shot_as_anomalib():
-    features = random_features(3)
-    text = torch.randn(2, 6)
-    memory = build_reference_memory(random_features(2, seed=1), [2, 3])
-    zero = winclip_scores(features, text, [2, 3])
-    both = winclip_scores(features, text, [2, 3], memory=memory)
+def hand_windows(grid, k):
+    """Patch indices of each window of side ``k``: windows row by row, patches row by row inside each."""
+    return [[(row + i) * grid + col + j for i in range(k) for j in range(k)] for row in range(grid - k + 1) for col in range(grid - k + 1)]
+
+
+def hand_harmonic(window_scores, grid, k):
+    """Per patch, the number of windows covering it over the sum of their reciprocal scores."""
+    windows = hand_windows(grid, k)
+    return [len(covering) / sum(1 / window_scores[j] for j in covering)
+            for covering in ([j for j, w in enumerate(windows) if p in w] for p in range(grid * grid))]
+
+
+def cos(a, b):
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def anomalous_probability(embedding, text, temperature):
+    """Softmax over (normal, anomalous) cosines divided by the temperature: the anomalous class's share."""
+    normal, anomalous = (math.exp(cos(embedding, t) / temperature) for t in text)
+    return anomalous / (normal + anomalous)
+
+
+def nearest_distance(vector, memory):
+    return min((1 - cos(vector, entry)) / 2 for entry in memory)
+
+
+def hand_winclip_plus(features, references, text, temperature, window_sizes=(2, 3)):
+    """WinCLIP+ of every test image by hand, in float64: (image scores, grid maps, per-scale memory maxima)."""
+    text = text.double()
+    grid = features.grid
+    scores, maps, maxima = [], [], []
+    for i in range(len(features.image_ids)):
+        zero = anomalous_probability(features.image_embeddings[i].double(), text, temperature)
+        zero_scales = [[zero] * grid * grid]
+        few_scales = {"patch": [nearest_distance(t.double(), references.patch_tokens.flatten(0, 1).double()) for t in features.patch_tokens[i]]}
+        for k in window_sizes:
+            windows = features.windows[k][i].double()
+            zero_scales.append(hand_harmonic([anomalous_probability(w, text, temperature) for w in windows], grid, k))
+            memory = references.windows[k].flatten(0, 1).double()
+            few_scales[f"w{k}"] = hand_harmonic([nearest_distance(w, memory) for w in windows], grid, k)
+        zero_map = [len(zero_scales) / sum(1 / scale[p] for scale in zero_scales) for p in range(grid * grid)]
+        few_map = [sum(scale[p] for scale in few_scales.values()) / len(few_scales) for p in range(grid * grid)]
+        scores.append((zero + max(few_map)) / 2)
+        maps.append([(z + f) / 2 for z, f in zip(zero_map, few_map)])
+        maxima.append({f"memory_{name}": max(scale) for name, scale in few_scales.items()})
+    return torch.tensor(scores, dtype=torch.float64), torch.tensor(maps, dtype=torch.float64).reshape(-1, grid, grid), maxima
+
+
+def test_few_shot_scores_maps_and_sub_scores_equal_a_hand_computation():
+    features, references, text = random_features(3), random_features(2, seed=1), torch.randn(2, 6)
+    memory = build_reference_memory(references, [2, 3])
+    zero = winclip_scores(features, text, [2, 3], temperature=0.07)
+    both = winclip_scores(features, text, [2, 3], temperature=0.07, memory=memory)
     assert set(zero.sub_scores) == {"zero_shot"}
     assert torch.equal(zero.image_scores, zero.sub_scores["zero_shot"])
-    few_shot = 2 * both.maps - zero.maps
-    assert torch.allclose(both.image_scores, (zero.image_scores + few_shot.amax(dim=(-2, -1))) / 2, atol=1e-6)
+    scores, maps, maxima = hand_winclip_plus(features, references, text, 0.07)
+    torch.testing.assert_close(both.image_scores.double(), scores, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both.maps.double(), maps, atol=1e-6, rtol=1e-5)
+    for name in ("memory_patch", "memory_w2", "memory_w3"):
+        torch.testing.assert_close(both.sub_scores[name].double(), torch.tensor([m[name] for m in maxima], dtype=torch.float64), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(both.sub_scores["zero_shot"], zero.image_scores)
 
 
 def test_scores_of_a_batch_equal_scores_image_by_image():

@@ -27,6 +27,15 @@ def snakemake(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY,)
     return proc
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every workflow test starts Snakemake (or a SLURM cluster): it must carry ``slow`` (module-level ``pytestmark``),
+    so that ``-m "not slow"`` stays the fast loop."""
+    here = Path(__file__).parent
+    unmarked = [item.nodeid for item in items if here in item.path.parents and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"workflow tests without pytest.mark.slow (add pytestmark = pytest.mark.slow): {unmarked}")
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One full run of the tiny configuration, shared by the tests that inspect its outputs."""

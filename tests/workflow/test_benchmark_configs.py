@@ -8,9 +8,11 @@ import pytest
 
 from .conftest import ROOT, snakemake
 
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = ROOT / "config" / "benchmarks"
 # Categories per dataset, from the datasets' own documentation (not from this project's code).
-CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1}
+CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2}  # elpv: mono- and polycrystalline cells
 
 
 def job_counts(workdir, configfile) -> dict[str, int]:
@@ -40,13 +42,65 @@ def expected(datasets, winclip_settings, winclip_instances, anomalous_datasets, 
     }
 
 
+def expected_cross_dataset(datasets, learned_instances, training_datasets, backbones=2):
+    """Jobs of a zero-shot cross-dataset protocol (FAPrompt): every dataset in one zero-shot run, each learned instance
+    fitted once per training dataset, one more instance (WinCLIP) beside them, features of every dataset per backbone."""
+    categories = sum(CATEGORIES[d] for d in datasets)
+    scores = categories * (learned_instances + 1)
+    return {
+        "prepare_dataset": len(datasets),
+        "draw_pool": categories,
+        "extract_features": categories * backbones,
+        "draw_split": categories,
+        "fit": learned_instances * len(training_datasets),
+        "score": scores,
+        "evaluate": scores,
+        "collect_metrics": 1,
+    }
+
+
+def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
+    """One-to-Normal's protocol: per run a DreamBooth model, its pool and personalized test images, class images once
+    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones."""
+    categories = sum(CATEGORIES[d] for d in datasets)
+    per_run = categories * len(settings) * runs
+    return {
+        "prepare_dataset": len(datasets),
+        "draw_pool": categories,
+        "extract_features": categories * 2,
+        "draw_split": per_run,
+        "class_images": categories,
+        "dreambooth": per_run,
+        "generate_pool": per_run,
+        "personalize": per_run,
+        "extract_generated_features": per_run * 3,  # pools on both backbones, personalized images on One-to-Normal's
+        "fit": len(training_datasets),
+        "score": per_run * 3,
+        "evaluate": per_run * 3,
+        "collect_metrics": 1,
+    }
+
+
+def expected_devprompt(datasets, sweep_dataset, sweep_instances, runs=3):
+    """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt and PromptAD on every dataset, the sweep
+    instances (lambda, K, a) on ``sweep_dataset``; every DevPrompt/PromptAD score job reads its own run's fit."""
+    counts = expected(datasets, ["k1"], [datasets], [], runs)
+    fits = (2 * sum(CATEGORIES[d] for d in datasets) + sweep_instances * CATEGORIES[sweep_dataset]) * runs
+    return counts | {"fit": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
+
+
 # winclip.yaml and all.yaml run the paper's and anomalib's prompt presets as two instances side by side.
+# devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA.
+# faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA.
 CASES = {
     "winclip.yaml": expected(["mvtec_ad", "visa"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa"]] * 2, []),
     "anomalous_samples.yaml": expected(["visa", "mvtec_ad", "sdd"], ["k1"], [["visa", "mvtec_ad", "sdd"]], ["visa", "mvtec_ad", "sdd"]),
     "all.yaml": expected(
         ["mvtec_ad", "visa", "sdd"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa", "sdd"], ["mvtec_ad", "visa"]], ["mvtec_ad", "visa", "sdd"]
     ),
+    "faprompt.yaml": expected_cross_dataset(["mvtec_ad", "visa", "sdd", "btad", "mpdd"], 6, ["mvtec_ad", "visa"]),
+    "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
+    "one_to_normal.yaml": expected_one_to_normal(["mvtec_ad", "visa", "sdd", "elpv"], ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
 }
 
 
@@ -68,3 +122,4 @@ def test_benchmark_configs_use_pretrained_weights_and_refuse_random_ones(name):
     config = yaml.safe_load((BENCHMARKS / name).read_text())
     assert config["weights_fallback"] == "error"
     assert all(b["pretrained"] not in ("none", "") for b in config["backbones"].values())
+    assert all(g.get("base_model") != "tiny" for g in (config.get("generators") or {}).values())  # tiny: random weights

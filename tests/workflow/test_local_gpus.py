@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 JOB_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time
@@ -78,7 +80,6 @@ def most_at_once(held: list[dict]) -> int:
     return peak
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("gpu_resource", [2, 4], ids=["gpu=2 (snakemake caps)", "gpu=4 (locks make the extra jobs wait)"])
 def test_concurrent_gpu_jobs_hold_distinct_devices_at_most_two_at_once(tmp_path, gpu_resource):
     held = run_four_gpu_jobs(tmp_path, gpu_resource)

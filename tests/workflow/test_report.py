@@ -19,9 +19,11 @@ from PIL import Image, ImageStat
 from .conftest import snakemake
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed; run .ci/report-setup.sh (apt-get install -y chromium)"
+needs_chromium = pytest.mark.requires(
+    None if CHROMIUM else "Debian's chromium is not installed; run .ci/report-setup.sh (apt-get install -y chromium)",
+    "FSAD_REQUIRE_CHROMIUM",
 )
+pytestmark = pytest.mark.slow
 
 # Clicks through the report like a reader: "Tables" in the menu, then the view button of the summary
 # table, and copies the table the report shows (inside an iframe) into the page so --dump-dom holds it.

@@ -20,13 +20,14 @@ import pytest
 import yaml
 
 from .conftest import ROOT, TINY
+from .metrics_checks import assert_metrics_cover_every_job
 from .slurm_cluster import start_cluster, unavailable_reason
 
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
 GPU_RULES = ("extract_features", "score")
 
 UNAVAILABLE = unavailable_reason()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.requires(UNAVAILABLE, "FSAD_REQUIRE_SLURM")]
 
 
 def profile_partitions(profile: dict) -> tuple[str, ...]:
@@ -128,7 +129,7 @@ def test_tiny_pipeline_runs_through_slurm_and_every_gpu_job_gets_a_gpu(slurm_clu
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}\n{slurm_cluster.logs()}"
 
     results = workdir / "results"
-    assert (results / "metrics/metrics.csv").stat().st_size > 0
+    assert_metrics_cover_every_job(results)
     assert (results / "tables/synthetic.md").stat().st_size > 0
     assert (results / "tables/summary.csv").stat().st_size > 0
     assert (results / "plots/roc_synthetic.png").stat().st_size > 0

@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from fsad.scorers.method import FeatureNeeds, Method
+from fsad.scorers.method import FeatureNeeds, Generated, Method
 
 METHOD = Method(
     name="winclip",
     score="fsad.scorers.winclip.scorer:score",
     schema=Path(__file__).with_name("schema.yaml"),
     features=lambda params: FeatureNeeds(window_sizes=tuple(params["window_sizes"])),
+    generated=lambda params: Generated(params["generator"], pool=True) if params["generator"] else Generated(),
 )

@@ -1,0 +1,55 @@
+"""DevNet's deviation with DevPrompt's Top-K multiple-instance learning (pure torch).
+
+Sources: DevPrompt (Poudineh & Lalonde) Eqs. 5-8; DevNet (Pang et al.) as its common implementations do
+it: reference scores drawn from N(0, 1) (5,000 draws) give ``mu`` and ``sigma`` (``torch.std``, unbiased),
+the hinge margin is ``a = 5``, batches are half normal and half anomalous, and the Top-K module keeps ``max(int(P * ratio), 1)`` instances
+(``--topk 0.1``: "k percentage of instances in the topk module").
+
+Shapes: ``N`` images (bags), ``P`` patches (instances) per image.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_statistics(n_draws: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``n_draws`` reference scores drawn from the N(0, 1) prior (scalars)."""
+    reference = torch.randn(n_draws, generator=generator, dtype=torch.float64)
+    return reference.mean().float(), reference.std().float()
+
+
+def patch_deviations(scores: torch.Tensor, mu: torch.Tensor | float, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``d(p) = |s(p) - mu| / sigma`` (Eq. 5) of ``(..., P)`` patch scores; same shape."""
+    return (scores - mu).abs() / sigma
+
+
+def top_k_count(n_patches: int, ratio: float) -> int:
+    """``K``: the number of patches the Top-K module keeps, ``max(int(P * ratio), 1)``."""
+    return max(int(n_patches * ratio), 1)
+
+
+def image_deviation(deviations: torch.Tensor, k: int) -> torch.Tensor:
+    """``D(x)``: the mean of the ``k`` largest patch deviations (Eqs. 6-7); ``(N, P)`` -> ``(N,)``."""
+    return deviations.topk(k, dim=-1).values.mean(dim=-1)
+
+
+def deviation_loss(image_deviations: torch.Tensor, labels: torch.Tensor, margin: float = 5.0, normal_weight: float = 1.0) -> torch.Tensor:
+    """``lambda (1 - y) |D(x)| + y max(0, a - D(x))`` (Eq. 8), on a balanced batch as DevNet samples it.
+
+    DevNet averages the loss over batches half normal, half anomalous; a fit here has a few normal shots and
+    more anomalous examples, so each class's terms are averaged on their own and the two means averaged, which
+    is DevNet's batch mean when the halves are equal.
+
+    Args:
+        image_deviations: ``(N,)`` image deviations ``D``.
+        labels: ``(N,)`` 1 for anomalous, 0 for normal images; both classes must be present.
+        margin: ``a``, the Z-score an anomalous image's deviation has to reach.
+        normal_weight: ``lambda``, the weight of the normal term.
+    """
+    anomalous = labels.bool()
+    if anomalous.all() or not anomalous.any():
+        raise ValueError("the deviation loss needs normal and anomalous images in its batch")
+    normal_term = normal_weight * image_deviations[~anomalous].abs().mean()
+    anomalous_term = (margin - image_deviations[anomalous]).clamp(min=0).mean()
+    return (normal_term + anomalous_term) / 2

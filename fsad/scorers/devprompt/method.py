@@ -1,0 +1,58 @@
+"""The ``devprompt`` method declaration (parameters in ``schema.yaml``): DevPrompt, or PromptAD with ``deviation_loss: false``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsad.scorers.method import Fit, FeatureNeeds, Method, Needs, Params, Report
+
+SCHEMA = Path(__file__).with_name("schema.yaml")
+# Report tables: per-category AUROC beside other instances (the paper's Tables 1-2), then the sensitivity
+# tables of lambda, K and a (Tables 3-5), built from the metrics of sweep instances.
+TABLES = ("pixel_auroc", "image_auroc", "sensitivity_lambda", "sensitivity_topk", "sensitivity_margin")
+FIT_PARAMS = (
+    "deviation_loss", "n_ctx", "n_prompts", "n_abnormal_ctx", "n_learned_abnormal", "normal_states", "abnormal_states",
+    "class_states", "class_name_mode", "vv_block", "logit_scale", "deviation_score", "lambda_dev", "topk_ratio", "margin",
+    "reference_draws", "synthetic_anomalies", "defect_types", "min_defect_patches", "epochs", "lr", "momentum", "weight_decay", "lr_min",
+    "promptad_weight", "alignment_weight", "triplet_margin",
+)
+
+
+def _check(params: Params, config: dict[str, Any]) -> str | None:
+    """Something to train; and the report's references: ``compare_with`` names enabled instances, each sensitivity
+    entry an enabled devprompt instance whose value of the swept parameter is the one given."""
+    from fsad.scorers.registry import method_params
+
+    if not params["deviation_loss"] and params["promptad_weight"] == 0:
+        return "deviation_loss is false and promptad_weight is 0, so nothing would be trained; set either"
+    scorers = config["scorers"]
+    enabled = lambda name: name in scorers and scorers[name].get("enabled", True)  # noqa: E731
+    for name in params["compare_with"]:
+        if not enabled(name):
+            return f"compare_with names {name!r}, which is not an enabled scorer instance; name instances of this config"
+    for parameter, instances in params["sensitivity"].items():
+        for name, value in instances.items():
+            if not enabled(name) or scorers[name].get("method") != METHOD.name:
+                return f"sensitivity.{parameter} names {name!r}, which is not an enabled {METHOD.name} instance"
+            actual = method_params(METHOD, scorers[name], f"scorers.{name}")[parameter]
+            if actual != value:
+                return f"sensitivity.{parameter} gives {name!r} the value {value}, but that instance has {parameter}: {actual}; make them agree"
+    return None
+
+
+METHOD = Method(
+    name="devprompt",
+    score="fsad.scorers.devprompt.scorer:score",
+    schema=SCHEMA,
+    features=lambda params: FeatureNeeds(vv_layers=() if params.get("vv_block") is None else (params["vv_block"],)),
+    needs=Needs(min_normal_shots=1),
+    fit=Fit(run="fsad.scorers.devprompt.fit:fit", scope="run", params=FIT_PARAMS),
+    report=Report(
+        write="fsad.scorers.devprompt.report:write_devprompt_report",
+        caption=Path(__file__).with_name("report.rst"),
+        tables=TABLES,
+        params=("compare_with", "sensitivity", "sensitivity_metric"),
+    ),
+    check=_check,
+)

@@ -1,0 +1,108 @@
+"""The ``devprompt`` report: per-category AUROC beside other instances (the paper's Tables 1 and 2) and the
+sensitivity tables of lambda, K and a (Tables 3-5), from ``metrics.csv``.
+
+Rows are this instance's (dataset, setting, category) results, each dataset closed by its ``mean`` row (per run the
+mean over its categories, NaN if any category is); cells are AUROC in percent, mean ± std over runs (std only
+with two runs or more). Columns are scorer instances: those of ``compare_with`` and this one, or for a
+sensitivity table this one and the sweep instances of ``sensitivity``, one column per value of the swept
+parameter. Missing results are ``–``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fsad.evaluation.anomalous_tables import format_mean_std, write_table
+from fsad.evaluation.collect import read_metrics
+from fsad.evaluation.tables import MEAN_ROW
+from fsad.score_files import read_score_keys
+
+ROW_KEYS = ["dataset", "setting", "category"]
+METRIC_LABELS = {"pixel_auroc": "pixel AUROC", "image_auroc": "image AUROC"}
+# swept parameter -> (table, column label of a value, caption)
+SENSITIVITY = {
+    "lambda_dev": ("sensitivity_lambda", lambda v: f"λ = {v:g}", "Impact of the deviation coefficient λ"),
+    "topk_ratio": ("sensitivity_topk", lambda v: f"K = {100 * v:g} %", "Impact of the Top-K share K"),
+    "margin": ("sensitivity_margin", lambda v: f"a = {v:g}", "Impact of the confidence margin a"),
+}
+
+
+def instance_cells(metrics: pd.DataFrame, scorer: str, metric: str) -> pd.Series:
+    """``"mean ± std"`` text per (dataset, setting, category) of one scorer instance, with a ``mean`` row per dataset."""
+    rows = metrics[(metrics["scorer"] == scorer) & (metrics["metric"] == metric)]
+    per_run = rows.assign(value=rows["value"].astype(float) * 100)[[*ROW_KEYS, "run", "value"]]
+    means = per_run.groupby(["dataset", "setting", "run"], as_index=False)["value"].agg(lambda v: v.mean(skipna=False))
+    stats = (
+        pd.concat([per_run, means.assign(category=MEAN_ROW)])
+        .groupby(ROW_KEYS)["value"]
+        .agg(mean=lambda v: v.mean(skipna=False), std=lambda v: v.std(ddof=0, skipna=False) if len(v) > 1 else np.nan)
+    )
+    return pd.Series([format_mean_std(m, s) for m, s in zip(stats["mean"], stats["std"])], index=stats.index, dtype=object)
+
+
+def comparison_table(metrics: pd.DataFrame, columns: dict[str, str], own: str, metric: str) -> pd.DataFrame:
+    """Rows of instance ``own``'s results; one text column per ``label -> scorer`` of ``columns``."""
+    keys = sorted(instance_cells(metrics, own, metric).index, key=lambda key: (key[0], key[1], key[2] == MEAN_ROW, key[2]))
+    index = pd.MultiIndex.from_tuples(keys, names=ROW_KEYS) if keys else pd.MultiIndex.from_arrays([[], [], []], names=ROW_KEYS)
+    table = pd.DataFrame({label: instance_cells(metrics, scorer, metric).reindex(index) for label, scorer in columns.items()}, index=index)
+    return table.fillna("–").reset_index()
+
+
+def sensitivity_columns(parameter: str, own: str, own_value: float, sweep: dict[str, float]) -> dict[str, str]:
+    """``label -> scorer`` of a sensitivity table, by increasing value; the instance name joins a label shared by two."""
+    entries = sorted({own: own_value, **sweep}.items(), key=lambda item: (item[1], item[0]))
+    label = SENSITIVITY[parameter][1]
+    values = [value for _, value in entries]
+    return {label(value) if values.count(value) == 1 else f"{label(value)} ({name})": name for name, value in entries}
+
+
+def write_devprompt_report(
+    *,
+    metrics_csv: str | Path,
+    score_files: list[str | Path],
+    detail_files: list[str | Path],
+    manifests: dict[str, str | Path],
+    params: dict,
+    out_dir: str | Path,
+    figures_dir: str | Path,
+) -> list[Path]:
+    """Write the tables of :data:`fsad.scorers.devprompt.method.TABLES` (Markdown, CSV, LaTeX) under ``out_dir``.
+
+    Args:
+        score_files: the instance's score parquets (they name the instance).
+        params: the instance's parameters: ``compare_with``, ``sensitivity``, ``sensitivity_metric`` and the swept values.
+    """
+    if not score_files:
+        raise ValueError("the devprompt report needs the instance's score files")
+    own = read_score_keys(score_files[0])["scorer"]
+    metrics = read_metrics(metrics_csv)
+    metrics = metrics[metrics["dataset"].isin(metrics.loc[metrics["scorer"] == own, "dataset"].unique())]
+    out_dir = Path(out_dir)
+    written = []
+    comparison = {name: name for name in [*params["compare_with"], own]}
+    for metric in ("pixel_auroc", "image_auroc"):
+        table = comparison_table(metrics, comparison, own, metric)
+        caption = f"{METRIC_LABELS[metric].capitalize()} (%) per category: {own} beside {', '.join(params['compare_with']) or 'no other instance'}"
+        written += write_table(table, out_dir / metric, caption, _weights_rows(metrics, comparison.values(), metric), _empty_note(table, metric))
+    metric = params["sensitivity_metric"]
+    for parameter, (name, _, caption) in SENSITIVITY.items():
+        columns = sensitivity_columns(parameter, own, params[parameter], params["sensitivity"].get(parameter, {}))
+        table = comparison_table(metrics, columns, own, metric)
+        notes = ["Columns: " + "; ".join(f"{label}: {scorer}" for label, scorer in columns.items()) + ".", *_empty_note(table, metric)]
+        weights = _weights_rows(metrics, columns.values(), metric)
+        written += write_table(table, out_dir / name, f"{caption} ({METRIC_LABELS[metric]}, %)", weights, notes)
+    return written
+
+
+def _weights_rows(metrics: pd.DataFrame, scorers, metric: str) -> pd.DataFrame:
+    """The metrics rows a table is built from (all of the instances' rows when the metric has none)."""
+    rows = metrics[metrics["scorer"].isin(list(scorers))]
+    with_metric = rows[rows["metric"] == metric]
+    return with_metric if not with_metric.empty else rows
+
+
+def _empty_note(table: pd.DataFrame, metric: str) -> list[str]:
+    return [] if not table.empty else [f"No {METRIC_LABELS[metric]}: the instance's datasets have no pixel masks or no results of this metric."]

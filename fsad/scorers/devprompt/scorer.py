@@ -1,0 +1,57 @@
+"""The score step of ``devprompt``: the fitted prompts (``ctx.model``) against the test images' cached tokens.
+
+With the deviation loss (DevPrompt), the anomaly map is the patch deviation ``|s(p) - mu| / sigma`` and the image
+score the mean of the Top-K patch deviations (DevPrompt Algorithm 1 returns ``D(x)``); sub-scores ``deviation_max``
+(largest patch deviation), ``textual_max`` and ``textual_global`` (PromptAD's readouts of the same prompts).
+Without it (PromptAD), the map is PromptAD's softmax of the abnormal prompt per patch and the image score its
+softmax for the class-token embedding (``textual_global``); sub-score ``textual_max``.
+Maps are upsampled bilinearly to ``ctx.map_size`` and smoothed with PromptAD's Gaussian (``smoothing_sigma``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fsad.scorers.base import ScoreResult, ScoringContext
+from fsad.scorers.devprompt.deviation import top_k_count
+from fsad.scorers.devprompt.torch_model import devprompt_scores, patch_tokens, project_tokens, smooth_maps, textual_anomaly, upsample_maps
+
+
+def score(ctx: ScoringContext) -> ScoreResult:
+    """Score ``ctx.split.test`` with the instance's fitted prompts."""
+    params, model = ctx.params, ctx.model
+    vv_block = params["vv_block"]
+    prototypes, logit_scale = model["text_prototypes"], model["logit_scale"]
+    columns: dict[str, list[torch.Tensor]] = {}
+    maps = []
+    for features in ctx.test_batches([], "devprompt"):
+        features.require(vv_layers=[] if vv_block is None else [vv_block], scorer="devprompt")
+        patches = project_tokens(patch_tokens(features, vv_block), model["visual_proj"])
+        grid = features.grid
+        textual = textual_anomaly(patches, prototypes, logit_scale)
+        step = {
+            "textual_global": textual_anomaly(features.image_embeddings.float(), prototypes, logit_scale),
+            "textual_max": textual.amax(dim=-1),
+        }
+        if params["deviation_loss"]:
+            k = top_k_count(patches.shape[1], params["topk_ratio"])
+            out = devprompt_scores(
+                patches, prototypes, model["log_scale"], model["bias"], model["reference_mean"], model["reference_std"], k, params["deviation_score"]
+            )
+            step = {"score": out.image_deviation, "deviation_max": out.deviations.amax(dim=-1), **step}
+            patch_map = out.deviations
+        else:
+            step = {"score": step["textual_global"], **step}
+            patch_map = textual
+        for name, values in step.items():
+            columns.setdefault(name, []).append(values)
+        maps.append(upsample_maps(patch_map.reshape(-1, grid, grid), ctx.map_size))
+
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
+    return ScoreResult(frame, smooth_maps(_numpy(maps), params["smoothing_sigma"]))
+
+
+def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(parts).float().cpu().numpy()

@@ -1,0 +1,44 @@
+"""The ``one_to_normal`` method declaration (parameters in ``schema.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsad.scorers.method import FeatureNeeds, Fit, Generated, Method, Needs, Params, Report
+
+TABLES = ("kshot", "branch_ablation", "prompt_ablation", "transfer")
+FIT_PARAMS = (
+    "train_dataset", "layers", "prompt_preset", "temperature", "text_normalisation", "class_name_mode",
+    "text_map_epochs", "text_map_lr", "text_map_batch_size", "text_map_focal_gamma",
+)
+
+
+def _check(params: Params, config: dict[str, Any]) -> str | None:
+    instances = config["scorers"]
+    for pair in params["transfer"]:
+        for role in ("without", "with"):
+            if pair[role] not in instances or not instances[pair[role]].get("enabled", True):
+                return f"transfer names {pair[role]!r} ({role}), which is not an enabled scorer instance"
+        if instances[pair["with"]].get("generator") != params["generator"]:
+            return f"transfer: scorer {pair['with']!r} does not read generator {params['generator']!r}; set its generator"
+    return None
+
+
+METHOD = Method(
+    name="one_to_normal",
+    score="fsad.scorers.one_to_normal.scorer:score",
+    schema=Path(__file__).with_name("schema.yaml"),
+    features=lambda params: FeatureNeeds(layers=tuple(params["layers"])),
+    needs=Needs(min_normal_shots=1),
+    fit=Fit(run="fsad.scorers.one_to_normal.fit:fit", scope="dataset", params=FIT_PARAMS),
+    report=Report(
+        write="fsad.scorers.one_to_normal.report:write_report",
+        caption=Path(__file__).with_name("report.rst"),
+        tables=TABLES,
+        figures=("gallery",),
+        params=("transfer", "gallery_categories"),
+    ),
+    check=_check,
+    generated=lambda params: Generated(params["generator"], pool=True, personalized=True),
+)

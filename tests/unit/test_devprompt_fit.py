@@ -1,0 +1,148 @@
+"""DevPrompt's fit and score steps on the tiny open_clip model: the deviation loss separates synthetic anomalies
+from the normal shot, PromptAD fits without them, and the score step reads the fitted tensors back."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from fsad.backbones.loading import load_backbone
+from fsad.backbones.window_embeddings import encode_images
+from fsad.data.splits import Split
+from fsad.scorers.base import FitContext, ScoringContext, TrainingCategory
+from fsad.scorers.devprompt import fit as devprompt_fit
+from fsad.scorers.devprompt import scorer as devprompt_scorer
+from fsad.scorers.devprompt.method import METHOD
+from fsad.scorers.registry import method_params
+
+TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
+# A faster schedule than PromptAD's (lr 0.002, 100 epochs) for the tiny model, and area defects touching 10 of its
+# 49 patches or more: the tiny model's random features change little under a thin scratch.
+TRAINING = {"epochs": 60, "lr": 0.05, "synthetic_anomalies": 6, "min_defect_patches": 10, "defect_types": ["spot", "cutpaste", "noise"]}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_backbone(TINY, "cpu")
+
+
+@pytest.fixture(scope="module")
+def category(tiny, tmp_path_factory):
+    """A category of three textured images (a soft noise texture each) whose features the tiny model encodes."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in ("shot", "test0", "test1"):
+        texture = ndimage.gaussian_filter(rng.random((112, 112)), 2)
+        gray = np.clip((texture - texture.mean()) / texture.std() * 8 + 128, 0, 255).astype(np.uint8)
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(np.stack([gray] * 3, axis=-1)).save(paths[name])
+    manifest = pd.DataFrame({"image_id": list(paths), "image_path": [str(p) for p in paths.values()]}).set_index("image_id", drop=False)
+
+    def features(ids):
+        batch = _encoder(tiny)([Image.open(manifest.loc[i, "image_path"]).convert("RGB") for i in ids])
+        batch.image_ids = list(ids)
+        return batch
+
+    return TrainingCategory("d", "bottle", list(paths), manifest, features, "bottle")
+
+
+def _encoder(tiny):
+    return lambda images: encode_images(tiny, torch.stack([tiny.preprocess(image) for image in images]), [])
+
+
+def _fit(tiny, category, encode=True, **params):
+    filled = method_params(METHOD, {**TRAINING, **params})
+    split = Split("d", "bottle", "k1", 0, 0, ["shot"], [], [], ["test0", "test1"])
+    ctx = FitContext(METHOD.fit_params(filled), [category], split, None, torch.device("cpu"), 1, backbone=lambda: tiny,
+                     encode_images=_encoder(tiny) if encode else None)
+    return filled, split, devprompt_fit.fit(ctx)
+
+
+@pytest.fixture(scope="module")
+def devprompt(tiny, category):
+    return _fit(tiny, category)
+
+
+def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(devprompt):
+    _, _, result = devprompt
+    deviations = {name: np.array(values) for name, values in result.details["training_deviations"].items()}
+    gap = lambda when: deviations[f"{when}_anomalous"].mean() - deviations[f"{when}_normal"].mean()  # noqa: E731
+    # calibrated to the N(0, 1) prior, every image starts near the mean of the top 10 % of |N(0, 1)| (about 1.75)
+    assert np.all(np.abs(np.concatenate([deviations["initial_normal"], deviations["initial_anomalous"]]) - 1.75) < 0.8)
+    assert gap("final") > gap("initial") + 1.0
+    assert np.median(deviations["final_anomalous"]) > deviations["final_normal"].max() + 1.0
+    assert result.losses[-1] < result.losses[0]
+    assert result.details["synthetic_anomalies"] == 6 and set(result.details["final_terms"]) == {"visual_to_text", "triplet", "alignment", "deviation"}
+
+
+def test_a_devprompt_fit_saves_prompts_scoring_parameters_and_the_reference(devprompt, tiny):
+    _, _, result = devprompt
+    tensors = result.tensors
+    assert {name: tuple(t.shape) for name, t in tensors.items()} == {
+        "text_prototypes": (2, 32), "logit_scale": (), "visual_proj": (64, 32), "normal_ctx": (1, 4, 64), "abnormal_ctx": (4, 1, 64),
+        "log_scale": (), "bias": (), "reference_mean": (), "reference_std": (),
+    }
+    torch.testing.assert_close(tensors["text_prototypes"].norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(tensors["visual_proj"], tiny.model.visual.proj.detach())
+    # PromptAD's temperature: the raw logit_scale parameter, log(1 / 0.07) for open_clip's initial model
+    assert float(tensors["logit_scale"]) == pytest.approx(float(tiny.model.logit_scale))
+    assert abs(float(tensors["reference_mean"])) < 0.06 and abs(float(tensors["reference_std"]) - 1) < 0.06
+
+
+def test_promptad_fits_on_the_normal_shot_alone(tiny, category):
+    _, _, result = _fit(tiny, category, encode=False, deviation_loss=False, epochs=3)
+    assert set(result.tensors) == {"text_prototypes", "logit_scale", "visual_proj", "normal_ctx", "abnormal_ctx"}
+    assert set(result.details["final_terms"]) == {"visual_to_text", "triplet", "alignment"} and len(result.losses) == 3
+
+
+def _score(devprompt, category, **overrides):
+    params, split, result = devprompt
+    ctx = ScoringContext(split=split, manifest=category.manifest, features=category.features, text_encoder=None, class_name="bottle",
+                         params=METHOD.score_params({**params, **overrides}), map_size=28, device=torch.device("cpu"), seed=0, model=result.tensors)
+    return devprompt_scorer.score(ctx)
+
+
+def test_the_score_is_the_top_k_mean_of_the_patch_deviations_and_the_map_their_upsampling(devprompt, category):
+    _, _, result = devprompt
+    out = _score(devprompt, category, smoothing_sigma=0.0)
+    model = result.tensors
+    tokens = category.features(["test0", "test1"]).patch_tokens
+    patches = torch.nn.functional.normalize(tokens @ model["visual_proj"], dim=-1)
+    cos_abnormal = patches @ model["text_prototypes"][1]
+    deviation = (model["log_scale"].exp() * cos_abnormal + model["bias"] - model["reference_mean"]).abs() / model["reference_std"]
+    k = 4  # int(49 patches * 0.1)
+    expected = deviation.sort(dim=-1, descending=True).values[:, :k].mean(dim=-1)
+    np.testing.assert_allclose(out.scores["score"], expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["deviation_max"], deviation.max(dim=-1).values.numpy(), rtol=1e-5)
+    assert list(out.scores.columns) == ["image_id", "score", "deviation_max", "textual_global", "textual_max"]
+    upsampled = torch.nn.functional.interpolate(deviation.reshape(2, 1, 7, 7), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    np.testing.assert_allclose(out.maps, upsampled.numpy(), rtol=1e-5, atol=1e-6)
+    smoothed = _score(devprompt, category).maps  # PromptAD's Gaussian, sigma 4: same mass, a smaller peak
+    assert smoothed.shape == (2, 28, 28) and smoothed.max() < out.maps.max()
+    np.testing.assert_allclose(smoothed.mean(axis=(1, 2)), out.maps.mean(axis=(1, 2)), rtol=1e-3)
+
+
+def test_promptad_scores_with_its_softmax_of_the_class_token_and_maps_of_the_patches(devprompt, category):
+    params, split, result = devprompt
+    out = _score(devprompt, category, deviation_loss=False, smoothing_sigma=0.0)
+    model = result.tensors
+    image = category.features(["test0", "test1"]).image_embeddings
+    cosines = torch.nn.functional.normalize(image, dim=-1) @ model["text_prototypes"].T
+    expected = (cosines * model["logit_scale"]).softmax(dim=-1)[:, 1]
+    np.testing.assert_allclose(out.scores["score"], expected.numpy(), rtol=1e-5)
+    assert list(out.scores.columns) == ["image_id", "score", "textual_global", "textual_max"]
+    assert out.maps.min() >= 0 and out.maps.max() <= 1
+
+
+def test_touched_cells_count_the_patch_grid_cells_under_a_mask():
+    from fsad.scorers.devprompt.anomalies import touched_cells
+
+    mask = np.zeros((10, 10), bool)
+    mask[0, 0] = True  # cell (0, 0) of a 2 x 2 grid
+    mask[4, 4] = True  # still cell (0, 0)
+    mask[5, 9] = True  # cell (1, 1)
+    assert touched_cells(mask, 2) == 2
+    assert touched_cells(mask, 10) == 3

@@ -1,0 +1,93 @@
+"""One-to-Normal's tables and gallery from hand-made score files, details and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fsad.evaluation.collect import read_score_files
+from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
+from fsad.score_files import write_score_table
+from fsad.scorers.one_to_normal.report import branch_ablation_table, kshot_table, prompt_ablation_table, transfer_table, write_report
+
+from .table_files import csv_table
+
+LABELS = [0, 0, 1, 1]
+
+
+def write_scores(root, run, fixed=True):
+    """Four test images: S_P ranks them right, S_N wrong, S_text ties; the fixed-prompt S_P ranks them wrong."""
+    path = root / f"scores/o2n/d/wood/k2/run{run}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(4):
+        image = root / f"img{i}.png"
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(image)
+        images.append(str(image))
+    frame = pd.DataFrame({
+        "image_id": [f"img{i}" for i in range(4)], "image_path": images, "label": LABELS, "defect_type": ["good", "good", "hole", "hole"],
+        "score": [0.0, 1.0, 2.0, 3.0], "s_p": [0.0, 1.0, 2.0, 3.0], "s_n": [3.0, 2.0, 1.0, 0.0], "s_text": [0.5] * 4, "weights": "random",
+    })
+    if fixed:
+        frame["score_fixed"] = [3.0, 2.0, 1.0, 0.0]
+    write_score_table(frame, {"scorer": "o2n", "method": "one_to_normal", "dataset": "d", "category": "wood", "setting": "k2", "run": run, "weights": "random"}, path)
+    return path
+
+
+def metrics_rows(scorer, values, metric="image_auroc", setting="k2"):
+    return [{"dataset": "d", "category": "wood", "setting": setting, "run": run, "scorer": scorer, "metric": metric, "value": v, "weights": "random"}
+            for run, v in enumerate(values)]
+
+
+def test_the_branch_ablation_scores_every_combination_with_the_instances_weights(tmp_path):
+    scores = read_score_files([write_scores(tmp_path, 0)])
+    table = branch_ablation_table(scores, alpha=1.0, beta=0.5)
+    # S_P + S_N = 3 for every image (a tie: 50); S_text adds a constant
+    expected = {"S_P": "100.0", "S_N": "0.0", "S_text": "50.0", "S_P + S_N": "50.0", "S_P + S_text": "100.0", "S_N + S_text": "0.0", "S_P + S_N + S_text": "50.0"}
+    assert {branches: cell for (_, branches), cell in table["d"].items()} == expected
+    assert list(table.index.get_level_values("branches")) == list(expected)
+
+
+def test_the_prompt_ablation_compares_the_fixed_prompt_with_the_selected_one(tmp_path):
+    table = prompt_ablation_table(read_score_files([write_scores(tmp_path, 0)]))
+    assert table.loc[("k2", "one fixed prompt"), "d"] == "0.0" and table.loc[("k2", "prompt set, SSIM selection"), "d"] == "100.0"
+    without = prompt_ablation_table(read_score_files([write_scores(tmp_path / "no_fixed", 0, fixed=False)]))
+    assert "fixed_prompt is null" in without.iloc[0, 0]
+
+
+def test_the_transfer_table_gives_each_pair_without_and_with_the_pool_over_runs():
+    metrics = pd.DataFrame(metrics_rows("winclip", [0.80, 0.90]) + metrics_rows("winclip_pool", [0.85, 0.99]))
+    table = transfer_table(metrics, [{"without": "winclip", "with": "winclip_pool"}])
+    row = table.loc[("d", "k2", "winclip -> winclip_pool")]
+    # means 85 and 92, population stds 5 and 7; changes 5 and 9 -> 7.0 ± 2.0
+    assert (row["without"], row["with"], row["change"]) == ("85.0 ± 5.0", "92.0 ± 7.0", "7.0 ± 2.0")
+    assert "no transfer pairs" in transfer_table(metrics, []).iloc[0, 0]
+
+
+def test_the_kshot_table_orders_settings_by_shots_with_auroc_and_auprc():
+    rows = []
+    for setting, value in (("k8", 0.9), ("k2", 0.7), ("k4", 0.8)):
+        rows += metrics_rows("o2n", [value, value], setting=setting) + metrics_rows("o2n", [0.5, 0.6], "image_ap", setting)
+    table = kshot_table(pd.DataFrame(rows + metrics_rows("other", [0.1])), "o2n")
+    assert list(table.columns) == [(s, m) for s in ("k2", "k4", "k8") for m in ("I-AUROC", "I-AUPRC")]
+    assert table.loc[("d", "wood"), ("k8", "I-AUROC")] == "90.0 ± 0.0" and table.loc[("d", "mean"), ("k2", "I-AUPRC")] == "55.0 ± 5.0"
+
+
+def test_the_report_writes_every_table_and_the_gallery_with_the_random_weights_note(tmp_path):
+    score_file = write_scores(tmp_path, 0)
+    personalized = {f"img{i}": {"file": str(tmp_path / f"img{3 - i}.png"), "prompt": "a photo of normal wood without flaw", "ssim": 0.5, "fixed_file": ""} for i in range(4)}
+    details = tmp_path / "run0.json"
+    details.write_text(json.dumps({"dataset": "d", "category": "wood", "setting": "k2", "run": 0, "weights": "random", "scorer_details": {"personalized": personalized}}))
+    metrics = tmp_path / "metrics.csv"
+    pd.DataFrame(metrics_rows("o2n", [0.75]) + metrics_rows("o2n", [0.6], "image_ap")).to_csv(metrics, index=False)
+    written = write_report(metrics_csv=metrics, score_files=[score_file], detail_files=[details], manifests={}, out_dir=tmp_path / "tables",
+                           figures_dir=tmp_path / "plots", params={"alpha": 1.0, "beta": 0.5, "transfer": [], "gallery_categories": 4})
+    names = sorted(p.name for p in written)
+    assert names == sorted([f"{t}.{e}" for t in ("kshot", "branch_ablation", "prompt_ablation", "transfer") for e in ("md", "csv", "tex")] + ["gallery.png"])
+    assert all(p.stat().st_size > 0 for p in written)
+    assert RANDOM_WEIGHTS_NOTE in (tmp_path / "tables/kshot.md").read_text()
+    assert csv_table(tmp_path / "tables/kshot.csv")["weights"].tolist() == ["random", "random"]
+    assert Image.open(tmp_path / "plots/gallery.png").size[1] > 200  # 4 example rows
