@@ -81,7 +81,8 @@ def test_a_finetuned_model_saves_in_diffusers_format_and_loads_back(tmp_path, lo
     files = {p.name for p in (tmp_path / "model").rglob("*")}
     assert INFO_FILE in files and ("pytorch_lora_weights.safetensors" in files) == lora and ("diffusion_pytorch_model.safetensors" in files) != lora
     loaded = load_finetuned(tmp_path / "model", "cpu", torch.float32)
-    torch.testing.assert_close(_unet_output(loaded), expected, rtol=1e-4, atol=1e-5)
+    # a loaded adapter sums its low-rank product in another order than the trained one: float32 rounding, ~1e-5
+    torch.testing.assert_close(_unet_output(loaded), expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(_unet_output(load_pipeline("tiny", "cpu", torch.float32, 0)), expected)
 
 

@@ -124,7 +124,9 @@ def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
             return [reverse(v) for v in obj]
         return obj
 
-    reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False) + "scorers:\n  anomalous_memory:\n    coverage_threshold: 0.50\n")
+    data.setdefault("scorers", {})["anomalous_memory"] = {"coverage_threshold": "COVERAGE"}
+    # spelled 0.50 in the file (yaml.safe_dump would write 0.5)
+    reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False).replace("COVERAGE", "0.50").replace("'0.50'", "0.50"))
     base_reordered = tmp_path / "base_reordered.yaml"
     base_reordered.write_text(yaml.safe_dump(reverse(yaml.safe_load(base.read_text())), sort_keys=False))
     proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(reordered, base_reordered))
