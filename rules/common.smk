@@ -268,11 +268,6 @@ def model_path(scorer, key, name):
     return f"{R}/models/{scorer}/{key}/{name}"
 
 
-def fit_jobs():
-    """(scorer, fit_key) of every fit the score jobs read, in a stable order."""
-    return sorted({(job[0], fit_key(*job)) for job in score_jobs() if METHODS[job[0]].fit is not None})
-
-
 RUN_FIT_KEY = re.compile(r"(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)")
 
 
