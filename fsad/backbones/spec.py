@@ -8,7 +8,8 @@ from typing import Any
 
 # Window sizes, layers and V-V layers are absent on purpose: they are added to an existing store
 # (see fsad.features.cache) instead of starting a new one; batch size and precision are run settings.
-SPEC_KEYS = ("arch", "pretrained", "image_size")
+# storage_dtype changes the stored numbers (float16 rounds them), so each dtype has its own store.
+SPEC_KEYS = ("arch", "pretrained", "image_size", "storage_dtype")
 
 
 def canonical_spec(spec: dict[str, Any]) -> str:

@@ -33,8 +33,9 @@ def extract_category(
     """Encode the images of ``image_paths`` missing from the store at ``cache_path``, and the window sizes,
     layers and V-V layers (1-based blocks) missing from the images it holds; return a summary.
 
-    A store never mixes weights: if the weights loaded now differ from the store's (random fallback
-    then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
+    The new features go to one new shard of the store, in the spec's ``storage_dtype`` (float16 unless
+    it says float32). A store never mixes weights or dtypes: if the weights loaded now differ from the
+    store's (random fallback then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
 
     On a GPU, ``threads - 1`` worker processes decode images ahead of the encoder; on the CPU every
     core is busy encoding, so images are decoded in this process.

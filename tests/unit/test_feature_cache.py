@@ -8,16 +8,23 @@ import torch
 from PIL import Image
 
 from fsad.backbones.loading import load_backbone
-from fsad.features import cache as cache_module
 from fsad.backbones.spec import backbone_key
+from fsad.features import cache as cache_module
 from fsad.features.cache import FeatureCache
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
+# Float32 storage where a test compares features encoded in two ways (float16 rounding could tell them apart).
+TINY32 = {**TINY, "storage_dtype": "float32"}
 
 
 @pytest.fixture(scope="module")
 def tiny():
     return load_backbone(TINY, "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny32():
+    return load_backbone(TINY32, "cpu")
 
 
 @pytest.fixture
@@ -54,18 +61,18 @@ def test_a_rerun_encodes_nothing_and_new_images_only_themselves(tiny, images, tm
     assert calls == [(2, (2, 3), True, (), ())]
 
 
-def test_a_new_window_size_adds_windows_without_the_full_image_pass(tiny, images, tmp_path, monkeypatch):
+def test_a_new_window_size_adds_windows_without_the_full_image_pass(tiny32, images, tmp_path, monkeypatch):
     store = FeatureCache(tmp_path / "c.h5")
-    store.update(tiny, images, [2, 3])
+    store.update(tiny32, images, [2, 3])
     before = store.load(["img1"])
     calls = count_encodes(monkeypatch)
-    summary = store.update(tiny, images, [2, 3, 7], batch_size=8)
+    summary = store.update(tiny32, images, [2, 3, 7], batch_size=8)
     assert summary["extended"] == 5 and calls == [(5, (7,), False, (), ())]
     after = store.load(["img1"])
     assert store.window_sizes == [2, 3, 7]
     torch.testing.assert_close(after.windows[2], before.windows[2])
     fresh = FeatureCache(tmp_path / "fresh.h5")
-    fresh.update(tiny, {"img1": images["img1"]}, [2, 3, 7])
+    fresh.update(tiny32, {"img1": images["img1"]}, [2, 3, 7])
     torch.testing.assert_close(after.windows[7], fresh.load(["img1"]).windows[7], atol=1e-5, rtol=1e-5)
 
 
@@ -92,7 +99,8 @@ def test_a_killed_update_leaves_the_previous_store_intact(tiny, images, tmp_path
     path = tmp_path / "c.h5"
     store = FeatureCache(path)
     store.update(tiny, dict(list(images.items())[:2]), [2])
-    before = path.read_bytes()
+    before = {p.name: p.read_bytes() for p in [path, *store.shard_dir.iterdir()]}
+    features = store.load(["img0", "img1"])
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -100,8 +108,9 @@ def test_a_killed_update_leaves_the_previous_store_intact(tiny, images, tmp_path
     monkeypatch.setattr(cache_module, "encode_images", crash)
     with pytest.raises(KeyboardInterrupt):
         store.update(tiny, images, [2])
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".h5") == ["c.h5"]
+    assert {p.name: p.read_bytes() for p in [path, *store.shard_dir.iterdir()]} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".h5", ".shards")) == ["c.h5", "c.shards"]
+    assert torch.equal(store.load(["img0", "img1"]).patch_tokens, features.patch_tokens)
 
 
 def test_a_corrupt_image_is_named(tiny, images, tmp_path):
@@ -133,30 +142,30 @@ def test_backbone_keys_follow_the_weights_not_the_window_sizes():
 def test_extract_category_reports_what_it_encoded(images, tmp_path):
     from fsad.features.extract import extract_category
 
-    args = dict(
-        backbone_spec=TINY, backbone_name="tiny", image_paths=images, cache_path=tmp_path / "c.h5",
-        window_sizes=[2], batch_size=4, device="cpu", weights_fallback="error", seed=0,
-    )
+    args = {
+        "backbone_spec": TINY, "backbone_name": "tiny", "image_paths": images, "cache_path": tmp_path / "c.h5",
+        "window_sizes": [2], "batch_size": 4, "device": "cpu", "weights_fallback": "error", "seed": 0,
+    }
     first = extract_category(**args)
     assert (first["backbone"], first["images"], first["encoded"], first["weights"]) == ("tiny", 5, 5, "random")
     assert first["images_per_second"] > 0
     assert extract_category(**args)["encoded"] == 0
 
 
-def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_features(tiny, images, tmp_path, monkeypatch):
+def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_features(tiny32, images, tmp_path, monkeypatch):
     store = FeatureCache(tmp_path / "c.h5")
-    store.update(tiny, images, [2])
+    store.update(tiny32, images, [2])
     before = store.load(["img1"])
     calls = count_encodes(monkeypatch)
-    summary = store.update(tiny, images, [2], layers=[1], vv_layers=[2])
+    summary = store.update(tiny32, images, [2], layers=[1], vv_layers=[2])
     assert calls == [(5, (), False, (1,), (2,))]
     assert summary["extended"] == 5 and summary["added"] == {"window_sizes": [], "layers": [1], "vv_layers": [2]}
     assert (store.layers, store.vv_layers) == ([1], [2])
-    assert store.update(tiny, images, [2], layers=[1], vv_layers=[2])["extended"] == 0 and len(calls) == 1
+    assert store.update(tiny32, images, [2], layers=[1], vv_layers=[2])["extended"] == 0 and len(calls) == 1
     after = store.load(["img1"])
     assert torch.equal(after.patch_tokens, before.patch_tokens) and torch.equal(after.windows[2], before.windows[2])
     fresh = FeatureCache(tmp_path / "fresh.h5")
-    fresh.update(tiny, {"img1": images["img1"]}, [2], layers=[1], vv_layers=[2])
+    fresh.update(tiny32, {"img1": images["img1"]}, [2], layers=[1], vv_layers=[2])
     expected = fresh.load(["img1"])
     torch.testing.assert_close(after.layers[1], expected.layers[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(after.vv_layers[2], expected.vv_layers[2], atol=1e-5, rtol=1e-5)
@@ -221,10 +230,164 @@ def test_a_store_of_other_weights_is_refused(images, tmp_path):
         store.update(pretrained, images, [2])
 
 
-def test_an_update_removes_the_copies_killed_updates_left_behind(tiny, images, tmp_path):
-    stale = [tmp_path / ".c.h5.k3x_9zq1.h5", tmp_path / ".c.h5.00000000.h5"]
+def test_an_update_removes_what_killed_updates_left_behind(tiny, images, tmp_path, caplog):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, dict(list(images.items())[:2]), [2])
+    # index temporaries beside the store; in the shard directory, an unlisted shard and a shard's temporary
+    stale = [tmp_path / ".c.h5.k3x_9zq1.h5", tmp_path / ".c.h5.00000000.h5", tmp_path / "c.shards/.00002.h5.abcd1234.h5"]
+    unlisted = tmp_path / "c.shards/00002.h5"
     kept = [tmp_path / ".other.h5.k3x_9zq1.h5", tmp_path / "c.h5.backup", tmp_path / ".c.h5.old.h5"]
-    for path in stale + kept:
+    for path in stale + kept + [unlisted]:
         path.write_bytes(b"partial")
-    FeatureCache(tmp_path / "c.h5").update(tiny, images, [2])
+    summary = store.update(tiny, images, [2])
     assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+    assert "c.shards/00002.h5, left by an update of c.h5 that was killed" in caplog.text
+    # the unlisted shard was deleted, then written anew by this update
+    assert sorted(p.name for p in store.shard_dir.iterdir()) == ["00001.h5", "00002.h5"] and summary["encoded"] == 3
+    assert sorted(shard_contents(unlisted)) == [f"img{i}/{name}" for i in (2, 3, 4) for name in ("image_embedding", "patch_tokens", "windows/2")]
+    assert store.image_ids() == sorted(images)
+
+
+def shard_contents(path) -> dict[str, np.dtype]:
+    """Dataset path -> dtype of every dataset of one shard file."""
+    import h5py
+
+    found = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda name, obj: found.update({name: obj.dtype}) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def test_float16_stores_half_the_bytes_and_loads_float32_equal_to_the_rounded_float32_store(tiny, tiny32, images, tmp_path):
+    parts = {"layers": [1], "vv_layers": [2]}
+    half, full = FeatureCache(tmp_path / "half.h5"), FeatureCache(tmp_path / "full.h5")
+    summary = half.update(tiny, images, [2, 3], **parts)
+    full.update(tiny32, images, [2, 3], **parts)
+    assert (half.storage_dtype, full.storage_dtype, summary["storage_dtype"]) == ("float16", "float32", "float16")
+    (shard,) = half.shard_paths()
+    stored = shard_contents(shard)
+    assert len(stored) == 5 * 6 and set(stored.values()) == {np.dtype(np.float16)}
+    assert set(shard_contents(full.shard_paths()[0]).values()) == {np.dtype(np.float32)}
+    sizes = {store: sum(p.stat().st_size for p in store.shard_paths()) for store in (half, full)}
+    assert sizes[half] / sizes[full] < 0.6 and summary["bytes"] == summary["store_bytes"] == sizes[half]
+
+    ids = ["img3", "img0", "img4"]
+    got, expected = half.load(ids), full.load(ids)
+    pairs = {"image_embeddings": (got.image_embeddings, expected.image_embeddings), "patch_tokens": (got.patch_tokens, expected.patch_tokens)}
+    pairs |= {f"windows {k}": (got.windows[k], expected.windows[k]) for k in (2, 3)}
+    pairs |= {"layer 1": (got.layers[1], expected.layers[1]), "vv layer 2": (got.vv_layers[2], expected.vv_layers[2])}
+    for name, (a, b) in pairs.items():
+        assert a.dtype == torch.float32, name
+        assert torch.equal(a, b.half().float()), name
+        assert not torch.equal(a, b), f"{name}: float16 storage should round"
+
+
+def test_an_update_writes_one_shard_of_what_it_adds_and_never_touches_the_others(tiny, images, tmp_path):
+    store = FeatureCache(tmp_path / "c.h5")
+    first = {i: images[i] for i in ("img0", "img1", "img2", "img3")}
+    store.update(tiny, first, [2, 3])
+    (shard1,) = store.shard_paths()
+    before = snapshot(shard1)
+
+    summary = store.update(tiny, images, [2, 3])
+    assert summary["encoded"] == 1 and summary["extended"] == 0
+    shards = store.shard_paths()
+    assert [p.name for p in shards] == ["00001.h5", "00002.h5"] and snapshot(shard1) == before
+    assert sorted(shard_contents(shards[1])) == ["img4/image_embedding", "img4/patch_tokens", "img4/windows/2", "img4/windows/3"]
+    assert summary["bytes"] == shards[1].stat().st_size and summary["store_bytes"] == sum(p.stat().st_size for p in shards)
+    assert store.path.stat().st_size < 64 * 1024
+    assert store.image_ids() == sorted(images)
+
+    summary = store.update(tiny, images, [2, 3, 7])
+    assert summary["encoded"] == 0 and summary["extended"] == 5
+    shards = store.shard_paths()
+    assert len(shards) == 3 and snapshot(shard1) == before
+    assert sorted(shard_contents(shards[2])) == [f"img{i}/windows/7" for i in range(5)]
+    assert store.load(sorted(images)).windows[7].shape == (5, 1, 32) and store.window_sizes == [2, 3, 7]
+    assert store.path.stat().st_size < 64 * 1024
+
+
+def snapshot(path) -> tuple[bytes, int, int]:
+    """A file's bytes, inode and modification time: all equal only if nothing rewrote or replaced it."""
+    return path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns
+
+
+def test_a_missing_shard_is_named_with_the_fix(tiny, images, tmp_path):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, dict(list(images.items())[:2]), [2])
+    store.update(tiny, images, [2])
+    store.shard_paths()[1].unlink()
+    for read in (lambda: store.load(["img0"]), store.image_ids, lambda: store.update(tiny, images, [2])):
+        with pytest.raises(FileNotFoundError, match=r"c\.shards/00002\.h5: shard of the feature store .*c\.h5 is missing; delete the index"):
+            read()
+
+
+def test_a_deleted_index_starts_the_store_over_without_reading_the_old_shards(tiny, images, tmp_path, caplog):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, images, [2, 3])
+    store.update(tiny, images, [2, 3, 7])
+    store.path.unlink()
+    for shard in list(store.shard_dir.iterdir()):
+        shard.write_bytes(b"garbage: reading this fails")  # so the test fails if the update reads an old shard
+    assert store.image_ids() == []
+    summary = store.update(tiny, {"img1": images["img1"]}, [2])
+    assert summary["encoded"] == 1 and store.image_ids() == ["img1"] and store.window_sizes == [2]
+    assert [p.name for p in store.shard_dir.iterdir()] == ["00001.h5"]
+    assert sorted(shard_contents(store.shard_dir / "00001.h5")) == ["img1/image_embedding", "img1/patch_tokens", "img1/windows/2"]
+    assert "the store starts over" in caplog.text
+
+
+def test_a_store_of_the_other_storage_dtype_is_refused_with_the_fix(tiny, images, tmp_path):
+    store = FeatureCache(tmp_path / "c.h5")
+    store.update(tiny, images, [2])
+    with pytest.raises(ValueError, match=r"c\.h5: stores float16 values but the backbone's storage_dtype is float32; .*delete .*c\.h5 and .*c\.shards"):
+        store.update(load_backbone(TINY32, "cpu"), images, [2])
+
+
+def test_a_single_file_store_of_the_old_layout_is_refused_with_the_fix(tiny, images, tmp_path):
+    import h5py
+
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update(backbone_spec="{}", weights="random", grid=7)
+        h5.create_group("img0")
+    for read in (lambda: FeatureCache(path).load(["img0"]), lambda: FeatureCache(path).update(tiny, images, [2])):
+        with pytest.raises(ValueError, match=r"c\.h5: not a feature store index .*delete it and rerun extract_features"):
+            read()
+
+
+def test_values_beyond_float16_are_refused_with_the_fix(tiny, images, tmp_path, monkeypatch):
+    real = cache_module.encode_images
+
+    def huge(*args, **kwargs):
+        features = real(*args, **kwargs)
+        features.patch_tokens = features.patch_tokens * 1e6
+        return features
+
+    monkeypatch.setattr(cache_module, "encode_images", huge)
+    store = FeatureCache(tmp_path / "c.h5")
+    with pytest.raises(ValueError, match="patch_tokens .* exceeds the range of float16 .*set storage_dtype: float32"):
+        store.update(tiny, images, [2])
+    assert store.image_ids() == [] and not store.path.exists()
+    assert store.update(load_backbone(TINY32, "cpu"), images, [2])["encoded"] == 5
+
+
+def test_storage_dtype_changes_the_backbone_key_and_the_schema_defaults_it_to_float16():
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    assert backbone_key("b", {**TINY, "storage_dtype": "float16"}) != backbone_key("b", TINY32)
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "config/config.yaml").read_text())
+    validate(config, schema=str(root / "config/schema.yaml"))
+    assert {spec["storage_dtype"] for spec in config["backbones"].values()} == {"float16"}
+
+
+def test_reading_a_store_imports_no_backbone_code():
+    import subprocess
+    import sys
+
+    probe = "import sys, fsad.features.cache; print(sorted(m for m in ('open_clip', 'PIL', 'fsad.backbones.loading') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -1,5 +1,5 @@
 """A feature-store update killed with SIGKILL (no cleanup runs) leaves the store as it was, and the rerun
-completes it with the same features as an uninterrupted run."""
+completes it with the same features as an uninterrupted run, leaving no orphan shard."""
 
 from __future__ import annotations
 
@@ -19,24 +19,30 @@ from fsad.backbones.loading import load_backbone
 from fsad.features.cache import FeatureCache
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
-PARTS = dict(window_sizes=[2, 3], layers=[1], vv_layers=[2])
+PARTS = {"window_sizes": [2, 3], "layers": [1], "vv_layers": [2]}
 
-# Encodes one batch, says so through a marker file, then waits to be killed inside the update.
+# Runs an update that says so through a marker file, then waits to be killed, at one of two points:
+# ``encoding``: after the first batch is encoded (the new shard is a temporary file);
+# ``committing``: after the new shard is renamed into place, before the index that lists it is written.
 UPDATE_UNTIL_KILLED = """
 import json, sys, time
 from fsad.backbones.loading import load_backbone
 from fsad.features import cache
 
-store, marker, spec, paths, parts = sys.argv[1], sys.argv[2], *map(json.loads, sys.argv[3:])
-real = cache.encode_images
+store, marker, where, spec, paths, parts = sys.argv[1], sys.argv[2], sys.argv[3], *map(json.loads, sys.argv[4:])
 
-def encode_then_wait(*args, **kwargs):
-    features = real(*args, **kwargs)
-    open(marker, "w").close()
-    time.sleep(600)
-    return features
+def then_wait(real):
+    def wrapper(*args, **kwargs):
+        result = real(*args, **kwargs)
+        open(marker, "w").close()
+        time.sleep(600)
+        return result
+    return wrapper
 
-cache.encode_images = encode_then_wait
+if where == "encoding":
+    cache.encode_images = then_wait(cache.encode_images)
+else:
+    cache.FeatureCache._write_index = then_wait(lambda *args: None)
 cache.FeatureCache(store).update(load_backbone(spec, "cpu"), paths, parts["window_sizes"], batch_size=1,
                                  layers=parts["layers"], vv_layers=parts["vv_layers"])
 """
@@ -58,14 +64,14 @@ def update(store: FeatureCache, paths: dict[str, str]) -> None:
     store.update(backbone, paths, PARTS["window_sizes"], batch_size=1, layers=PARTS["layers"], vv_layers=PARTS["vv_layers"])
 
 
-def kill_during_update(store: FeatureCache, paths: dict[str, str], marker) -> None:
-    args = [str(store.path), str(marker), json.dumps(TINY), json.dumps(paths), json.dumps(PARTS)]
+def kill_during_update(store: FeatureCache, paths: dict[str, str], marker, where: str) -> None:
+    args = [str(store.path), str(marker), where, json.dumps(TINY), json.dumps(paths), json.dumps(PARTS)]
     process = subprocess.Popen([sys.executable, "-c", UPDATE_UNTIL_KILLED, *args])
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
             assert process.poll() is None, "the update ended before it could be killed"
-            assert time.monotonic() < deadline, "the update never encoded a batch"
+            assert time.monotonic() < deadline, f"the update never reached {where}"
             time.sleep(0.1)
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -73,26 +79,42 @@ def kill_during_update(store: FeatureCache, paths: dict[str, str], marker) -> No
         process.wait()
 
 
+def tensors(batch) -> dict[str, torch.Tensor]:
+    named = {"image_embeddings": batch.image_embeddings, "patch_tokens": batch.patch_tokens}
+    named |= {f"windows/{k}": batch.windows[k] for k in PARTS["window_sizes"]}
+    return named | {"layers/1": batch.layers[1], "vv_layers/2": batch.vv_layers[2]}
+
+
+def files(directory) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
 @pytest.mark.slow  # a fresh Python with torch, killed: seconds
-def test_a_sigkilled_update_leaves_a_readable_store_and_the_rerun_gives_the_same_features(images, tmp_path):
+@pytest.mark.parametrize("where", ["encoding", "committing"])
+def test_a_sigkilled_update_leaves_a_readable_store_and_the_rerun_gives_the_same_features(images, tmp_path, where):
     store = FeatureCache(tmp_path / "store" / "c.h5")
     first = {i: images[i] for i in ("img0", "img1")}
     update(store, first)
-    before = store.path.read_bytes()
+    index, shards, features = store.path.read_bytes(), files(store.shard_dir), tensors(store.load(list(first)))
+    assert list(shards) == ["00001.h5"]
 
-    kill_during_update(store, images, tmp_path / "encoded-one-batch")
-    assert store.path.read_bytes() == before
-    assert store.load(list(first)).layers[1].shape == (2, 49, 64)
-    assert len(list(store.path.parent.glob(".c.h5.*.h5"))) == 1  # the killed job's copy
+    kill_during_update(store, images, tmp_path / "marker", where)
+    assert store.path.read_bytes() == index and store.image_ids() == ["img0", "img1"]
+    after_kill = tensors(store.load(list(first)))
+    assert all(torch.equal(after_kill[name], features[name]) for name in features)
+    # what the killed job left: its shard, as a temporary file or renamed into place but listed by no index
+    (leftover,) = set(files(store.shard_dir)) - set(shards)
+    assert leftover.startswith(".00002.h5.") if where == "encoding" else leftover == "00002.h5"
+    assert files(store.shard_dir)["00001.h5"] == shards["00001.h5"]
 
     update(store, images)
-    assert list(store.path.parent.glob(".c.h5.*.h5")) == []
+    assert [p.name for p in store.shard_paths()] == ["00001.h5", "00002.h5"]
+    assert list(files(store.shard_dir)) == ["00001.h5", "00002.h5"]  # no orphan shard, no temporary
+    assert sorted(p.name for p in store.path.parent.iterdir()) == ["c.h5", "c.shards"]
+    assert files(store.shard_dir)["00001.h5"] == shards["00001.h5"]
     uninterrupted = FeatureCache(tmp_path / "fresh" / "c.h5")
     update(uninterrupted, images)
     ids = sorted(images)
-    rerun, expected = store.load(ids), uninterrupted.load(ids)
-    pairs = [(rerun.image_embeddings, expected.image_embeddings), (rerun.patch_tokens, expected.patch_tokens)]
-    pairs += [(rerun.windows[k], expected.windows[k]) for k in PARTS["window_sizes"]]
-    pairs += [(rerun.layers[1], expected.layers[1]), (rerun.vv_layers[2], expected.vv_layers[2])]
-    for a, b in pairs:
-        assert torch.equal(a, b)
+    rerun, expected = tensors(store.load(ids)), tensors(uninterrupted.load(ids))
+    for name in expected:
+        assert torch.equal(rerun[name], expected[name]), name

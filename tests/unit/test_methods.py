@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from fsad.data.splits import Split
+from fsad.features.cache import FORMAT
 from fsad.io import write_json
 from fsad.scorers.base import FitResult
 from fsad.scorers.fit import CategoryFiles, run_fit
@@ -77,12 +78,15 @@ def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFil
     """A store with image embeddings only (what the toy method reads), its manifest, pool and a k1 split."""
     ids = [f"img{i}" for i in range(len(embeddings))]
     store = tmp_path / "store.h5"
-    with h5py.File(store, "w") as h5:
-        h5.attrs.update(backbone_spec="{}", weights="random", grid=2, window_sizes=[], layers=[], vv_layers=[])
+    (tmp_path / "store.shards").mkdir()
+    with h5py.File(tmp_path / "store.shards" / "00001.h5", "w") as shard:
         for image_id, embedding in zip(ids, embeddings):
-            group = h5.create_group(image_id)
+            group = shard.create_group(image_id)
             group["image_embedding"] = embedding.astype(np.float32)
             group["patch_tokens"] = np.zeros((4, 3), np.float32)
+    with h5py.File(store, "w") as h5:  # the index listing that one shard (see fsad.features.cache)
+        h5.attrs.update(format=FORMAT, backbone_spec="{}", weights="random", grid=2, storage_dtype="float32", window_sizes=[], layers=[], vv_layers=[])
+        h5.create_dataset("shards", data=["00001.h5"], dtype=h5py.string_dtype())
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"image_id": ids, "category": "c", "split": "train", "label": 0, "defect_type": "good",
                   "image_path": [str(tmp_path / f"{i}.png") for i in ids], "mask_path": ""}).to_csv(manifest, index=False)

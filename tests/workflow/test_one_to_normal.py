@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import pandas as pd
 import pytest
+
+from fsad.features.cache import FeatureCache
 
 from .conftest import TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
@@ -54,12 +55,12 @@ def test_the_run_writes_the_model_pool_personalized_images_their_features_and_th
     assert all((results / "personalized" / RUN / name).is_file() for name in [*personalized["file"], *personalized["fixed_file"]])
     assert {"s_p", "s_n", "s_text", "s_p_fixed", "score_fixed"} <= set(scores.columns)
 
-    (store,) = (results / "cache/features").glob(f"tiny_tokens-*/personalized/{RUN}.h5")
-    with h5py.File(store) as h5:
-        assert len(h5) == 2 * len(personalized) and set(h5.attrs["layers"]) == {1, 2}
-    (pool_store,) = (results / "cache/features").glob(f"tiny_tokens-*/pools/{RUN}.h5")
-    with h5py.File(pool_store) as h5:  # generated images only (the references are in the dataset's store), windows for winclip_pool
-        assert sorted(h5) == ["i2i_0000", "t2i_0000", "t2i_0001"] and set(h5.attrs["window_sizes"]) == {2, 3}
+    (store_path,) = (results / "cache/features").glob(f"tiny_tokens-*/personalized/{RUN}.h5")
+    store = FeatureCache(store_path)
+    assert len(store.image_ids()) == 2 * len(personalized) and store.layers == [1, 2]
+    (pool_path,) = (results / "cache/features").glob(f"tiny_tokens-*/pools/{RUN}.h5")
+    pool_store = FeatureCache(pool_path)  # generated images only (the references are in the dataset's store), windows for winclip_pool
+    assert pool_store.image_ids() == ["i2i_0000", "t2i_0000", "t2i_0001"] and pool_store.window_sizes == [2, 3]
 
     for table in ("kshot", "branch_ablation", "prompt_ablation", "transfer"):
         assert (results / f"tables/one_to_normal/{table}.md").stat().st_size > 0
