@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-import fsad.backbones  # noqa: F401  (registers the fsad-tiny preset)
+import fsad.backbones.loading  # noqa: F401  (registers the fsad-tiny preset)
 from fsad.backbones.loading import load_backbone
 from fsad.backbones.window_embeddings import encode_images
 from fsad.io import write_text

@@ -23,6 +23,11 @@ rule evaluate:
         fpr_limit=config["evaluation"]["pro_fpr_limit"],
     log:
         f"{R}/logs/evaluate/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/fsad.yaml"
     script:

@@ -22,10 +22,11 @@ import open_clip
 import torch
 from torchvision.transforms import v2
 
-import fsad.backbones  # noqa: F401  (registers the fsad model configs)
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
+# The fsad-tiny presets (see fsad.backbones): registered wherever models are built, i.e. on importing this module.
+open_clip.add_model_config(Path(__file__).parent / "model_configs")
 NO_WEIGHTS = ("", "none", None)
 RANDOM = "random"
 TEXT_BATCH = 256

@@ -21,6 +21,7 @@ import torch
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
 from fsad.io import atomic_path, remove_stale_temporaries, write_json
+from fsad.logs import seconds_since_process_start
 from fsad.scorers.base import GeneratedImages, ScoreResult, ScoringContext
 from fsad.scorers.method import FeatureNeeds, Method, resolve
 from fsad.scorers.registry import load_method
@@ -184,9 +185,13 @@ def run_scorer(
         pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device),
     )
+    score_step = resolve(method.score)
+    age = seconds_since_process_start()
+    if age is not None:  # the job's start-up as bench/startup.py reports it: everything before the method's work
+        log.info("scoring starts: %.2f s after the process started", age)
     started = time.perf_counter()
     with torch.inference_mode():
-        result = resolve(method.score)(ctx)
+        result = score_step(ctx)
     seconds = time.perf_counter() - started
     _check_result(result, split, map_size, scorer, method.maps)
 

@@ -160,3 +160,18 @@ def test_synthetic_asking_for_more_images_than_the_source_has_fails_clearly(tmp_
         synthetic(tmp_path, n_train_normals=2000)
     with pytest.raises(ValueError, match="defect_types"):
         synthetic(tmp_path, defect_types=["crack"])
+
+
+def test_synthetic_copies_are_numbered_categories_with_their_own_draws(tmp_path):
+    assert dataset_categories(SMALL_SYNTHETIC | {"copies": 3}) == ["textile1", "textile2", "textile3"]
+    assert dataset_categories(SMALL_SYNTHETIC | {"copies": 2, "source": "elpv"}) == ["mono1", "mono2", "poly1", "poly2"]
+    manifest = synthetic(tmp_path, copies=3)
+    validate_manifest(manifest)
+    assert manifest.groupby("category").size().to_dict() == {"textile1": 9, "textile2": 9, "textile3": 9}
+    sources = {category: frozenset(Path(p).stem.split("_", 1)[1] for p in rows["image_path"]) for category, rows in manifest.groupby("category")}
+    assert len(set(sources.values())) == 3  # each copy draws its own source images
+
+
+def test_synthetic_rejects_a_bad_copy_count(tmp_path):
+    with pytest.raises(ValueError, match="copies"):
+        synthetic(tmp_path, copies=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -146,6 +147,11 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_m
         self._spawn("slurmctld", [_sbin("slurmctld"), "-D"])
         self._spawn("slurmd", [_sbin("slurmd"), "-D", "-N", "localhost"])
         self._wait("idle node", lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False).stdout)
+
+    def submitted_job_ids(self) -> list[int]:
+        """Ids of the batch jobs slurmctld accepted so far (from its own log: each sbatch call is one)."""
+        text = (self.root / "slurmctld.log").read_text(errors="replace")
+        return [int(m) for m in re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", text)]
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)

@@ -123,3 +123,27 @@ def test_benchmark_configs_use_pretrained_weights_and_refuse_random_ones(name):
     assert config["weights_fallback"] == "error"
     assert all(b["pretrained"] not in ("none", "") for b in config["backbones"].values())
     assert all(g.get("base_model") != "tiny" for g in (config.get("generators") or {}).values())  # tiny: random weights
+
+
+def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
+    """Through profiles/slurm, all.yaml's jobs travel in group jobs: one submission per download, per 4 categories'
+    feature extractions and per 12 score jobs with their evaluations (the profile's group-components)."""
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles/slurm/profile.yaml").read_text())
+    profile["default-resources"].pop("slurm_account")  # the account check would ask the cluster's sacctmgr
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile/profile.yaml").write_text(yaml.safe_dump(profile))
+    proc = snakemake(tmp_path / "run", "-n", "--profile", str(tmp_path / "profile"), configfiles=(BENCHMARKS / "all.yaml",))
+    text = proc.stdout + proc.stderr
+    groups = re.findall(r"^\[[^\]]+\] Group job (\w+) ", text, re.M)
+    # Jobs outside groups (group members are indented); the dry run prints local rules (draw_split, tables, ...) the
+    # same way, so only the rules that run on the cluster are counted (tests/workflow/test_slurm.py counts real sbatch calls).
+    cluster_rules = {"prepare_dataset", "extract_features", "fit", "score", "evaluate"}
+    single = [rule for rule in re.findall(r"^rule (\w+):$", text, re.M) if rule in cluster_rules]
+    per_group = {name: int(n) for name, n in (entry.split("=") for entry in profile["group-components"])}
+    protocol = CASES["all.yaml"]
+    assert single == ["prepare_dataset"] * protocol["prepare_dataset"]
+    assert groups.count("features") == -(-protocol["extract_features"] // per_group["features"])
+    assert groups.count("scores") == -(-protocol["score"] // per_group["scores"])
+    assert len(groups) + len(single) <= 100

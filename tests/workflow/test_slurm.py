@@ -7,6 +7,7 @@ an accounting database needs changed (see ``cluster_profile``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -114,30 +116,47 @@ def test_toy_workflow_gpu_rule_gets_a_slurm_gpu_and_cpu_rule_none(slurm_cluster,
     print(f"toy workflow through SLURM: {elapsed:.1f} s")
 
 
-def test_tiny_pipeline_runs_through_slurm_and_every_gpu_job_gets_a_gpu(slurm_cluster, cluster_profile, tmp_path):
-    # One dataset keeps the number of SLURM job waves (about 10 s each) small; every rule still runs.
-    overlay = tmp_path / "one_dataset.yaml"
+def test_tiny_pipeline_on_many_categories_runs_as_few_grouped_submissions_each_gpu_job_with_a_gpu(slurm_cluster, cluster_profile, tmp_path):
+    """The tiny pipeline on five synthetic categories: 15 score and 15 evaluate jobs, 5 feature extractions and a
+    download would be 36 submissions of one job each; the profile's groups make them five, with every output as
+    without grouping, and every GPU job inside a group job still runs on a SLURM-allocated GPU."""
+    categories, runs = 5, 1
+    profile = yaml.safe_load(PROFILE.read_text())
+    components = {name: int(n) for name, n in (entry.split("=") for entry in profile["group-components"])}
     tiny = yaml.safe_load(TINY.read_text())
-    overlay.write_text(yaml.safe_dump({"datasets": [d for d in tiny["datasets"] if d["name"] == "synthetic"]}))
+    synthetic = next(d for d in tiny["datasets"] if d["name"] == "synthetic")
+    overlay = tmp_path / "many_categories.yaml"
+    overlay.write_text(yaml.safe_dump({"runs": runs, "datasets": [synthetic | {"copies": categories}]}))
     workdir = tmp_path / "run"
     workdir.mkdir()
+    before = len(slurm_cluster.submitted_job_ids())
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--profile", str(cluster_profile)]
     cmd += ["--configfile", str(TINY), str(overlay)]
     start = time.monotonic()
-    proc = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=900)
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}\n{slurm_cluster.logs()}"
 
+    # The default config's settings: winclip in zs (one run) and k1, the anomalous memory in a1, on every category.
+    score_jobs = categories * ((1 + runs) + runs)
     results = workdir / "results"
+    names = [f"textile{i}" for i in range(1, categories + 1)]
+    assert len(list(results.glob("scores/*/synthetic/textile*/*/run*.parquet"))) == score_jobs
+    assert sorted({p.parent.parent.name for p in results.glob("scores/*/synthetic/*/*/run*.parquet")}) == names
     assert_metrics_cover_every_job(results)
-    assert (results / "tables/synthetic.md").stat().st_size > 0
-    assert (results / "tables/summary.csv").stat().st_size > 0
+    summary = pd.read_csv(results / "tables/summary.csv", dtype=str, keep_default_na=False).query("dataset == 'synthetic'")
+    assert sorted(zip(summary["scorer"], summary["setting"])) == [("anomalous_memory", "a1"), ("winclip", "k1"), ("winclip", "zs")]
+    metrics = pd.read_csv(results / "metrics/metrics.csv").query("scorer == 'winclip' and setting == 'zs' and metric == 'image_auroc'")
+    assert sorted(metrics["category"]) == names
+    assert summary.set_index("setting").at["zs", "I-AUROC"] == f"{100 * metrics['value'].mean():.1f}"  # the mean over all categories
     assert (results / "plots/roc_synthetic.png").stat().st_size > 0
-    assert list(results.glob("scores/*/synthetic/*/*/run0.parquet"))
     for rule in GPU_RULES:
         logs = sorted((results / "logs" / rule).rglob("*.log"))
-        assert logs, f"no {rule} job logs under {results / 'logs' / rule}"
+        assert len(logs) == {"extract_features": categories, "score": score_jobs}[rule], f"{rule} job logs: {logs}"
         for log in logs:
             assert_slurm_gpu_allocation(log.read_text(), str(log.relative_to(results)))
-    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr)
-    print(f"tiny pipeline through SLURM: {len(submitted)} SLURM jobs in {elapsed:.1f} s")
+
+    expected = 1 + math.ceil(categories / components["features"]) + math.ceil(score_jobs / components["scores"])  # download + groups
+    submitted = slurm_cluster.submitted_job_ids()[before:]
+    assert len(submitted) == expected, f"{len(submitted)} SLURM submissions, expected {expected}:\n{proc.stderr[-6000:]}"
+    print(f"{categories} categories through SLURM: {len(submitted)} submissions (ungrouped: {1 + categories + 2 * score_jobs}) in {elapsed:.1f} s")

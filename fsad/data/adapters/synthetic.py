@@ -5,6 +5,10 @@ Options (all optional):
 * ``source`` (default ``textile``): the dataset kind whose normal images (label 0, any split) are
   used; its adapter is run with a spec holding only ``name`` and ``kind``, its files under
   ``data_dir/source``. One synthetic category per source category.
+* ``copies`` (default 1): synthetic categories per source category. With more than one, copy ``i``
+  of source category ``c`` is category ``{c}{i}`` (``textile1``, ``textile2``, ...: numbered like
+  VisA's ``pcb1`` .. ``pcb4``), each with its own draw of images and defects; for scale runs and for
+  tests that need many categories of a small source.
 * ``seed`` (default 0): seeds the choice of source images and every defect, through
   :func:`fsad.seeding.derive_seed` and ``numpy.random.Generator``.
 * ``n_train_normals`` (20), ``n_test_normals`` (20): normal images per category in train and test.
@@ -40,6 +44,7 @@ from fsad.seeding import derive_seed
 DEFAULTS: dict[str, Any] = {
     "source": "textile",
     "seed": 0,
+    "copies": 1,
     "n_train_normals": 20,
     "n_test_normals": 20,
     "n_anomalies": 40,
@@ -54,6 +59,8 @@ def synthetic_options(spec: DatasetSpec) -> dict[str, Any]:
     name = spec.get("name", "synthetic")
     if options["source"] == "synthetic":
         raise ValueError(f"dataset {name!r}: `source` must name another dataset kind, e.g. textile")
+    if not isinstance(options["copies"], int) or options["copies"] < 1:
+        raise ValueError(f"dataset {name!r}: copies must be a positive integer, not {options['copies']!r}")
     unknown = [t for t in options["defect_types"] if t not in DEFECT_TYPES]
     if unknown or not options["defect_types"]:
         raise ValueError(f"dataset {name!r}: defect_types {options['defect_types']} must be a non-empty subset of {list(DEFECT_TYPES)}")
@@ -64,10 +71,18 @@ def _source_spec(spec: DatasetSpec, source: str) -> DatasetSpec:
     return {"name": f"{spec.get('name', 'synthetic')}-source", "kind": source}
 
 
+def _categories_by_source(spec: DatasetSpec) -> dict[str, str]:
+    """Synthetic category -> the source category it is made from."""
+    options = synthetic_options(spec)
+    source_categories = get_adapter(options["source"]).categories(_source_spec(spec, options["source"]))
+    if options["copies"] == 1:
+        return {category: category for category in source_categories}
+    return {f"{category}{i}": category for category in source_categories for i in range(1, options["copies"] + 1)}
+
+
 def synthetic_categories(spec: DatasetSpec) -> list[str]:
-    """The source dataset's categories."""
-    source = synthetic_options(spec)["source"]
-    return get_adapter(source).categories(_source_spec(spec, source))
+    """The source dataset's categories (each ``copies`` times, numbered, when ``copies`` > 1)."""
+    return list(_categories_by_source(spec))
 
 
 @register("synthetic", categories=synthetic_categories, has_masks=True)
@@ -78,8 +93,8 @@ def prepare_synthetic(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     source_rows = get_adapter(source).prepare(_source_spec(spec, source), Path(data_dir) / "source")
     out_root = raw_root(spec, Path(data_dir))
     rows: list[dict[str, Any]] = []
-    for category in synthetic_categories(spec):
-        normals = source_rows[(source_rows["category"] == category) & (source_rows["label"] == 0)]
+    for category, source_category in _categories_by_source(spec).items():
+        normals = source_rows[(source_rows["category"] == source_category) & (source_rows["label"] == 0)]
         rows += _prepare_category(spec, options, category, normals.sort_values("image_id"), out_root / category)
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
 
