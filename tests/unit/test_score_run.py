@@ -212,3 +212,25 @@ def test_a_sigkilled_score_job_leaves_no_score_file_and_its_rerun_equals_an_unin
     assert np.array_equal(rerun[1], expected[1]) and rerun[2] == expected[2]
     timing = ("seconds", "images_per_second")
     assert {k: v for k, v in rerun[3].items() if k not in timing} == {k: v for k, v in expected[3].items() if k not in timing}
+
+
+# A score job of warm caches, as a fresh process: which heavy packages did it import by the end?
+SCORE_AND_LIST_IMPORTS = """
+import json, sys
+from fsad.scorers.run import run_scorer
+arguments, outputs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+run_scorer("winclip", **arguments, device="cpu", **outputs)
+print(json.dumps(sorted(name for name in ("open_clip", "timm", "transformers", "sklearn", "diffusers") if name in sys.modules)))
+"""
+
+
+def test_a_score_job_with_warm_caches_never_imports_model_code(job, tmp_path):
+    """No model construction, so none of the packages that build models (seconds of start-up each) is imported."""
+    score(job, tmp_path / "warm-up")  # fills the prompt-embedding cache
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORE_AND_LIST_IMPORTS, json.dumps(job["arguments"]), json.dumps(outputs(tmp_path / "job"))],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    pd.testing.assert_frame_equal(read_outputs(tmp_path / "job")[0], read_outputs(tmp_path / "warm-up")[0])
