@@ -5,7 +5,7 @@ import os
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import pool_image_ids
 from fsad.devices import claim_device
-from fsad.features.extract import extract_category
+from fsad.features.extract import extract_with_rule_params
 from fsad.io import read_json, write_json
 from fsad.logs import job_logging
 
@@ -13,19 +13,13 @@ smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]) as log, claim_device() as device:
     manifest = read_manifest(smk.input.manifest, smk.wildcards.category).set_index("image_id")
     ids = pool_image_ids(read_json(smk.input.pool))
-    summary = extract_category(
-        backbone_spec=smk.params.backbone,
+    summary = extract_with_rule_params(
+        smk.params,
         backbone_name=smk.wildcards.backbone,
         image_paths={i: manifest.at[i, "image_path"] for i in ids},
         cache_path=smk.output.store,
-        window_sizes=smk.params.window_sizes,
-        batch_size=smk.params.backbone["batch_size"],
         device=device,
-        weights_fallback=smk.params.weights_fallback,
-        seed=smk.params.seed,
         threads=smk.threads,
-        layers=smk.params.layers,
-        vv_layers=smk.params.vv_layers,
     )
     log.info("features: %s", summary)
     asked = {"window_sizes": smk.params.window_sizes, "layers": smk.params.layers, "vv_layers": smk.params.vv_layers}

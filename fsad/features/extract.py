@@ -47,3 +47,19 @@ def extract_category(
     )
     log.info("%s: %s", backbone_name, summary)
     return {"backbone": backbone_name, "device": str(backbone.device), **summary}
+
+
+def extract_with_rule_params(params: Any, **job: Any) -> dict[str, Any]:
+    """:func:`extract_category` with the settings both feature rules pass as ``params`` (``backbone``, ``window_sizes``,
+    ``layers``, ``vv_layers``, ``weights_fallback``, ``seed``); ``job`` gives the rest (backbone_name, image_paths,
+    cache_path, device, threads)."""
+    return extract_category(
+        backbone_spec=params.backbone,
+        batch_size=params.backbone["batch_size"],
+        window_sizes=params.window_sizes,
+        layers=params.layers,
+        vv_layers=params.vv_layers,
+        weights_fallback=params.weights_fallback,
+        seed=params.seed,
+        **job,
+    )
