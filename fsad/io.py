@@ -59,6 +59,18 @@ def write_json(target: str | os.PathLike, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_figure(figure: Any, target: str | os.PathLike, dpi: int, **savefig: Any) -> Path:
+    """Write a matplotlib figure as PNG atomically (creating its folder), close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi, **savefig)
+    plt.close(figure)
+    return path
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file, naming the file in the error when it is missing or corrupt."""
     path = Path(path)

@@ -28,7 +28,8 @@ from PIL import Image
 from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.evaluation.tables import latex_escape, latex_weights_lines, markdown_weights_lines, weights_provenance
 from fsad.fusion.weights import DISTRIBUTIONS, TIE_BREAK, auroc
-from fsad.io import atomic_path, read_json, write_text
+from fsad.io import read_json, save_figure, write_text
+from fsad.scorers.method import ReportContext
 
 KEYS = ["dataset", "category", "setting", "run"]
 # The four tables' base names, in table order, as written under the report's table directory.
@@ -272,46 +273,28 @@ def defect_size_figure(sizes: pd.DataFrame, path: str | Path, title: str = "Defe
     axes.set_ylabel("defect area / image area")
     axes.set_title(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
-def write_anomalous_samples_report(
-    *,
-    metrics_csv: str | Path,
-    score_files: list[str | Path],
-    detail_files: list[str | Path],
-    manifests: dict[str, str | Path],
-    params: dict,
-    out_dir: str | Path,
-    figures_dir: str | Path,
-) -> list[Path]:
-    """Write the paper's four tables (Markdown, CSV, LaTeX) under ``out_dir`` and its Figure 2 under ``figures_dir``.
+def write_anomalous_samples_report(ctx: ReportContext) -> list[Path]:
+    """Write the paper's four tables (Markdown, CSV, LaTeX) under ``ctx.out_dir`` and its Figure 2 under ``ctx.figures_dir``.
 
-    Args:
-        score_files: one anomalous-memory scorer instance's score parquets (one setting).
-        detail_files: their details JSONs (validation results, sub-score names).
-        manifests: dataset name -> manifest path, for the defect sizes.
-        params: the instance's parameters; ``baseline_scorer`` and ``baseline_setting`` name the WinCLIP+
-            results table 1 compares with.
+    ``ctx.score_files`` are one anomalous-memory instance's (one setting), their details hold the validation results
+    and sub-score names, the manifests give the defect sizes, and the parameters ``baseline_scorer`` and
+    ``baseline_setting`` name the WinCLIP+ results table 1 compares with.
     """
-    out_dir = Path(out_dir)
-    figure = Path(figures_dir) / "defect_size.png"
-    scores = read_score_files(score_files)
-    details = read_details(detail_files)
+    figure = ctx.figures_dir / "defect_size.png"
+    scores = read_score_files(ctx.score_files)
+    details = read_details(ctx.detail_files)
     settings = scores[["scorer", "setting"]].drop_duplicates()
     if len(settings) != 1:
         raise ValueError(f"the anomalous-samples tables read one scorer instance in one setting; these score files hold {settings.values.tolist()}")
     anomalous = tuple(settings.iloc[0])
-    normal = (params["baseline_scorer"], params["baseline_setting"])
+    normal = (ctx.params["baseline_scorer"], ctx.params["baseline_setting"])
     sub_scores = details[0]["scorer_details"]["sub_scores"]
-    metrics = read_metrics(metrics_csv)
+    metrics = read_metrics(ctx.metrics_csv)
     if "weights" not in scores.columns:
-        raise ValueError(f"score files such as {score_files[0]} have no 'weights' column, so the weights provenance is unknown; rerun their score jobs")
+        raise ValueError(f"score files such as {ctx.score_files[0]} have no 'weights' column, so the weights provenance is unknown; rerun their score jobs")
     # Table 1 compares the two methods image for image: only datasets the anomalous scorer ran on.
     metrics = metrics[metrics["dataset"].isin(scores["dataset"].unique())]
     pairs = metrics[[(scorer, setting) in (normal, anomalous) for scorer, setting in zip(metrics["scorer"], metrics["setting"])]]
@@ -334,7 +317,7 @@ def write_anomalous_samples_report(
     ]
     written = []
     for name, (table, caption, weights, notes) in zip(TABLES, tables, strict=True):
-        written += write_table(table, out_dir / name, caption, weights, notes)
-    frames = [pd.read_csv(path, keep_default_na=False).assign(dataset=name) for name, path in manifests.items()]
+        written += write_table(table, ctx.out_dir / name, caption, weights, notes)
+    frames = [pd.read_csv(path, keep_default_na=False).assign(dataset=name) for name, path in ctx.manifests.items()]
     defect_size_figure(defect_sizes(pd.concat(frames, ignore_index=True)), figure)
-    return written + [Path(figure)]
+    return written + [figure]

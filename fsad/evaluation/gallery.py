@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 
 from fsad.evaluation.tables import with_weights_note
-from fsad.io import atomic_path
+from fsad.io import save_figure
 
 
 def pick_examples(scores: pd.DataFrame, n: int = 2) -> pd.DataFrame:
@@ -78,11 +78,7 @@ def gallery_figure(
             axis.set_yticks([])
     figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.5, label="anomaly score (shared scale)")
     figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=90, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def write_gallery(scores_parquet: str | Path, maps_h5: str | Path, manifest: pd.DataFrame, path: str | Path, title: str, n: int = 2) -> Path:

@@ -17,16 +17,10 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from fsad.evaluation.tables import MEAN_ROW, dataset_table, with_weights_note  # noqa: E402
-from fsad.io import atomic_path  # noqa: E402
+from fsad.io import save_figure  # noqa: E402
 
 PANEL_COLUMNS = 4
 LEGEND_INSIDE_MAX = 4
-
-
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def roc_figure(scores: pd.DataFrame, dataset: str, path: str | Path) -> None:
@@ -67,7 +61,7 @@ def roc_figure(scores: pd.DataFrame, dataset: str, path: str | Path) -> None:
         fig.legend(handles, [f"{s} {t}" for s, t in methods], loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     fig.suptitle(with_weights_note(f"{dataset}: image-level ROC (runs pooled)", rows))
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def auroc_bar_chart(metrics: pd.DataFrame, dataset: str, path: str | Path, metric: str = "image_auroc") -> None:
@@ -97,4 +91,4 @@ def auroc_bar_chart(metrics: pd.DataFrame, dataset: str, path: str | Path, metri
     ax.set_title(with_weights_note(f"{dataset}: {metric} per category (mean ± std over runs)", metrics[metrics["dataset"] == dataset]))
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")

@@ -1,7 +1,7 @@
 """What scorers and fits receive and return.
 
 A method's score step is a function ``score(ctx: ScoringContext) -> ScoreResult``; its fit step, if it has
-one, ``fit(ctx: FitContext) -> FitResult``. Both are named in the method's declaration
+one, ``fit(ctx: FitContext) -> FitResult``; its report, if it has one, ``write(ctx: ReportContext) -> list[Path]`` (a :class:`fsad.scorers.method.ReportContext`). Both are named in the method's declaration
 (:mod:`fsad.scorers.method`). The orchestration in :mod:`fsad.scorers.run` and :mod:`fsad.scorers.fit`
 builds the contexts from the job's files and writes the results; methods never read files or the config.
 """
@@ -164,3 +164,4 @@ class FitResult:
     tensors: dict[str, torch.Tensor]
     losses: list[float] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+

@@ -100,8 +100,7 @@ class Report:
     """Method-specific tables and figures, written by one job per scorer instance.
 
     Attributes:
-        write: ``"module:function"`` called with keyword arguments ``metrics_csv, score_files, detail_files,
-            manifests, params, out_dir, figures_dir``.
+        write: ``"module:function"`` taking a :class:`ReportContext`, returning the paths written.
         tables: base names written as ``tables/{scorer}/{name}.{md,csv,tex}``.
         figures: base names written as ``plots/{scorer}/{name}.png``.
         params: parameters read only by the report (never rerun a score job).
@@ -113,6 +112,33 @@ class Report:
     tables: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
+
+
+@dataclass
+class ReportContext:
+    """What a method's report step reads, and where it writes (one report job per scorer instance).
+
+    Attributes:
+        metrics_csv: the run's ``metrics.csv`` (every scorer's rows: reports compare instances).
+        score_files: the instance's score parquets (their metadata names the instance, datasets and settings).
+        detail_files: their details JSONs, in the same order.
+        manifests: dataset name -> manifest CSV, for the instance's datasets.
+        params: the instance's parameters (defaults filled in), report parameters included.
+        out_dir: where its tables go (``tables/{scorer}/``), figures_dir: where its figures go (``plots/{scorer}/``).
+    """
+
+    metrics_csv: Path
+    score_files: list[Path]
+    detail_files: list[Path]
+    manifests: dict[str, Path]
+    params: dict[str, Any]
+    out_dir: Path
+    figures_dir: Path
+
+    def __post_init__(self) -> None:
+        self.metrics_csv, self.out_dir, self.figures_dir = Path(self.metrics_csv), Path(self.out_dir), Path(self.figures_dir)
+        self.score_files, self.detail_files = [Path(f) for f in self.score_files], [Path(f) for f in self.detail_files]
+        self.manifests = {name: Path(path) for name, path in self.manifests.items()}
 
 
 @dataclass(frozen=True)

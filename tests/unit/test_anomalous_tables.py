@@ -24,6 +24,7 @@ from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
 from fsad.fusion.weights import TIE_BREAK
 from fsad.score_files import write_score_table
+from fsad.scorers.method import ReportContext
 
 from .table_files import as_text, csv_table, markdown_table
 
@@ -148,13 +149,13 @@ def write_report_inputs(tmp_path, weights, metrics_weights=None):
     Image.fromarray(mask).save(tmp_path / "m.png")
     pd.DataFrame({"image_id": ["x"], "category": ["pcb1"], "split": ["test"], "label": [1], "defect_type": ["bent"],
                   "image_path": ["/x.png"], "mask_path": [str(tmp_path / "m.png")]}).to_csv(tmp_path / "manifest.csv", index=False)
-    return dict(metrics_csv=tmp_path / "metrics.csv", score_files=score_files, detail_files=detail_files,
+    return ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=score_files, detail_files=detail_files,
                 manifests={"visa": tmp_path / "manifest.csv"}, params={"baseline_scorer": "winclip", "baseline_setting": "k1"},
                 out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots")
 
 
 def test_report_writes_every_table_named_in_TABLES(tmp_path):
-    written = write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED))
+    written = write_anomalous_samples_report(write_report_inputs(tmp_path, PRETRAINED))
     expected = {tmp_path / "tables" / f"{name}.{ext}" for name in TABLES for ext in ("md", "csv", "tex")}
     assert set(written) == expected | {tmp_path / "plots" / "defect_size.png"}
     for name in TABLES:
@@ -167,7 +168,7 @@ def test_report_writes_every_table_named_in_TABLES(tmp_path):
 
 
 def test_every_anomalous_samples_table_says_when_its_rows_used_random_weights(tmp_path):
-    write_anomalous_samples_report(**write_report_inputs(tmp_path, RANDOM))
+    write_anomalous_samples_report(write_report_inputs(tmp_path, RANDOM))
     for name in TABLES:
         md = (tmp_path / "tables" / f"{name}.md").read_text()
         assert f"**{RANDOM_WEIGHTS_NOTE}**" in md and md.index(RANDOM_WEIGHTS_NOTE) < md.index("|")
@@ -178,11 +179,11 @@ def test_every_anomalous_samples_table_says_when_its_rows_used_random_weights(tm
 
 def test_every_written_report_table_holds_the_frame_it_comes_from_cell_for_cell(tmp_path):
     inputs = write_report_inputs(tmp_path, PRETRAINED)
-    write_anomalous_samples_report(**inputs)
-    scores = read_score_files(inputs["score_files"])
-    entries = [json.loads(path.read_text()) for path in inputs["detail_files"]]
+    write_anomalous_samples_report(inputs)
+    scores = read_score_files(inputs.score_files)
+    entries = [json.loads(path.read_text()) for path in inputs.detail_files]
     frames = {
-        "table1_one_sample": one_sample_table(pd.read_csv(inputs["metrics_csv"])),
+        "table1_one_sample": one_sample_table(pd.read_csv(inputs.metrics_csv)),
         "table2_sub_scores_test": sub_score_table_test_set(scores, ["zero_shot", "anomalous_patch"]),
         "table3_sub_scores_validation": sub_score_table_validation_set(entries),
         "table4_weight_validation": weight_validation_table(scores, entries),
@@ -200,7 +201,7 @@ def test_every_written_report_table_holds_the_frame_it_comes_from_cell_for_cell(
 
 
 def test_table4_states_the_tie_rule_and_the_mean_number_of_tied_draws_under_the_table(tmp_path):
-    write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED))
+    write_anomalous_samples_report(write_report_inputs(tmp_path, PRETRAINED))
     md = (tmp_path / "tables" / "table4_weight_validation.md").read_text()
     below = md[md.rindex("|"):]
     assert TIE_BREAK in below
@@ -225,6 +226,6 @@ def test_defect_sizes_are_mask_areas_and_the_figure_is_written(tmp_path):
 
 
 def test_only_the_table_built_from_random_weight_rows_carries_the_note(tmp_path):
-    write_anomalous_samples_report(**write_report_inputs(tmp_path, PRETRAINED, metrics_weights=RANDOM))
+    write_anomalous_samples_report(write_report_inputs(tmp_path, PRETRAINED, metrics_weights=RANDOM))
     labelled = {name for name in TABLES if RANDOM_WEIGHTS_NOTE in (tmp_path / "tables" / f"{name}.md").read_text()}
     assert labelled == {"table1_one_sample"}

@@ -7,6 +7,7 @@ import pytest
 from fsad.score_files import write_score_table
 from fsad.scorers.devprompt.method import METHOD
 from fsad.scorers.devprompt.report import write_devprompt_report
+from fsad.scorers.method import ReportContext
 from fsad.scorers.registry import method_params
 
 RUNS = {  # scorer -> category -> pixel AUROC per run (image AUROC is 0.05 lower)
@@ -31,8 +32,8 @@ def report(tmp_path):
     keys = {"scorer": "devprompt", "method": "devprompt", "dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "weights": "laion400m_e31"}
     write_score_table(pd.DataFrame({"image_id": ["a"], "score": [1.0]}), keys, scores)
     params = method_params(METHOD, {"compare_with": ["winclip", "promptad"], "sensitivity": {"lambda_dev": {"devprompt_lam01": 0.1}}})
-    written = write_devprompt_report(metrics_csv=tmp_path / "metrics.csv", score_files=[scores], detail_files=[], manifests={},
-                                     params=params, out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots")
+    written = write_devprompt_report(ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=[scores], detail_files=[], manifests={},
+                                                   params=params, out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
     return tmp_path / "tables", written
 
 

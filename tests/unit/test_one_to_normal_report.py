@@ -11,6 +11,7 @@ from PIL import Image
 from fsad.evaluation.collect import read_score_files
 from fsad.evaluation.tables import RANDOM_WEIGHTS_NOTE
 from fsad.score_files import write_score_table
+from fsad.scorers.method import ReportContext
 from fsad.scorers.one_to_normal.report import branch_ablation_table, kshot_table, prompt_ablation_table, transfer_table, write_report
 
 from .table_files import csv_table
@@ -83,8 +84,8 @@ def test_the_report_writes_every_table_and_the_gallery_with_the_random_weights_n
     details.write_text(json.dumps({"dataset": "d", "category": "wood", "setting": "k2", "run": 0, "weights": "random", "scorer_details": {"personalized": personalized}}))
     metrics = tmp_path / "metrics.csv"
     pd.DataFrame(metrics_rows("o2n", [0.75]) + metrics_rows("o2n", [0.6], "image_ap")).to_csv(metrics, index=False)
-    written = write_report(metrics_csv=metrics, score_files=[score_file], detail_files=[details], manifests={}, out_dir=tmp_path / "tables",
-                           figures_dir=tmp_path / "plots", params={"alpha": 1.0, "beta": 0.5, "transfer": [], "gallery_categories": 4})
+    written = write_report(ReportContext(metrics_csv=metrics, score_files=[score_file], detail_files=[details], manifests={}, out_dir=tmp_path / "tables",
+                                         figures_dir=tmp_path / "plots", params={"alpha": 1.0, "beta": 0.5, "transfer": [], "gallery_categories": 4}))
     names = sorted(p.name for p in written)
     assert names == sorted([f"{t}.{e}" for t in ("kshot", "branch_ablation", "prompt_ablation", "transfer") for e in ("md", "csv", "tex")] + ["gallery.png"])
     assert all(p.stat().st_size > 0 for p in written)

@@ -61,7 +61,7 @@ def assert_png(path) -> None:
 def drawn(monkeypatch):
     """``drawn(draw)``: the figure ``draw()`` saves, kept open to be read back (closed after the test)."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **kwargs: figures.append(fig))
 
     def draw(call) -> Figure:
         call()

@@ -19,6 +19,7 @@ from fsad.evaluation.anomalous_tables import format_mean_std, write_table
 from fsad.evaluation.collect import read_metrics
 from fsad.evaluation.tables import MEAN_ROW
 from fsad.score_files import read_score_keys
+from fsad.scorers.method import ReportContext
 
 ROW_KEYS = ["dataset", "setting", "category"]
 METRIC_LABELS = {"pixel_auroc": "pixel AUROC", "image_auroc": "image AUROC"}
@@ -59,28 +60,18 @@ def sensitivity_columns(parameter: str, own: str, own_value: float, sweep: dict[
     return {label(value) if values.count(value) == 1 else f"{label(value)} ({name})": name for name, value in entries}
 
 
-def write_devprompt_report(
-    *,
-    metrics_csv: str | Path,
-    score_files: list[str | Path],
-    detail_files: list[str | Path],
-    manifests: dict[str, str | Path],
-    params: dict,
-    out_dir: str | Path,
-    figures_dir: str | Path,
-) -> list[Path]:
-    """Write the tables of :data:`fsad.scorers.devprompt.method.TABLES` (Markdown, CSV, LaTeX) under ``out_dir``.
+def write_devprompt_report(ctx: ReportContext) -> list[Path]:
+    """Write the tables of :data:`fsad.scorers.devprompt.method.TABLES` (Markdown, CSV, LaTeX) under ``ctx.out_dir``.
 
-    Args:
-        score_files: the instance's score parquets (they name the instance).
-        params: the instance's parameters: ``compare_with``, ``sensitivity``, ``sensitivity_metric`` and the swept values.
+    The score files name the instance; its parameters ``compare_with``, ``sensitivity``, ``sensitivity_metric`` and
+    the swept values name the columns.
     """
-    if not score_files:
+    if not ctx.score_files:
         raise ValueError("the devprompt report needs the instance's score files")
-    own = read_score_keys(score_files[0])["scorer"]
-    metrics = read_metrics(metrics_csv)
+    own = read_score_keys(ctx.score_files[0])["scorer"]
+    metrics = read_metrics(ctx.metrics_csv)
     metrics = metrics[metrics["dataset"].isin(metrics.loc[metrics["scorer"] == own, "dataset"].unique())]
-    out_dir = Path(out_dir)
+    params, out_dir = ctx.params, ctx.out_dir
     written = []
     comparison = {name: name for name in [*params["compare_with"], own]}
     for metric in ("pixel_auroc", "image_auroc"):

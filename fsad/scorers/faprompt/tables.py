@@ -20,6 +20,7 @@ import pandas as pd
 from fsad.evaluation.anomalous_tables import write_table
 from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.scorers.faprompt.method import TABLES
+from fsad.scorers.method import ReportContext
 
 IMAGE_PAIR = ("image_auroc", "image_ap")
 PIXEL_PAIR = ("pixel_auroc", "pixel_pro")
@@ -73,31 +74,21 @@ def ablation_table(metrics: pd.DataFrame, rows: list[dict[str, str]], datasets: 
     return pd.DataFrame(table)
 
 
-def write_report(
-    *,
-    metrics_csv: str | Path,
-    score_files: list[str | Path],
-    detail_files: list[str | Path],
-    manifests: dict[str, str | Path],
-    params: dict,
-    out_dir: str | Path,
-    figures_dir: str | Path,
-) -> list[Path]:
-    """Write tables 1-3 of one FAPrompt/AnomalyCLIP instance under ``out_dir`` (Markdown, CSV, LaTeX).
+def write_report(ctx: ReportContext) -> list[Path]:
+    """Write tables 1-3 of one FAPrompt/AnomalyCLIP instance under ``ctx.out_dir`` (Markdown, CSV, LaTeX).
 
-    Args:
-        score_files: the instance's own score parquets: they give its name, its datasets and its (one) setting.
-        params: the instance's parameters; ``compare_scorers`` and ``ablation`` name the other instances.
+    The instance's own score files give its name, its datasets and its (one) setting; its parameters
+    ``compare_scorers`` and ``ablation`` name the other instances.
     """
-    scores = read_score_files(score_files)
+    scores = read_score_files(ctx.score_files)
     keys = scores[["scorer", "setting"]].drop_duplicates()
     if len(keys) != 1:
         raise ValueError(f"the FAPrompt tables read one scorer instance in one setting; these score files hold {keys.values.tolist()}")
     scorer, setting = keys.iloc[0]
     datasets = sorted(scores["dataset"].unique())
-    metrics = read_metrics(metrics_csv)
-    scorers = [scorer, *[s for s in params["compare_scorers"] if s != scorer]]
-    ablation = params["ablation"] or [{"label": scorer, "scorer": scorer}]
+    metrics = read_metrics(ctx.metrics_csv)
+    scorers = [scorer, *[s for s in ctx.params["compare_scorers"] if s != scorer]]
+    ablation = ctx.params["ablation"] or [{"label": scorer, "scorer": scorer}]
     used = lambda names, pair: metrics[  # noqa: E731
         metrics["scorer"].isin(names) & (metrics["setting"] == setting) & metrics["dataset"].isin(datasets) & metrics["metric"].isin(pair)
     ]
@@ -117,5 +108,5 @@ def write_report(
     written = []
     for name, (table, caption, rows) in zip(TABLES, tables, strict=True):
         notes = [] if not rows.empty else ["No pixel metrics: none of these datasets has anomaly masks."]
-        written += write_table(table, Path(out_dir) / name, caption, own if rows.empty else rows, notes)
+        written += write_table(table, ctx.out_dir / name, caption, own if rows.empty else rows, notes)
     return written

@@ -28,7 +28,8 @@ from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.evaluation.gallery import pick_examples
 from fsad.evaluation.tables import dataset_table, format_mean_std, with_weights_note, write_table_files
 from fsad.fusion.weights import auroc
-from fsad.io import atomic_path, read_json
+from fsad.io import read_json, save_figure
+from fsad.scorers.method import ReportContext
 from fsad.scorers.one_to_normal.torch_model import BRANCHES, combine
 
 KSHOT_METRICS = {"image_auroc": "I-AUROC", "image_ap": "I-AUPRC"}
@@ -155,12 +156,7 @@ def gallery_figure(examples: pd.DataFrame, personalized: dict[str, dict], path: 
             axis.set_yticks([])
     figure.colorbar(difference, ax=axes.ravel().tolist(), shrink=0.4, label="mean absolute RGB difference")
     figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=90, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=90)
 
 
 def gallery_examples(scores: pd.DataFrame, categories_per_dataset: int) -> tuple[pd.DataFrame, str]:
@@ -175,21 +171,12 @@ def gallery_examples(scores: pd.DataFrame, categories_per_dataset: int) -> tuple
     return pd.concat(parts, ignore_index=True), setting
 
 
-def write_report(
-    *,
-    metrics_csv: str | Path,
-    score_files: list[str | Path],
-    detail_files: list[str | Path],
-    manifests: dict[str, str | Path],
-    params: dict,
-    out_dir: str | Path,
-    figures_dir: str | Path,
-) -> list[Path]:
-    """Write the four tables under ``out_dir`` (``.md``, ``.csv``, ``.tex``) and ``gallery.png`` under ``figures_dir``."""
-    out_dir = Path(out_dir)
-    scores = read_score_files(score_files)
+def write_report(ctx: ReportContext) -> list[Path]:
+    """Write the four tables under ``ctx.out_dir`` (``.md``, ``.csv``, ``.tex``) and ``gallery.png`` under ``ctx.figures_dir``."""
+    params = ctx.params
+    scores = read_score_files(ctx.score_files)
     (scorer,) = scores["scorer"].unique()
-    metrics = read_metrics(metrics_csv)
+    metrics = read_metrics(ctx.metrics_csv)
     own = metrics[metrics["scorer"] == scorer]
     transfer_rows = metrics[metrics["scorer"].isin({p[r] for p in params["transfer"] for r in ("without", "with")})]
     tables = {
@@ -200,15 +187,15 @@ def write_report(
     }
     written = []
     for name, (table, rows, title) in tables.items():
-        paths = [out_dir / f"{name}.{ext}" for ext in ("md", "csv", "tex")]
+        paths = [ctx.out_dir / f"{name}.{ext}" for ext in ("md", "csv", "tex")]
         write_table_files(table, rows, title, *paths)
         written += paths
 
     examples, setting = gallery_examples(scores, params["gallery_categories"])
     personalized = {}  # (dataset, image_id) -> file, prompt, SSIM of the gallery's setting, run 0
-    for detail in map(read_json, detail_files):
+    for detail in map(read_json, ctx.detail_files):
         if detail["run"] == 0 and detail["setting"] == setting:
             personalized |= {(detail["dataset"], i): shown for i, shown in detail["scorer_details"]["personalized"].items()}
     title = with_weights_note(f"{scorer}: query, personalized image, difference ({setting}, run 0)", scores)
-    written.append(gallery_figure(examples, personalized, Path(figures_dir) / "gallery.png", title))
+    written.append(gallery_figure(examples, personalized, ctx.figures_dir / "gallery.png", title))
     return written
