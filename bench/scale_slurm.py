@@ -25,21 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 from job_times import print_report, rule_times  # noqa: E402
 
-from tests.workflow.slurm_cluster import start_cluster, unavailable_reason  # noqa: E402
+from tests.workflow.slurm_cluster import start_cluster, unavailable_reason, write_cluster_profile  # noqa: E402
 
 TINY = ROOT / "tests/workflow/configs/tiny.yaml"
-
-
-def cluster_profile(directory: Path, grouped: bool) -> dict:
-    """profiles/slurm as it is, minus what the test cluster lacks (accounting: no account, squeue for status)."""
-    profile = yaml.safe_load((ROOT / "profiles/slurm/profile.yaml").read_text())
-    profile["default-resources"].pop("slurm_account", None)
-    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5})
-    if not grouped:
-        profile.pop("groups"), profile.pop("group-components")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "profile.yaml").write_text(yaml.safe_dump(profile))
-    return profile
 
 
 def main() -> None:
@@ -54,7 +42,7 @@ def main() -> None:
         raise SystemExit(reason)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    profile = cluster_profile(args.workdir / "profile", grouped=not args.ungrouped)
+    profile = write_cluster_profile(args.workdir / "profile", ROOT / "profiles/slurm/profile.yaml", grouped=not args.ungrouped)
     tiny = yaml.safe_load(TINY.read_text())
     synthetic = next(d for d in tiny["datasets"] if d["name"] == "synthetic")
     overlay = args.workdir / "scale.yaml"

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 GRES_CONF = Path("/etc/slurm/gres.conf")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel")
@@ -174,6 +176,20 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_m
             if conf.is_symlink() and Path(os.readlink(conf)).parent == self.root:
                 conf.unlink()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def write_cluster_profile(directory: Path, profile: Path, grouped: bool = True) -> dict:
+    """``profile`` (profiles/slurm) as it is, except for what this cluster lacks: an accounting DB (no account to
+    validate, no sacct, so job status comes from squeue) and 40 s of patience before the first check; without
+    ``grouped``, also without its groups. Written as ``directory/profile.yaml``; returns the profile."""
+    settings = yaml.safe_load(profile.read_text())
+    settings["default-resources"].pop("slurm_account", None)
+    settings.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5})
+    if not grouped:
+        settings.pop("groups"), settings.pop("group-components")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "profile.yaml").write_text(yaml.safe_dump(settings))
+    return settings
 
 
 def start_cluster(partitions: tuple[str, ...], cpus: int = 16, memory_mb: int = 256_000, gpus: int = 2) -> SlurmCluster:

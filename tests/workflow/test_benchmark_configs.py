@@ -7,6 +7,7 @@ import re
 import pytest
 
 from .conftest import ROOT, snakemake
+from .slurm_cluster import write_cluster_profile
 
 pytestmark = pytest.mark.slow
 
@@ -128,12 +129,8 @@ def test_benchmark_configs_use_pretrained_weights_and_refuse_random_ones(name):
 def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
     """Through profiles/slurm, all.yaml's jobs travel in group jobs: one submission per download, per 4 categories'
     feature extractions and per 12 score jobs with their evaluations (the profile's group-components)."""
-    import yaml
-
-    profile = yaml.safe_load((ROOT / "profiles/slurm/profile.yaml").read_text())
-    profile["default-resources"].pop("slurm_account")  # the account check would ask the cluster's sacctmgr
-    (tmp_path / "profile").mkdir()
-    (tmp_path / "profile/profile.yaml").write_text(yaml.safe_dump(profile))
+    # the profile without its account (the account check would ask a cluster's sacctmgr)
+    profile = write_cluster_profile(tmp_path / "profile", ROOT / "profiles/slurm/profile.yaml")
     proc = snakemake(tmp_path / "run", "-n", "--profile", str(tmp_path / "profile"), configfiles=(BENCHMARKS / "all.yaml",))
     text = proc.stdout + proc.stderr
     groups = re.findall(r"^\[[^\]]+\] Group job (\w+) ", text, re.M)

@@ -23,7 +23,7 @@ import yaml
 
 from .conftest import ROOT, TINY
 from .metrics_checks import assert_metrics_cover_every_job
-from .slurm_cluster import start_cluster, unavailable_reason
+from .slurm_cluster import start_cluster, unavailable_reason, write_cluster_profile
 
 PROFILE = ROOT / "profiles" / "slurm" / "profile.yaml"
 GPU_RULES = ("extract_features", "score")
@@ -50,15 +50,9 @@ def slurm_cluster():
 
 @pytest.fixture
 def cluster_profile(tmp_path) -> Path:
-    """profiles/slurm as it is, except for what the test cluster lacks: an accounting DB (no account
-    to validate, no sacct, so job status comes from squeue) and 40 s of patience before the first check."""
-    profile = yaml.safe_load(PROFILE.read_text())
-    profile["default-resources"].pop("slurm_account", None)
-    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5})
-    directory = tmp_path / "profile"
-    directory.mkdir()
-    (directory / "profile.yaml").write_text(yaml.safe_dump(profile))
-    return directory
+    """profiles/slurm as the test cluster can run it (:func:`write_cluster_profile`)."""
+    write_cluster_profile(tmp_path / "profile", PROFILE)
+    return tmp_path / "profile"
 
 
 def job_env() -> dict[str, str]:
