@@ -1,4 +1,4 @@
-# Helpers every rule uses: config validation, names known before any job runs, input functions.
+# Helpers of the other .smk files: config validation, names known before any job runs, input functions.
 # What each scorer instance needs (features, masks, a fit, report tables) comes from its method's declaration
 # (fsad/scorers/<method>/method.py); nothing here names a method.
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from fsad.backbones.spec import backbone_key
+from fsad.backbones.spec import backbone_key, network_spec
 from fsad.config import canonical, check_config
 from fsad.data.registry import dataset_categories, get_adapter
 from fsad.diffusion.config import generator_params, stage_params
@@ -111,8 +111,9 @@ def feature_file(backbone, dataset, category, suffix):
 
 
 def backbone_spec(wildcards):
-    """The backbone entry of a features job (found through its directory name)."""
-    return canonical(config["backbones"][backbone_name(wildcards.backbone)])
+    """The network of a features job's backbone (found through its directory name): the keys that change numbers
+    (fsad/backbones/spec.py), not the batch size or workers, which the job reads from the config."""
+    return canonical(network_spec(config["backbones"][backbone_name(wildcards.backbone)]))
 
 
 def feature_param(key):
@@ -136,7 +137,9 @@ def backbone_dir_of_scorer(scorer):
 
 
 def scorer_backbone_spec(wildcards):
-    return canonical(config["backbones"][SCORERS[wildcards.scorer]["backbone"]])
+    """The network of a scorer's backbone, for its text tower: no window sizes or layers (another instance's new
+    layer reruns no score or fit of this one), no run settings."""
+    return canonical(network_spec(config["backbones"][SCORERS[wildcards.scorer]["backbone"]]))
 
 
 def scorer_text_cache(wildcards):

@@ -15,6 +15,7 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
     ids = pool_image_ids(read_json(smk.input.pool))
     summary = extract_with_rule_params(
         smk.params,
+        smk.config,
         backbone_name=smk.wildcards.backbone,
         image_paths={i: manifest.at[i, "image_path"] for i in ids},
         cache_path=smk.output.store,

@@ -9,6 +9,7 @@ smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]) as log, claim_device() as device:
     summary = extract_with_rule_params(
         smk.params,
+        smk.config,
         backbone_name=smk.wildcards.backbone,
         image_paths=generated_image_paths(smk.input.images),
         cache_path=smk.output.store,

@@ -1,9 +1,10 @@
 """Rule personalize: one run's test images, each personalized by the run's fine-tuned model."""
 
 from fsad.devices import claim_device
+from fsad.diffusion.config import job_params
 from fsad.diffusion.stages import personalization
 from fsad.logs import job_logging
 
 smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]), claim_device() as device:
-    personalization(smk.params.generator, smk.input.split, smk.input.manifest, smk.input.model, smk.params.seed, device, smk.output.personalized)
+    personalization(job_params(smk.params.generator, smk.config, smk.wildcards.generator, "personalization"), smk.input.split, smk.input.manifest, smk.input.model, smk.params.seed, device, smk.output.personalized)

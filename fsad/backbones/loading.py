@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ import open_clip
 import torch
 from torchvision.transforms import v2
 
+from fsad.backbones.activation import ActivationMismatchError, built_quick_gelu, check_tag_table, declared_quick_gelu, is_weights_file
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -120,39 +122,49 @@ def _cached_checkpoint(arch: str, tag: str) -> str | None:
     return None
 
 
-def _create(arch: str, image_size: int, pretrained: str | None) -> torch.nn.Module:
+def _create(arch: str, image_size: int, pretrained: str | None, quick_gelu: bool) -> torch.nn.Module:
+    """open_clip's model with the activation ``quick_gelu`` asks for; open_clip's QuickGELU-mismatch warning is an error."""
     native = open_clip.get_model_config(arch)
     if native is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
     force = None if native["vision_cfg"]["image_size"] == image_size else image_size
-    return open_clip.create_model(arch, pretrained=pretrained, force_image_size=force, device="cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="QuickGELU mismatch")
+        try:
+            model = open_clip.create_model(arch, pretrained=pretrained, force_image_size=force, force_quick_gelu=quick_gelu, device="cpu")
+        except UserWarning as err:
+            raise ActivationMismatchError(f"{arch} ({pretrained}): {err}") from err
+    built = built_quick_gelu(model)
+    if built != quick_gelu:
+        raise ActivationMismatchError(
+            f"{arch} ({pretrained or 'no weights'}): built with {'QuickGELU' if built else 'GELU'}, but its weights were trained with "
+            f"{'QuickGELU' if quick_gelu else 'GELU'}"
+        )
+    return model
 
 
-def _random_model(arch: str, image_size: int, seed: int) -> torch.nn.Module:
+def _random_model(arch: str, image_size: int, seed: int, quick_gelu: bool) -> torch.nn.Module:
+    # The activation has no parameters, so random weights of either network are the same tensors.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, arch, image_size))
-        return _create(arch, image_size, None)
+        return _create(arch, image_size, None, quick_gelu)
 
 
-def _pretrained_model(arch: str, image_size: int, pretrained: str) -> torch.nn.Module:
+def _pretrained_model(arch: str, image_size: int, pretrained: str, quick_gelu: bool) -> torch.nn.Module:
     """Load a local checkpoint or an open_clip tag; raise WeightsUnavailableError with the reason when it cannot be had."""
-    if Path(pretrained).expanduser().suffix or os.sep in pretrained:
+    if is_weights_file(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
-        return _create(arch, image_size, str(path))
-    if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
-        raise ValueError(
-            f"{pretrained!r} is neither a file nor an open_clip tag of {arch}; tags: {open_clip.list_pretrained_tags_by_model(arch)}"
-        )
+        return _create(arch, image_size, str(path), quick_gelu)
     cached = _cached_checkpoint(arch, pretrained)
     if cached:
-        return _create(arch, image_size, cached)
+        return _create(arch, image_size, cached, quick_gelu)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable(endpoint):
         raise WeightsUnavailableError(f"{arch}/{pretrained} is not in the Hugging Face cache and {endpoint} cannot be reached")
     try:
-        return _create(arch, image_size, pretrained)
+        return _create(arch, image_size, pretrained, quick_gelu)
     except RuntimeError as err:
         raise WeightsUnavailableError(str(err)) from err
 
@@ -173,7 +185,10 @@ def load_backbone(
     seed: int = 0,
     weights: str | None = None,
 ) -> Backbone:
-    """Load the backbone of a config entry (``arch``, ``pretrained``, ``image_size``, ``precision``).
+    """Load the backbone of a config entry (``arch``, ``pretrained``, ``image_size``, ``quick_gelu``, ``precision``).
+
+    The network has the MLP activation its weights were trained with (:mod:`fsad.backbones.activation`): QuickGELU
+    for OpenAI's tags, whether the weights come from the hub, the cache, a file or the random fallback.
 
     At an ``image_size`` other than the architecture's own, open_clip builds the model for the new patch
     grid (``create_model(force_image_size=...)``) and, loading a checkpoint, resizes its position
@@ -192,14 +207,21 @@ def load_backbone(
     image_size = int(spec.get("image_size") or open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
     pretrained = spec.get("pretrained")
     device = torch.device(device) if device is not None else pick_device()
+    quick_gelu = declared_quick_gelu(spec)
+    if pretrained not in NO_WEIGHTS and not is_weights_file(pretrained):
+        if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+            raise ValueError(
+                f"{pretrained!r} is neither a file nor an open_clip tag of {arch}; tags: {open_clip.list_pretrained_tags_by_model(arch)}"
+            )
+        check_tag_table(arch, pretrained)
 
     if pretrained in NO_WEIGHTS:
-        model, provenance = _random_model(arch, image_size, seed), RANDOM
+        model, provenance = _random_model(arch, image_size, seed, quick_gelu), RANDOM
     elif weights is not None and weights.startswith(RANDOM):
-        model, provenance = _random_model(arch, image_size, seed), weights
+        model, provenance = _random_model(arch, image_size, seed, quick_gelu), weights
     else:
         try:
-            model, provenance = _pretrained_model(arch, image_size, pretrained), pretrained
+            model, provenance = _pretrained_model(arch, image_size, pretrained, quick_gelu), pretrained
         except WeightsUnavailableError as err:
             # Features recorded with pretrained weights must never meet a random text tower.
             if weights_fallback != RANDOM or weights is not None:
@@ -212,7 +234,7 @@ def load_backbone(
             log.warning(message)
             # The job's stderr goes to its log file; the terminal running snakemake must see this too.
             print(message, file=sys.__stderr__)
-            model = _random_model(arch, image_size, seed)
+            model = _random_model(arch, image_size, seed, quick_gelu)
 
     model = model.eval().to(device)
     visual = model.visual

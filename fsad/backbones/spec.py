@@ -1,4 +1,18 @@
-"""Which parts of a backbone's config entry change its features, and the feature directory named after them."""
+"""Which parts of a backbone's config entry change its numbers, and the feature directory named after them.
+
+A backbone entry mixes three kinds of keys:
+
+* the *network* (:data:`NETWORK_KEYS`): architecture, weights, input size, the activation the weights declare
+  (:mod:`fsad.backbones.activation`), compute precision and storage dtype. They decide every number a feature,
+  fit or score job computes from the backbone, so they are the only backbone keys those jobs receive as params
+  and the feature directory is named by their hash (:func:`backbone_key`);
+* what a store holds (window sizes, layers, V-V layers): added to an existing store, never a new one; each
+  features job receives the union its readers declare (rules/common.smk), score and fit jobs none of them;
+* run settings (:data:`RUN_SETTINGS`: batch size, DataLoader workers): how fast, not what. No job receives them as
+  params, so changing them reruns nothing; jobs read them from the config (:func:`run_settings`). On the CPU a
+  batch size can change the last bits of a float32 feature (matrix kernels block by batch); float16 storage
+  hides most such differences, and features are reproducible at a fixed batch size, not across batch sizes.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +20,35 @@ import hashlib
 import json
 from typing import Any
 
-# Window sizes, layers and V-V layers are absent on purpose: they are added to an existing store
-# (see fsad.features.cache) instead of starting a new one; batch size and precision are run settings.
-# storage_dtype changes the stored numbers (float16 rounds them), so each dtype has its own store.
-SPEC_KEYS = ("arch", "pretrained", "image_size", "storage_dtype")
+from fsad.backbones.activation import declared_quick_gelu
+
+NETWORK_KEYS = ("arch", "pretrained", "image_size", "quick_gelu", "precision", "storage_dtype")
+RUN_SETTINGS = {"batch_size": 8, "workers": None}
+
+
+def network_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring)."""
+    network = {key: spec[key] for key in NETWORK_KEYS if spec.get(key) is not None}
+    network["quick_gelu"] = declared_quick_gelu(spec)
+    return network
 
 
 def canonical_spec(spec: dict[str, Any]) -> str:
-    """The parts of a backbone spec that change features, as canonical JSON."""
-    return json.dumps({k: spec[k] for k in SPEC_KEYS if spec.get(k) is not None}, sort_keys=True)
+    """The network of a backbone spec (:func:`network_spec`), as canonical JSON."""
+    return json.dumps(network_spec(spec), sort_keys=True)
 
 
 def backbone_key(name: str, spec: dict[str, Any]) -> str:
     """``{name}-{8 hex}``: a readable directory name that changes whenever the features would."""
     return f"{name}-{hashlib.sha256(canonical_spec(spec).encode()).hexdigest()[:8]}"
+
+
+def backbone_name(key: str) -> str:
+    """The config name inside a :func:`backbone_key`."""
+    return key.rsplit("-", 1)[0]
+
+
+def run_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The run settings of backbone ``name`` in a workflow config (:data:`RUN_SETTINGS`, defaults filled in)."""
+    entry = config["backbones"][name]
+    return {key: entry.get(key, default) if entry.get(key) is not None else default for key, default in RUN_SETTINGS.items()}

@@ -10,6 +10,13 @@ from fsad.scorers.method import Params
 SCHEMA = Path(__file__).with_name("schema.yaml")
 # The sections of a generator entry, one per stage; every other key is read by every stage.
 STAGES = ("class_images", "dreambooth", "pool", "personalization")
+# Keys of each section that say how fast or how verbosely, not what: no job receives them as params (changing them
+# reruns nothing); the job reads them from the config (:func:`job_params`). Images per pipeline call change the last
+# float bits of a generated image on the CPU (batched kernels sum in another order): class images and pools are
+# reproducible at a fixed batch size, and within one 8-bit level in a few pixels across batch sizes. Gradient
+# checkpointing recomputes the same activations. Personalization has no batch size: each test image's candidates are
+# one pipeline call (fsad.diffusion.personalize), so a test image's result never depends on the others.
+RUN_SETTINGS = {"class_images": ("batch_size",), "dreambooth": ("log_every", "gradient_checkpointing"), "pool": ("batch_size",), "personalization": ()}
 
 
 def generator_params(spec: dict[str, Any], where: str) -> Params:
@@ -25,11 +32,19 @@ def generator_params(spec: dict[str, Any], where: str) -> Params:
 
 
 def stage_params(params: Params, stage: str) -> Params:
-    """What one stage's jobs receive: the shared keys and the stage's own section (under its name)."""
+    """What one stage's jobs receive as params: the shared keys and the stage's own section (under its name), less
+    its run settings (:data:`RUN_SETTINGS`)."""
     if stage not in STAGES:
         raise ValueError(f"unknown generator stage {stage!r}; one of {STAGES}")
     shared = {key: value for key, value in params.items() if key not in STAGES}
-    return {**shared, stage: params[stage]}
+    return {**shared, stage: {key: value for key, value in params[stage].items() if key not in RUN_SETTINGS[stage]}}
+
+
+def job_params(rule_params: Params, config: dict[str, Any], generator: str, stage: str) -> Params:
+    """A stage job's parameters: its rule's params (:func:`stage_params`) with the stage's run settings from the
+    workflow ``config`` (defaults filled in)."""
+    full = generator_params(config["generators"][generator], f"generators.{generator}")
+    return {**rule_params, stage: {**rule_params[stage], **{key: full[stage][key] for key in RUN_SETTINGS[stage]}}}
 
 
 def prompt_text(template: str, category: str, class_name_mode: str) -> str:

@@ -1,7 +1,11 @@
 """Batched sampling: text-to-image (class images, the pool) and img2img (the pool, personalization).
 
-Every image gets its own ``torch.Generator`` seeded from its own seed, so an image does not depend on the batch it
-was sampled in, and images given the same seed (one query under several prompts) start from the same noise.
+Every image gets its own ``torch.Generator`` seeded from its own seed, so its initial noise does not depend on the
+batch it is sampled in, and images given the same seed (one query under several prompts) start from the same noise.
+The rest of the computation is batched, and batched kernels may sum in another order for another batch: on the CPU
+the same image sampled in another batch can differ in the last float bits, and by one 8-bit level in a few pixels
+once saved. So the pipeline-call batch sizes are run settings (fsad.diffusion.config.RUN_SETTINGS): images are
+reproducible at a fixed batch size, not bit for bit across batch sizes.
 """
 
 from __future__ import annotations

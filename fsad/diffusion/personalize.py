@@ -65,29 +65,21 @@ def personalize(
     steps: int,
     guidance_scale: float,
     selection: str,
-    batch_size: int,
 ) -> list[Personalized]:
-    """Personalize ``queries`` (already at the generator's resolution) under every prompt, in batches of (query, prompt) pairs.
+    """Personalize ``queries`` (already at the generator's resolution) under every prompt.
 
-    Each query's candidates share one noise draw (``seeds[i]``), so they differ by their prompt only. With a
-    ``fixed_prompt``, each query is also personalized under it alone (the prompt ablation's baseline).
+    Each query is one pipeline call holding its candidates, one per prompt (and the ``fixed_prompt``'s, the prompt
+    ablation's baseline), each with a generator seeded from ``seeds[i]``: the candidates start from the same noise,
+    so they differ by their prompt only, and a query's computation is the same whatever the other queries of the
+    job. Batching queries together would be faster on a GPU, but on the CPU batched kernels sum in another order,
+    so a query's result would depend on its neighbours (by one 8-bit level in a few pixels, enough to flip a close
+    SSIM choice).
     """
     every_prompt = [*prompts, fixed_prompt] if fixed_prompt is not None else list(prompts)
-    pairs = [(q, p) for q in range(len(queries)) for p in range(len(every_prompt))]
-    outputs = image_to_image(
-        pipeline,
-        [queries[q] for q, _ in pairs],
-        [every_prompt[p] for _, p in pairs],
-        [seeds[q] for q, _ in pairs],
-        strength,
-        steps,
-        guidance_scale,
-        batch_size,
-    )
     width = len(every_prompt)
     results = []
     for q, query in enumerate(queries):
-        candidates = outputs[q * width : (q + 1) * width]
+        candidates = image_to_image(pipeline, [query] * width, every_prompt, [seeds[q]] * width, strength, steps, guidance_scale, width)
         similarities = [ssim(query, image) for image in candidates[: len(prompts)]]
         kept = select(similarities, selection)
         result = Personalized(candidates[kept], prompts[kept], similarities[kept], similarities)

@@ -34,6 +34,7 @@ from fsad.diffusion.generation import image_to_image, square, text_to_image
 from fsad.diffusion.image_sets import IMAGE_TO_IMAGE, REFERENCE, TEXT_TO_IMAGE, read_image_set, write_image_set
 from fsad.diffusion.models import DTYPES, inference_dtype, load_finetuned, load_pipeline, save_finetuned
 from fsad.diffusion.personalize import personalize
+from fsad.provenance import environment
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def dreambooth(
         "seconds": round(training.seconds, 3),
         "seconds_per_step": round(training.seconds / len(training.losses), 4),
         "device": str(device),
+        "environment": environment(),
         "loss_per_step": [round(v, 6) for v in training.losses],
         "instance_loss_per_step": [round(v, 6) for v in training.instance_losses],
         "prior_loss_per_step": [round(v, 6) for v in training.prior_losses],
@@ -178,9 +180,7 @@ def personalization(
     queries = [square(image, params["resolution"]) for image in _run_images(split, manifest_path, split.test)]
     seeds = [derive_seed(seed, "personalization", split.label, image_id) for image_id in split.test]
     started = time.perf_counter()
-    results = personalize(
-        pipeline, queries, seeds, prompts, fixed, section["strength"], section["steps"], section["guidance_scale"], section["selection"], section["batch_size"]
-    )
+    results = personalize(pipeline, queries, seeds, prompts, fixed, section["strength"], section["steps"], section["guidance_scale"], section["selection"])
     seconds = time.perf_counter() - started
     generations = len(results) * (len(prompts) + (fixed is not None))
     log.info("personalized %d test images (%d generations) in %.1f s (%.2f images/s)", len(results), generations, seconds, generations / seconds)

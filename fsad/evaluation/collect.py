@@ -13,11 +13,13 @@ import pandas as pd
 from fsad.data.manifest import read_manifest
 from fsad.evaluation.metrics import evaluate_scores, load_masks
 from fsad.io import atomic_path
+from fsad.provenance import environment_line
 from fsad.score_files import read_score_keys
 
 log = logging.getLogger(__name__)
 
-METRICS_COLUMNS = ["dataset", "category", "setting", "run", "scorer", "metric", "value", "weights"]
+# environment: the software versions of the score file (fsad.provenance.environment_line).
+METRICS_COLUMNS = ["dataset", "category", "setting", "run", "scorer", "metric", "value", "weights", "environment"]
 
 
 def read_score_files(paths: list[str | Path]) -> pd.DataFrame:
@@ -80,6 +82,9 @@ def evaluate_run(
     except ValueError as err:
         raise ValueError(f"{scores_parquet}: {err}") from err
     row = {key: keys[key] for key in ("dataset", "category", "setting", "run", "scorer", "weights")}
+    if "environment" not in keys:
+        raise ValueError(f"{scores_parquet}: records no software versions (written before score files did); rerun its score job")
+    row["environment"] = environment_line(keys["environment"])
     return [{**row, "metric": metric, "value": value} for metric, value in values.items()]
 
 
@@ -97,7 +102,7 @@ def write_metrics(rows: Iterable[dict] | pd.DataFrame, path: str | Path) -> pd.D
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
     """Read a ``metrics.csv`` (or a per-run part), checking its columns."""
-    frame = pd.read_csv(path, dtype={"dataset": str, "category": str, "setting": str, "scorer": str, "metric": str, "weights": str})
+    frame = pd.read_csv(path, dtype={"dataset": str, "category": str, "setting": str, "scorer": str, "metric": str, "weights": str, "environment": str})
     missing = set(METRICS_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: not a metrics table, lacks column(s) {sorted(missing)}; rerun the evaluate jobs")

@@ -138,9 +138,18 @@ def latex_escape(text: str) -> str:
     return "".join(replacements.get(char, char) for char in str(text))
 
 
+def environment_provenance(rows: pd.DataFrame) -> list[str]:
+    """Distinct software environments (``environment`` column of metrics rows) of the given rows, sorted; none without the column."""
+    if "environment" not in rows.columns:
+        return []
+    return sorted(rows["environment"].dropna().astype(str).unique())
+
+
 def _weights_lines(rows: pd.DataFrame) -> list[str]:
     lines = [RANDOM_WEIGHTS_NOTE] if uses_random_weights(rows) else []
-    return lines + ["Weights provenance: " + "; ".join(weights_provenance(rows))]
+    lines += ["Weights provenance: " + "; ".join(weights_provenance(rows))]
+    environments = environment_provenance(rows)
+    return lines + (["Software: " + " | ".join(environments)] if environments else [])
 
 
 def markdown_weights_lines(rows: pd.DataFrame) -> list[str]:

@@ -3,9 +3,10 @@
 Layout of the store at ``<name>.h5``:
 
 * ``<name>.h5``, the *index* (the file the workflow declares; small, rewritten by every update): root
-  attributes ``format``, ``backbone_spec`` (canonical JSON, checked on update), ``weights`` (provenance),
-  ``grid``, ``storage_dtype`` and ``window_sizes``, ``layers``, ``vv_layers`` (what every image holds), and
-  the dataset ``shards``: the names of the committed shards, oldest first.
+  attributes ``format``, ``backbone_spec`` (canonical JSON of the network, checked on update), ``weights``
+  (provenance), ``environment`` (JSON: the versions of python, torch, open_clip, ... and fsad that wrote it,
+  :mod:`fsad.provenance`), ``grid``, ``storage_dtype`` and ``window_sizes``, ``layers``, ``vv_layers`` (what every
+  image holds), and the dataset ``shards``: the names of the committed shards, oldest first.
 * ``<name>.shards/00001.h5``, ``00002.h5``, ...: the features. Each holds one group per image id with some of
   ``image_embedding`` ``(D,)``, ``patch_tokens`` ``(P, W)``, ``windows/{k}`` ``(n_k, D)``, ``layers/{n}``
   ``(P, W)`` and ``vv_layers/{n}`` ``(P, W)``; every (image, dataset) lives in exactly one shard.
@@ -21,10 +22,15 @@ It writes them to one new shard (fsynced, renamed into place), then replaces the
 cost grows with what it adds, not with the store, and a job killed at any point leaves the previous index
 and its shards readable. The next update deletes what such a job left: shards no index lists and
 temporary files. Without an index the store starts over (its shard directory is removed first).
+
+A store written under other torch or open_clip versions than the running ones is refused, by updates and by
+loads alike, with both sets of versions and the fix (delete the store; the next job that reads it rebuilds it):
+new features are never mixed with old ones, nor old features with text embeddings computed now.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -43,6 +49,7 @@ import torch
 from fsad.features.parts import PART_NAMES, Parts, plan_update
 from fsad.features.types import FeatureBatch
 from fsad.io import atomic_path, remove_stale_temporaries
+from fsad.provenance import check_same_numerics, environment
 
 if TYPE_CHECKING:
     from fsad.backbones.loading import Backbone
@@ -162,6 +169,20 @@ class FeatureCache:
         return str(self._require_index().attrs["weights"])
 
     @property
+    def environment(self) -> dict[str, Any] | None:
+        """The versions the store was written under (:func:`fsad.provenance.environment`); None for a store older than that record."""
+        recorded = self._require_index().attrs.get("environment")
+        return json.loads(recorded) if recorded is not None else None
+
+    def _check_environment(self, index: _Index) -> None:
+        recorded = index.attrs.get("environment")
+        check_same_numerics(
+            json.loads(recorded) if recorded is not None else None,
+            f"the feature store {self.path}",
+            f"delete it ({self.path} and {self.shard_dir}); the next job that reads it rebuilds it under the running versions",
+        )
+
+    @property
     def storage_dtype(self) -> str:
         """The dtype the store's values are kept in (float16 or float32)."""
         return str(self._require_index().attrs["storage_dtype"])
@@ -223,6 +244,7 @@ class FeatureCache:
         store holds, ``[]`` none.
         """
         index = self._require_index()
+        self._check_environment(index)
         held = Parts.of(**{part: index.attrs.get(part, ()) for part in PART_NAMES})
         requested = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers}
         asked = Parts.of(**{part: getattr(held, part) if value is None else value for part, value in requested.items()})
@@ -265,6 +287,7 @@ class FeatureCache:
         from fsad.backbones.spec import canonical_spec
 
         attrs = index.attrs
+        self._check_environment(index)
         if attrs["storage_dtype"] != dtype:
             raise ValueError(
                 f"{self.path}: stores {attrs['storage_dtype']} values but the backbone's storage_dtype is {dtype}; feature "
@@ -343,6 +366,7 @@ class FeatureCache:
             "added": reduce(Parts.__or__, plan.extensions, Parts()).as_dict(),
             "weights": backbone.weights,
             "storage_dtype": dtype,
+            "environment": environment(),
         }
         if not plan.new_ids and not plan.extensions:
             return summary | {"bytes": 0, "store_bytes": self._size(shards), "seconds": 0.0, "images_per_second": None}
@@ -362,6 +386,7 @@ class FeatureCache:
             "format": FORMAT,
             "backbone_spec": canonical_spec(backbone.spec),
             "weights": backbone.weights,
+            "environment": json.dumps(environment(), sort_keys=True),
             "grid": backbone.grid,
             "storage_dtype": dtype,
             **{part: np.array(values, dtype=np.int64) for part, values in plan.every_image.as_dict().items()},

@@ -29,6 +29,7 @@ def extract_category(
     threads: int = 1,
     layers: Collection[int] = (),
     vv_layers: Collection[int] = (),
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Encode the images of ``image_paths`` missing from the store at ``cache_path``, and the window sizes,
     layers and V-V layers (1-based blocks) missing from the images it holds; return a summary.
@@ -37,25 +38,32 @@ def extract_category(
     it says float32). A store never mixes weights or dtypes: if the weights loaded now differ from the
     store's (random fallback then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
 
-    On a GPU, ``threads - 1`` worker processes decode images ahead of the encoder; on the CPU every
-    core is busy encoding, so images are decoded in this process.
+    ``workers`` processes decode images ahead of the encoder; by default ``threads - 1`` on a GPU, none on the CPU
+    (there every core is busy encoding, so images are decoded in this process). Batch size and workers are run
+    settings: the summary records them, but they are no part of the store's key.
     """
     backbone = load_backbone(backbone_spec, device, weights_fallback, seed)
-    workers = max(0, threads - 1) if backbone.device.type == "cuda" else 0
+    if workers is None:
+        workers = max(0, threads - 1) if backbone.device.type == "cuda" else 0
     summary = FeatureCache(cache_path).update(
         backbone, image_paths, window_sizes, batch_size, workers, layers=layers, vv_layers=vv_layers
     )
     log.info("%s: %s", backbone_name, summary)
-    return {"backbone": backbone_name, "device": str(backbone.device), **summary}
+    return {"backbone": backbone_name, "device": str(backbone.device), "batch_size": batch_size, "workers": workers, **summary}
 
 
-def extract_with_rule_params(params: Any, **job: Any) -> dict[str, Any]:
-    """:func:`extract_category` with the settings both feature rules pass as ``params`` (``backbone``, ``window_sizes``,
-    ``layers``, ``vv_layers``, ``weights_fallback``, ``seed``); ``job`` gives the rest (backbone_name, image_paths,
-    cache_path, device, threads)."""
+def extract_with_rule_params(params: Any, config: dict[str, Any], **job: Any) -> dict[str, Any]:
+    """:func:`extract_category` with the numbers both feature rules pass as ``params`` (``backbone``, ``window_sizes``,
+    ``layers``, ``vv_layers``, ``weights_fallback``, ``seed``), the backbone's run settings (batch size, workers) from
+    the workflow ``config`` (no param: changing them reruns nothing); ``job`` gives the rest (backbone_name, the
+    backbone's directory name; image_paths, cache_path, device, threads)."""
+    from fsad.backbones.spec import backbone_name, run_settings
+
+    settings = run_settings(config, backbone_name(job["backbone_name"]))
     return extract_category(
         backbone_spec=params.backbone,
-        batch_size=params.backbone["batch_size"],
+        batch_size=settings["batch_size"],
+        workers=settings["workers"],
         window_sizes=params.window_sizes,
         layers=params.layers,
         vv_layers=params.vv_layers,

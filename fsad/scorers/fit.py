@@ -1,7 +1,7 @@
 """Run one fit job: build the fit context from its files, call the method's fit, write ``models/{scorer}/{fit_key}/``.
 
 The artifact is ``model.safetensors`` (the learned tensors) and ``fit.json`` (parameters, loss per epoch,
-seconds, weights provenance). Both are written atomically, the tensors first, so a killed job never leaves
+seconds, weights provenance, the software versions: :func:`fsad.provenance.environment`). Both are written atomically, the tensors first, so a killed job never leaves
 a ``fit.json`` that describes tensors which are not there.
 """
 
@@ -18,6 +18,7 @@ import torch
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import pool_image_ids, read_split
 from fsad.io import atomic_path, read_json, write_json
+from fsad.provenance import environment
 from fsad.scorers.base import FitContext, FitResult, TrainingCategory
 from fsad.scorers.method import resolve
 from fsad.scorers.registry import load_method
@@ -123,6 +124,7 @@ def run_fit(
         "loss_per_epoch": [round(float(loss), 6) for loss in result.losses],
         "seconds": round(seconds, 3),
         "weights": weights,
+        "environment": environment(),
         "device": str(device),
         "trained_on": [f"{c.dataset}/{c.category}" for c in categories],
         "tensors": {name: list(t.shape) for name, t in result.tensors.items()},

@@ -22,6 +22,7 @@ from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
 from fsad.io import atomic_path, remove_stale_temporaries, write_json
 from fsad.logs import seconds_since_process_start
+from fsad.provenance import environment
 from fsad.scorers.base import GeneratedImages, ScoreResult, ScoringContext
 from fsad.scorers.method import FeatureNeeds, Method, resolve
 from fsad.scorers.registry import load_method
@@ -203,6 +204,7 @@ def run_scorer(
         "setting": split.setting,
         "run": split.run,
         "weights": weights,
+        "environment": environment(),
     }
     for out in (out_maps, out_details, out_scores):
         for stale in remove_stale_temporaries(out):
