@@ -3,7 +3,7 @@
 Every feature store index, ``fit.json``, ``dreambooth.json``, score file (parquet metadata and details JSON) and
 metrics row records :func:`environment`. Versions come from the installed distributions' metadata
 (``importlib.metadata``), so recording them imports none of the libraries (a score job with warm caches never
-imports open_clip). fsad's own entry is its package version plus, in a git checkout, the commit (``+dirty`` when
+imports open_clip); torch's is ``torch.__version__``, which also names the build (``+cu130``, ``+cpu``). fsad's own entry is its package version plus, in a git checkout, the commit (``+dirty`` when
 the tracked files differ from it).
 
 Feature stores hold numbers that the torch and open_clip versions decide (kernels, model code): a store written
@@ -62,8 +62,11 @@ def fsad_version() -> str:
 @cache
 def environment() -> dict[str, str | None]:
     """``{python, torch, open_clip, diffusers, transformers, numpy, fsad}`` -> version (None: not installed)."""
+    import torch  # every job has it loaded; its own version names the build too (2.14.1+cu130 vs +cpu)
+
     versions: dict[str, str | None] = {"python": platform.python_version()}
     versions |= {name: _distribution_version(dist) for name, dist in DISTRIBUTIONS.items()}
+    versions["torch"] = torch.__version__
     versions["fsad"] = fsad_version()
     return versions
 

@@ -23,12 +23,15 @@ ENVIRONMENT_KEY = "environment"
 
 
 def write_score_table(frame: pd.DataFrame, keys: dict[str, Any], path: str | Path) -> None:
-    """Write ``frame`` as parquet with ``keys`` (all of :data:`SCORE_KEYS`, and ``environment``) in its metadata, atomically."""
-    missing = [key for key in (*SCORE_KEYS, ENVIRONMENT_KEY) if key not in keys]
+    """Write ``frame`` as parquet with ``keys`` (all of :data:`SCORE_KEYS`) and the writing process's software
+    versions (``environment``) in its metadata, atomically."""
+    from fsad.provenance import environment
+
+    missing = [key for key in SCORE_KEYS if key not in keys]
     if missing:
         raise ValueError(f"{path}: score keys {missing} missing")
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    recorded = {k: keys[k] for k in (*SCORE_KEYS, ENVIRONMENT_KEY)}
+    recorded = {**{k: keys[k] for k in SCORE_KEYS}, ENVIRONMENT_KEY: environment()}
     metadata = {**(table.schema.metadata or {}), KEYS_METADATA: json.dumps(recorded, sort_keys=True).encode()}
     with atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(metadata), tmp)

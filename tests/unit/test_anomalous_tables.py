@@ -141,7 +141,7 @@ def write_report_inputs(tmp_path, weights, metrics_weights=None):
             path.write_text(json.dumps(details(c, r, n_tied=1 + r, weights=weights)))
             detail_files.append(path)
     rows = [{"dataset": "visa", "category": c, "setting": setting, "run": r, "scorer": scorer, "metric": "image_auroc",
-             "value": 0.8, "weights": metrics_weights or weights}
+             "value": 0.8, "weights": metrics_weights or weights, "environment": "torch 2.14.1"}
             for c in ("pcb1", "pcb2") for r in (0, 1) for scorer, setting in (("winclip", "k1"), ("anomalous_memory", "a1"))]
     pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
     mask = np.zeros((10, 20), dtype=np.uint8)

@@ -35,7 +35,7 @@ def expected_position_embedding(native: torch.Tensor, grid: int) -> torch.Tensor
 @pytest.mark.parametrize("image_size, grid", [(518, 37), (240, 17)])
 def test_a_checkpoint_loaded_at_another_size_gets_interpolated_position_embeddings(checkpoint, image_size, grid):
     path, state = checkpoint
-    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(path), "image_size": image_size}, "cpu")
+    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(path), "quick_gelu": False, "image_size": image_size}, "cpu")
     assert backbone.grid == grid and backbone.weights == str(path)
     position = backbone.model.visual.positional_embedding.detach()
     assert position.shape == (1 + grid * grid, 64)
@@ -44,7 +44,7 @@ def test_a_checkpoint_loaded_at_another_size_gets_interpolated_position_embeddin
 
 
 def test_vit_l14_at_240_px_covers_238_px_with_a_17x17_grid(checkpoint):
-    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(checkpoint[0]), "image_size": 240}, "cpu")
+    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(checkpoint[0]), "quick_gelu": False, "image_size": 240}, "cpu")
     pixels = torch.randn(1, 3, 240, 240, generator=torch.Generator().manual_seed(0))
     cropped = pixels.clone()
     cropped[..., 238:, :] = cropped[..., :, 238:] = 0  # the last 2 px fall outside the 17 patches
@@ -54,7 +54,7 @@ def test_vit_l14_at_240_px_covers_238_px_with_a_17x17_grid(checkpoint):
 
 
 def test_vit_l14_336_at_518_px_extracts_windows_layers_and_vv_layers(checkpoint):
-    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(checkpoint[0]), "image_size": 518}, "cpu")
+    backbone = load_backbone({"arch": "fsad-tiny-l14", "pretrained": str(checkpoint[0]), "quick_gelu": False, "image_size": 518}, "cpu")
     assert backbone.preprocess(torch.rand(3, 600, 500)).shape == (3, 518, 518)
     features = encode_images(backbone, torch.randn(1, 3, 518, 518), [2], layers=[2, 4], vv_layers=[4])
     assert features.image_embeddings.shape == (1, 32)

@@ -96,7 +96,7 @@ def test_unavailable_weights_with_fallback_error_say_how_to_provide_them(monkeyp
 
 def test_unavailable_weights_with_fallback_random_warn_and_label_the_weights(monkeypatch, caplog, capfd):
     unreachable_hub(monkeypatch)
-    spec = {"arch": "fsad-tiny", "pretrained": "/nonexistent/open_clip_pytorch_model.bin", "image_size": 112}
+    spec = {"arch": "fsad-tiny", "pretrained": "/nonexistent/open_clip_pytorch_model.bin", "quick_gelu": False, "image_size": 112}
     with caplog.at_level(logging.WARNING, logger="fsad.backbones.loading"):
         backbone = load_backbone(spec, "cpu", "random")
     assert backbone.weights.startswith("random (fallback")
@@ -112,7 +112,7 @@ def test_unavailable_weights_with_fallback_random_warn_and_label_the_weights(mon
 
 
 def test_features_recorded_with_pretrained_weights_never_get_a_random_text_tower(monkeypatch):
-    spec = {"arch": "fsad-tiny", "pretrained": "/nonexistent/ckpt.bin", "image_size": 112}
+    spec = {"arch": "fsad-tiny", "pretrained": "/nonexistent/ckpt.bin", "quick_gelu": False, "image_size": 112}
     with pytest.raises(WeightsUnavailableError):
         load_backbone(spec, "cpu", "random", weights="/nonexistent/ckpt.bin")
 

@@ -22,11 +22,11 @@ RUNS = {  # scorer -> category -> pixel AUROC per run (image AUROC is 0.05 lower
 def report(tmp_path):
     rows = [
         {"dataset": "mvtec_ad", "category": category, "setting": "k1", "run": run, "scorer": scorer, "metric": metric,
-         "value": value - (0.05 if metric == "image_auroc" else 0), "weights": "laion400m_e31"}
+         "value": value - (0.05 if metric == "image_auroc" else 0), "weights": "laion400m_e31", "environment": "torch 2.14.1"}
         for scorer, categories in RUNS.items() for category, values in categories.items() for run, value in enumerate(values)
         for metric in ("pixel_auroc", "image_auroc")
     ]
-    rows.append({"dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "scorer": "devprompt", "metric": "pixel_pro", "value": 0.5, "weights": "laion400m_e31"})
+    rows.append({"dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "scorer": "devprompt", "metric": "pixel_pro", "value": 0.5, "weights": "laion400m_e31", "environment": "torch 2.14.1"})
     pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
     scores = tmp_path / "run0.parquet"
     keys = {"scorer": "devprompt", "method": "devprompt", "dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "weights": "laion400m_e31"}

@@ -218,7 +218,7 @@ def test_features_of_cached_images_are_unchanged_when_images_are_added(tiny, ima
 
 def test_a_store_of_other_weights_is_refused(images, tmp_path):
     checkpoint = tmp_path / "weights" / "open_clip_pytorch_model.bin"
-    spec = {**TINY, "pretrained": str(checkpoint)}
+    spec = {**TINY, "pretrained": str(checkpoint), "quick_gelu": False}
     fallback = load_backbone(spec, "cpu", weights_fallback="random")
     store = FeatureCache(tmp_path / "c.h5")
     store.update(fallback, images, [2])

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from fsad.data.splits import Split
 from fsad.features.cache import FORMAT
 from fsad.io import write_json
+from fsad.provenance import environment
 from fsad.scorers.base import FitResult
 from fsad.scorers.fit import CategoryFiles, run_fit
 from fsad.scorers.method import Fit, Method, Needs, Report
@@ -85,7 +86,8 @@ def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFil
             group["image_embedding"] = embedding.astype(np.float32)
             group["patch_tokens"] = np.zeros((4, 3), np.float32)
     with h5py.File(store, "w") as h5:  # the index listing that one shard (see fsad.features.cache)
-        h5.attrs.update(format=FORMAT, backbone_spec="{}", weights="random", grid=2, storage_dtype="float32", window_sizes=[], layers=[], vv_layers=[])
+        h5.attrs.update(format=FORMAT, backbone_spec="{}", weights="random", grid=2, storage_dtype="float32", window_sizes=[], layers=[], vv_layers=[],
+                        environment=json.dumps(environment()))
         h5.create_dataset("shards", data=["00001.h5"], dtype=h5py.string_dtype())
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"image_id": ids, "category": "c", "split": "train", "label": 0, "defect_type": "good",
@@ -118,6 +120,7 @@ def test_a_fit_writes_its_tensors_and_a_fit_json_with_losses_and_provenance(plug
         "scorer": "toy", "method": "toy_mean", "fit_key": "d/c/k1/run0", "scope": "run", "parameters": {"epochs": 2, "lr": 0.25},
         "weights": "random", "trained_on": ["d/c"], "tensors": {"mean": [2]}, "seconds": 0,
     }
+    assert info["environment"]["torch"] == torch.__version__ and info["environment"]["python"] == sys.version.split()[0]
 
 
 def test_a_fit_that_learns_non_finite_values_writes_nothing(plugins_on_path, tmp_path, monkeypatch):

@@ -39,7 +39,7 @@ def write_scores(root, run, fixed=True):
 
 
 def metrics_rows(scorer, values, metric="image_auroc", setting="k2"):
-    return [{"dataset": "d", "category": "wood", "setting": setting, "run": run, "scorer": scorer, "metric": metric, "value": v, "weights": "random"}
+    return [{"dataset": "d", "category": "wood", "setting": setting, "run": run, "scorer": scorer, "metric": metric, "value": v, "weights": "random", "environment": "torch 2.14.1"}
             for run, v in enumerate(values)]
 
 

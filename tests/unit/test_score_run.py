@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 import pytest
 from PIL import Image
 
@@ -80,8 +81,10 @@ def test_the_score_file_joins_each_images_manifest_fields_by_its_id(job, tmp_pat
         assert (row["label"], row["defect_type"], row["image_path"]) == (expected["label"], expected["defect_type"], expected["image_path"])
     assert list(scores["label"]) == [1, 0, 1, 0] and set(scores["weights"]) == {"random"}
     assert maps.shape == (4, MAP_SIZE, MAP_SIZE)
-    assert read_score_keys(tmp_path / "run0.parquet") == {"scorer": "winclip", "method": "winclip", "dataset": "toy", "category": "widget",
-                                                         "setting": "k1", "run": 0, "weights": "random"}
+    keys = read_score_keys(tmp_path / "run0.parquet")
+    versions = keys.pop("environment")
+    assert keys == {"scorer": "winclip", "method": "winclip", "dataset": "toy", "category": "widget", "setting": "k1", "run": 0, "weights": "random"}
+    assert versions["torch"] == torch.__version__ and versions["numpy"] == np.__version__ and versions == details["environment"]
     assert details["n_test"] == 4 and details["scorer"] == "winclip"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run0.json", "run0.maps.h5", "run0.parquet"]
 
