@@ -144,3 +144,13 @@ def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
     assert groups.count("features") == -(-protocol["extract_features"] // per_group["features"])
     assert groups.count("scores") == -(-protocol["score"] // per_group["scores"])
     assert len(groups) + len(single) <= 100
+
+
+@pytest.mark.parametrize("name", ["default", *sorted(CASES)])
+def test_snakemake_lint_reports_nothing(name, tmp_path):
+    """`snakemake --lint` on the embedded default and on every benchmark config: no lint at all, false positives included."""
+    configfiles = () if name == "default" else (BENCHMARKS / f"{name}.yaml",)
+    proc = snakemake(tmp_path, "--lint", configfiles=configfiles, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in output

@@ -132,3 +132,40 @@ def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
     proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(reordered, base_reordered))
     table = pd.read_csv(io.StringIO(proc.stdout[proc.stdout.index("output_file") :]), sep="\t")
     assert pending(table).empty, pending(table)[["output_file", "rule", "status"]].to_string()
+
+
+def test_batch_sizes_and_workers_are_run_settings_that_rerun_nothing(done, tmp_path):
+    workdir, base = done
+    overlay = yaml.safe_load(base.read_text())
+    overlay["backbones"]["vitb16plus"] |= {"batch_size": 3, "workers": 2}
+    overlay["backbones"]["tiny2"] |= {"batch_size": 1, "workers": 0}
+    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    assert table.empty, table[["output_file", "rule", "status"]].to_string()
+
+
+def test_a_changed_precision_replans_that_backbones_features_and_what_reads_them_only(done, tmp_path):
+    workdir, base = done
+    overlay = yaml.safe_load(base.read_text())
+    overlay["backbones"]["tiny2"]["precision"] = "bf16"
+    before = summary(workdir, base)
+    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    features = table[table["rule"] == "extract_features"]["output_file"]
+    # a new directory of tiny2 (the precision is part of its hash), one store per category anomalous_memory reads
+    assert len(features) == len(before[(before["rule"] == "extract_features") & before["output_file"].str.contains("/tiny2-")])
+    assert features.str.contains("/tiny2-").all() and not features.isin(set(before["output_file"])).any()
+    scored = table[table["rule"] == "score"]["output_file"]
+    assert len(scored) and scored.str.contains("/scores/anomalous_memory/").all()
+    assert set(table["rule"]) <= {"extract_features", "score", "evaluate"} | AGGREGATES
+
+
+def test_a_new_layer_extends_the_store_and_reruns_no_reader_that_does_not_read_it(done, tmp_path):
+    """Score and fit jobs receive the network only (no layers or window sizes), and read stores as ``ancient`` inputs
+    (stores only grow): a layer cached for one backbone's stores reruns their features jobs and nothing else."""
+    workdir, base = done
+    overlay = yaml.safe_load(base.read_text())
+    overlay["backbones"]["tiny2"]["layers"] = [1]
+    before = summary(workdir, base)
+    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    assert set(table["rule"]) == {"extract_features"}, table[["output_file", "rule", "status"]].to_string()
+    stores = before[(before["rule"] == "extract_features") & before["output_file"].str.contains("/tiny2-") & before["output_file"].str.endswith(".h5")]
+    assert sorted(table[table["output_file"].str.endswith(".h5")]["output_file"]) == sorted(stores["output_file"])
