@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from fsad.config import ConfigError
-from fsad.diffusion.config import STAGES, generator_params, stage_params
+from fsad.diffusion.config import STAGES, generator_params, job_params, stage_params
 from fsad.scorers.registry import MethodError
 
 from .test_config import check_config as _checked, default_config
@@ -73,3 +73,19 @@ def test_a_transfer_pair_must_name_a_scorer_that_reads_the_generator():
         _checked(config)
     config["scorers"]["winclip_pool"]["generator"] = "tiny"
     _checked(config)
+
+
+def test_run_settings_reach_no_stage_params_but_reach_the_job_from_the_config():
+    entry = {"base_model": "tiny", "class_images": {"batch_size": 3}, "pool": {"batch_size": 5, "steps": 7},
+             "dreambooth": {"log_every": 2, "gradient_checkpointing": True, "batch_size": 2}}
+    params = generator_params(entry, "generators.tiny")
+    # what numbers depend on stays in: DreamBooth's batch size is images per training step, not per call
+    assert stage_params(params, "dreambooth")["dreambooth"]["batch_size"] == 2
+    assert stage_params(params, "pool")["pool"]["steps"] == 7
+    faster = generator_params({**entry, "class_images": {"batch_size": 64}, "pool": {"batch_size": 1, "steps": 7},
+                               "dreambooth": {"log_every": 9, "gradient_checkpointing": False, "batch_size": 2}}, "generators.tiny")
+    for stage in STAGES:
+        assert stage_params(params, stage) == stage_params(faster, stage), stage  # equal params: nothing reruns
+        job = job_params(stage_params(params, stage), {"generators": {"tiny": entry}}, "tiny", stage)
+        assert job == {key: value for key, value in params.items() if key not in set(STAGES) - {stage}}, stage
+    assert "batch_size" not in params["personalization"]  # one pipeline call per test image: nothing to set
