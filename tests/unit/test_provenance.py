@@ -17,6 +17,7 @@ import transformers
 from PIL import Image
 
 import fsad
+from fsad import provenance
 from fsad.backbones.loading import load_backbone
 from fsad.features.cache import FeatureCache
 from fsad.provenance import EnvironmentMismatchError, environment, environment_line
@@ -39,7 +40,7 @@ def test_fsad_records_its_git_commit_and_whether_tracked_files_differ():
     if head.returncode != 0:
         pytest.skip("fsad is not installed from a git checkout")
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip())
-    version, commit = environment()["fsad"].split(" (git ")
+    version, commit = provenance.fsad_version().split(" (git ")
     commit = commit.rstrip(")")
     assert version == fsad.__version__ and head.stdout.strip().startswith(commit.removesuffix("+dirty"))
     assert commit.endswith("+dirty") == dirty
