@@ -149,7 +149,7 @@ def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
 @pytest.mark.parametrize("name", ["default", *sorted(CASES)])
 def test_snakemake_lint_reports_nothing(name, tmp_path):
     """`snakemake --lint` on the embedded default and on every benchmark config: no lint at all, false positives included."""
-    configfiles = () if name == "default" else (BENCHMARKS / f"{name}.yaml",)
+    configfiles = () if name == "default" else (BENCHMARKS / name,)
     proc = snakemake(tmp_path, "--lint", configfiles=configfiles, check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
