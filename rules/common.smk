@@ -157,20 +157,12 @@ def scorer_params(wildcards):
     return canonical(METHODS[wildcards.scorer].score_params(PARAMS[wildcards.scorer]))
 
 
-def store_input(path):
-    """A feature store as a job's input: ``ancient``, because a store only grows. An update that adds another
-    instance's window size or layer, or another split's images, rewrites no value a reader of the store already reads
-    (what a reader reads comes from its own inputs and params: its split, its method's parameters), so it must not
-    rerun that reader; a store that is missing is still rebuilt first, and a changed network is another directory."""
-    return ancient(path)
-
-
 def score_inputs(wildcards):
     """Named inputs of a score job: split, manifest, feature store, and the fitted model if the method has a fit."""
     inputs = {
         "split": f"{R}/splits/{wildcards.dataset}/{wildcards.category}/{wildcards.setting}/run{wildcards.run}.json",
         "manifest": f"{R}/data/{wildcards.dataset}/manifest.csv",
-        "features": store_input(feature_file(backbone_dir_of_scorer(wildcards.scorer), wildcards.dataset, wildcards.category, ".h5")),
+        "features": feature_file(backbone_dir_of_scorer(wildcards.scorer), wildcards.dataset, wildcards.category, ".h5"),
     }
     if METHODS[wildcards.scorer].fit is not None:
         key = fit_key(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
@@ -297,7 +289,7 @@ def fit_inputs(wildcards):
     inputs = {
         "manifests": [f"{R}/data/{dataset}/manifest.csv" for dataset, _ in pairs],
         "pools": [f"{R}/splits/{dataset}/{category}/pool.json" for dataset, category in pairs],
-        "features": [store_input(feature_file(backbone, dataset, category, ".h5")) for dataset, category in pairs],
+        "features": [feature_file(backbone, dataset, category, ".h5") for dataset, category in pairs],
     }
     if METHODS[wildcards.scorer].fit.scope == "run":
         match = RUN_FIT_KEY.fullmatch(wildcards.fit_key)
