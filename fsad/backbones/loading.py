@@ -23,13 +23,12 @@ import open_clip
 import torch
 from torchvision.transforms import v2
 
-from fsad.backbones.activation import ActivationMismatchError, built_quick_gelu, check_tag_table, declared_quick_gelu, is_weights_file
+from fsad.backbones.activation import NO_WEIGHTS, ActivationMismatchError, built_quick_gelu, check_tag_table, declared_quick_gelu, is_weights_file
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 # The fsad-tiny presets (see fsad.backbones): registered wherever models are built, i.e. on importing this module.
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
-NO_WEIGHTS = ("", "none", None)
 RANDOM = "random"
 TEXT_BATCH = 256
 

@@ -51,4 +51,4 @@ def backbone_name(key: str) -> str:
 def run_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The run settings of backbone ``name`` in a workflow config (:data:`RUN_SETTINGS`, defaults filled in)."""
     entry = config["backbones"][name]
-    return {key: entry.get(key, default) if entry.get(key) is not None else default for key, default in RUN_SETTINGS.items()}
+    return {key: default if entry.get(key) is None else entry[key] for key, default in RUN_SETTINGS.items()}
