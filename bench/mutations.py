@@ -39,10 +39,90 @@ class Mutation:
     why: str = ""
 
 
-U = "tests/unit/"
+U, DAG = "tests/unit/", "tests/dag/"
 MUTATIONS = [
-    # --- WinCLIP / anomalous memory -------------------------------------------------------------
-    Mutation("winclip_temperature_ignored", "fsad/scorers/winclip/scorer.py", "PLACEHOLDER", "PLACEHOLDER", (U + "test_parameters_winclip.py",)),
+    # --- WinCLIP and the anomalous memory ---------------------------------------------------------
+    Mutation("winclip_temperature_replaced_by_the_presets", "fsad/scorers/winclip/scorer.py",
+             'preset_temperature(params["prompt_preset"], params["temperature"])', 'preset_temperature(params["prompt_preset"], None)',
+             (U + "test_parameters_winclip.py",)),
+    Mutation("winclip_window_sizes_cut_to_the_first", "fsad/scorers/winclip/scorer.py",
+             'window_sizes = list(params["window_sizes"])', 'window_sizes = list(params["window_sizes"])[:1]', (U + "test_parameters_winclip.py",)),
+    Mutation("anomalous_memory_coverage_threshold_at_its_default", "fsad/scorers/anomalous_memory/scorer.py",
+             'coverage_threshold = float(params["coverage_threshold"])', "coverage_threshold = 0.5", (U + "test_parameters_anomalous_memory.py",)),
+    Mutation("anomalous_memory_augmentations_dropped", "fsad/scorers/anomalous_memory/scorer.py",
+             'params["n_augmentations"])', "10)", (U + "test_parameters_anomalous_memory.py",)),
+    Mutation("anomalous_memory_draws_at_their_default", "fsad/scorers/anomalous_memory/scorer.py",
+             '        params["n_draws"],', "        100,", (U + "test_parameters_anomalous_memory.py",)),
+    # --- FAPrompt / AnomalyCLIP -----------------------------------------------------------------------
+    Mutation("faprompt_ce_and_focal_weights_swapped", "fsad/scorers/faprompt/params.py",
+             'image_ce=params["image_ce_weight"],\n        image_focal=params["image_focal_weight"],',
+             'image_ce=params["image_focal_weight"],\n        image_focal=params["image_ce_weight"],', (U + "test_parameters_faprompt.py",)),
+    Mutation("faprompt_orthogonal_weight_at_its_default", "fsad/scorers/faprompt/params.py",
+             'orthogonal=params["orthogonal_weight"],', "orthogonal=0.1,", (U + "test_parameters_faprompt.py",)),
+    Mutation("faprompt_smoothing_at_its_default", "fsad/scorers/faprompt/scorer.py", 'params["sigma"]', "10", (U + "test_parameters_faprompt.py",)),
+    Mutation("faprompt_static_and_prior_map_weights_swapped", "fsad/scorers/faprompt/params.py",
+             'static_map=params["static_map_weight"],\n        prior_map=params["prior_map_weight"],',
+             'static_map=params["prior_map_weight"],\n        prior_map=params["static_map_weight"],', (U + "test_parameters_faprompt.py",)),
+    # --- DevPrompt / PromptAD --------------------------------------------------------------------------
+    Mutation("devprompt_lambda_dev_dropped", "fsad/scorers/devprompt/fit.py", 'lambda_dev=params["lambda_dev"]', "lambda_dev=1.0",
+             (U + "test_parameters_devprompt.py",)),
+    Mutation("devprompt_margin_and_topk_swapped", "fsad/scorers/devprompt/fit.py",
+             'margin=params["margin"],\n        topk_ratio=params["topk_ratio"],', 'margin=params["topk_ratio"],\n        topk_ratio=params["margin"],',
+             (U + "test_parameters_devprompt.py",)),
+    Mutation("devprompt_smoothing_dropped", "fsad/scorers/devprompt/scorer.py", 'smooth_maps(_numpy(maps), params["smoothing_sigma"])',
+             "smooth_maps(_numpy(maps), 4.0)", (U + "test_parameters_devprompt.py",)),
+    Mutation("devprompt_alignment_weight_at_its_default", "fsad/scorers/devprompt/fit.py", 'alignment_weight=params["alignment_weight"]',
+             "alignment_weight=0.001", (U + "test_parameters_devprompt.py",)),
+    # --- One-to-Normal and the generators ----------------------------------------------------------------
+    Mutation("one_to_normal_alpha_and_beta_swapped_in_the_image_score", "fsad/scorers/one_to_normal/scorer.py",
+             'values = {"score": combine(out.scores, params["alpha"], params["beta"])', 'values = {"score": combine(out.scores, params["beta"], params["alpha"])',
+             (U + "test_parameters_one_to_normal.py",)),
+    Mutation("one_to_normal_beta_dropped_from_the_maps", "fsad/scorers/one_to_normal/scorer.py",
+             'combined = combine(out.maps, params["alpha"], params["beta"])', 'combined = combine(out.maps, params["alpha"], 0.5)',
+             (U + "test_parameters_one_to_normal.py",)),
+    Mutation("one_to_normal_memory_size_ignored", "fsad/scorers/one_to_normal/scorer.py", 'ctx.params["memory_size"]', "30",
+             (U + "test_parameters_one_to_normal.py",)),
+    Mutation("one_to_normal_text_map_lr_at_its_default", "fsad/scorers/one_to_normal/fit.py", 'lr=params["text_map_lr"]', "lr=1e-3",
+             (U + "test_parameters_one_to_normal.py",)),
+    Mutation("dreambooth_prior_loss_weight_dropped", "fsad/diffusion/dreambooth.py",
+             'dreambooth_loss(prediction, target, batch.n_instance, params["prior_loss_weight"])', "dreambooth_loss(prediction, target, batch.n_instance, 1.0)",
+             (U + "test_parameters_generators.py",)),
+    Mutation("dreambooth_grad_clipping_at_its_default", "fsad/diffusion/dreambooth.py", 'clip_grad_norm_(trainable, params["max_grad_norm"])',
+             "clip_grad_norm_(trainable, 1.0)", (U + "test_parameters_generators.py",)),
+    Mutation("pool_strength_and_guidance_swapped", "fsad/diffusion/stages.py",
+             'section["strength"], section["steps"], section["guidance_scale"], section["batch_size"]\n    )',
+             'section["guidance_scale"], section["steps"], section["strength"], section["batch_size"]\n    )', (U + "test_parameters_generators.py",)),
+    Mutation("personalization_steps_at_their_default", "fsad/diffusion/stages.py",
+             'fixed, section["strength"], section["steps"], section["guidance_scale"]', 'fixed, section["strength"], 50, section["guidance_scale"]',
+             (U + "test_parameters_generators.py",)),
+    # --- what a stage reads ---------------------------------------------------------------------------
+    Mutation("dreambooth_trains_on_the_test_images_too", "fsad/diffusion/stages.py",
+             "    refs = _normal_refs(split)\n    resolution", "    refs = _normal_refs(split) + split.test[:1]\n    resolution", (U + "test_leak_guards.py",)),
+    Mutation("pool_varies_a_test_image", "fsad/diffusion/stages.py",
+             "    refs = _normal_refs(split)\n    pipeline", "    refs = split.test[:1] + _normal_refs(split)\n    pipeline", (U + "test_leak_guards.py",)),
+    Mutation("personalization_reads_the_first_query_for_every_query", "fsad/diffusion/stages.py",
+             "_run_images(split, manifest_path, split.test)]", "_run_images(split, manifest_path, split.test[:1] * len(split.test))]", (U + "test_leak_guards.py",)),
+    # --- the workflow layer -------------------------------------------------------------------------
+    Mutation("workflow_fit_jobs_get_the_score_parameters", "rules/common.smk",
+             "return canonical(METHODS[wildcards.scorer].fit_params(PARAMS[wildcards.scorer]))",
+             "return canonical(METHODS[wildcards.scorer].score_params(PARAMS[wildcards.scorer]))", (DAG,)),
+    Mutation("workflow_train_dataset_mapping_reads_only_its_default", "rules/common.smk",
+             'return choice if isinstance(choice, str) else choice.get(dataset, choice.get("default"))',
+             'return choice if isinstance(choice, str) else choice.get("default")', (DAG,)),
+    Mutation("workflow_training_stores_miss_what_their_fits_read", "rules/common.smk",
+             "dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}", "dataset in {*scorer_datasets(scorer)}", (DAG,)),
+    Mutation("workflow_setting_runs_rerun_every_split", "rules/common.smk",
+             'canonical({k: v for k, v in SETTINGS[wildcards.setting].items() if k != "runs"})', "canonical(SETTINGS[wildcards.setting])", (DAG,)),
+    Mutation("workflow_report_parameters_reach_score_jobs", "fsad/scorers/method.py",
+             "return {k: v for k, v in params.items() if k not in SELECTION_KEYS and k not in report_only}",
+             "return {k: v for k, v in params.items() if k not in SELECTION_KEYS}", (DAG,)),
+    # --- evaluation and reports ------------------------------------------------------------------------
+    Mutation("metrics_say_pretrained_weights", "fsad/evaluation/collect.py",
+             '    row["environment"] = environment_line(keys["environment"])', '    row["environment"] = environment_line(keys["environment"])\n    row["weights"] = "pretrained"',
+             ("tests/workflow/test_contract.py",)),
+    Mutation("pixel_metrics_read_masks_in_manifest_order", "fsad/evaluation/collect.py",
+             'manifest.loc[scores["image_id"], "mask_path"].tolist()', 'manifest.loc[sorted(scores["image_id"], reverse=True), "mask_path"].tolist()',
+             ("tests/workflow/test_contract.py",)),
 ]
 
 
