@@ -12,6 +12,13 @@ import os
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``), one torch thread per worker: two workers of two threads each on 2 cores wait on
+    each other. Set before any test module imports torch."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def requirement_failure(reason: str | None, variable: str) -> str | None:
     """The failure message when a missing setup is required by ``$variable=1``; None when the test may run or skip."""
     if reason is None or os.environ.get(variable) != "1":
