@@ -109,9 +109,13 @@ class World:
 
 
 def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int = 3, size: int = 112,
-                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS) -> World:
-    """Write the tiny world under ``root`` and encode its store with the tiny CLIP (random weights, a few seconds)."""
-    rng = np.random.default_rng(0)
+                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS, dataset: str = "toy", seed: int = 0) -> World:
+    """Write the tiny world under ``root`` and encode its store with the tiny CLIP (random weights, a few seconds).
+
+    ``dataset`` names the world's dataset (pool, splits); ``seed`` draws its pixels and masks, so two worlds built with
+    different seeds (e.g. a training and an evaluated dataset) share image ids but no image content.
+    """
+    rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for split, defect, count in (("train", "good", n_train), ("test", "good", n_good), ("test", "spot", n_anomalous)):
@@ -130,7 +134,7 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
             rows.append(manifest_row(CATEGORY, split, defect, str(i), path, mask_path))
     manifest = pd.DataFrame(rows)
     write_manifest(manifest, root / "manifest.csv")
-    pool = draw_pool(manifest, dataset="toy", category=CATEGORY, seed=0, max_test=None, normal_pool=4, anomalous_pool=1)
+    pool = draw_pool(manifest, dataset=dataset, category=CATEGORY, seed=0, max_test=None, normal_pool=4, anomalous_pool=1)
     write_json(root / "pool.json", pool)
     splits = {}
     for name, setting in SETTINGS.items():
@@ -140,4 +144,4 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
     store = root / "features" / f"{CATEGORY}.h5"
     FeatureCache(store).update(load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
-    return World(root, root / "manifest.csv", root / "pool.json", store, splits)
+    return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset)
