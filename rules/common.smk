@@ -310,8 +310,14 @@ def fit_params(wildcards):
 # --- targets ----------------------------------------------------------------------------------
 
 
+# Dataset keys that choose what the feature stores hold, not which images the dataset has.
+FEATURE_ONLY_DATASET_KEYS = ("extra_window_sizes",)
+
+
 def dataset_spec(wildcards):
-    return canonical(DATASETS[wildcards.dataset])
+    """What a dataset's preparation reads: its entry without the feature-only keys (a new window size reruns the
+    features and their readers, never the manifest, pools and splits)."""
+    return canonical({k: v for k, v in DATASETS[wildcards.dataset].items() if k not in FEATURE_ONLY_DATASET_KEYS})
 
 
 def dataset_dir(wildcards):

@@ -144,21 +144,22 @@ TINY_STORES = ["extract_features:tiny_tokens/*", *GENERATED]
 AFTER_TINY = [*TINY_STORES, *after_fit("one_to_normal")]
 EVERY_SEEDED = ["*", "!prepare_dataset:*"]
 SETTING_K1 = ["draw_split:*/k1/*", "fit:devprompt/*", "fit:promptad/*", "dreambooth:*", "generate_pool:*", "personalize:*",
-              *GENERATED, "score:*/k1/*", "evaluate:*/k1/*", "gallery:*/k1/*", *AFTER_METRICS]
+              *GENERATED, "score:*/k1/*", "evaluate:*/k1/*", "gallery:*/k1", *AFTER_METRICS]
 # runs: 2 adds run1 of k1 and a1 (zs keeps its own runs: 1), and the aggregates read the new files.
-RUN1 = ["draw_split:*/k1/1", "draw_split:*/a1/1", "fit:*/run1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
+RUN1 = ["draw_split:*/k1/1", "fit:*/run1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
         "extract_generated_features:*/1", "score:*/1", "evaluate:*/1", *AFTER_METRICS]
 
 ROWS: list[Row] = [
     # top level
-    Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*"]),
+    Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*", "!all:"]),  # the target rule has no output
     Row("seed", "default", {"seed": 1}, EVERY_SEEDED),
     Row("weights_fallback", "default", {"weights_fallback": "error"},
         ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
     Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     Row("reference_pool.normal", "default", {"reference_pool": {"normal": 3}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("runs", "default", {"runs": 2}, RUN1),
+    # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
+    Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
     Row("evaluation.map_size", "default", {"evaluation": {"map_size": 64}}, ["score:*", "evaluate:*", "gallery:*", *AFTER_METRICS]),
     Row("evaluation.pro_fpr_limit", "default", {"evaluation": {"pro_fpr_limit": 0.2}}, ["evaluate:*", *AFTER_METRICS]),
@@ -170,32 +171,33 @@ ROWS: list[Row] = [
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
     Row("datasets.kind", "default", datasets_with("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
-        ["*elpv*"]),
+        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
-    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*"]),
+    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
-    Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC),
+    # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
+    Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit:*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:faprompt/*", "!fit:anomalyclip/*"]),
+    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit:devprompt/*", "fit:promptad/*", "fit:faprompt/*", "fit:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:faprompt/*", "!fit:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),
     Row("datasets.image_size", "default", datasets_with("synthetic", image_size=96), AFTER_SYNTHETIC),
     Row("datasets.defect_types", "default", datasets_with("synthetic", defect_types=["scratch"]), AFTER_SYNTHETIC),
     # settings: shots replan that setting's splits and what reads them
+    # every default instance names its settings: a new setting no instance selects adds no job
     Row("settings", "default", {"settings": [*yaml.safe_load((ROOT / "config/config.yaml").read_text())["settings"], {"name": "k2", "normal_shots": 2}]},
-        ["draw_split:*/k2/*", "score:winclip/*/k2/*", "evaluate:winclip/*/k2/*", "gallery:winclip/*/k2/*", *AFTER_METRICS]),
+        NOTHING),
     Row("settings.name", "default", {**settings_with("a1", name="anom1"), "scorers": {"anomalous_memory": {"settings": ["anom1"]}}},
         ["*anom1*", *AFTER_METRICS], ["*a1*"]),
     Row("settings.normal_shots", "default", settings_with("k1", normal_shots=2), SETTING_K1),
     Row("settings.anomalous_shots", "default", {**settings_with("zs", anomalous_shots=1, validation_normals=1),
                                                  "scorers": {"winclip": {"settings": ["k1"]}, "faprompt": {"settings": ["zs"]}}},
-        ["draw_split:*/zs/*", "score:*/zs/*", "evaluate:*/zs/*", "gallery:*/zs/*", *AFTER_METRICS], ["*winclip/*/zs/*"]),
+        ["draw_split:*/zs/*", "score:*/zs/*", "evaluate:*/zs/*", "gallery:*/zs", *AFTER_METRICS], ["*winclip/*/zs/*", "gallery:winclip/*/zs", "draw_split:synthetic/*/zs/*"]),  # only winclip read synthetic's zs split
     Row("settings.validation_normals", "default", settings_with("k1", validation_normals=1), SETTING_K1),
-    Row("settings.runs", "default", settings_with("a1", runs=2),
-        ["draw_split:*/a1/1", "score:*/a1/1", "evaluate:*/a1/1", *AFTER_METRICS]),
+    Row("settings.runs", "default", settings_with("k1", runs=2), RUN1),
     # backbones: the network moves the stores; what a store holds extends it; run settings replan nothing
     Row("backbones", "default", {"backbones": {"spare": {"arch": "fsad-tiny"}}}, NOTHING),
     Row("backbones.arch", "default", {"backbones": {"tiny_tokens": {"arch": "ViT-B-16"}}}, AFTER_TINY + ["score:winclip_t/*"], TINY_STORES),
@@ -205,17 +207,19 @@ ROWS: list[Row] = [
     Row("backbones.precision", "default", {"backbones": {"vitb16plus": {"precision": "bf16"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.storage_dtype", "default", {"backbones": {"vitb16plus": {"storage_dtype": "float32"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.window_sizes", "default", {"backbones": {"tiny_tokens": {"window_sizes": [2]}}}, AFTER_TINY),
-    Row("backbones.layers", "default", {"backbones": {"tiny_tokens": {"layers": [1]}}}, ["extract_features:tiny_tokens/*", *AFTER_TINY]),
+    # a block no instance reads yet: the stores extend in place (no new directory), and every reader reruns
+    Row("backbones.layers", "default", {"backbones": {"vitb16plus": {"layers": [5]}}}, AFTER_VITB),
     Row("backbones.vv_layers", "default", {"backbones": {"tiny_tokens": {"vv_layers": [2]}}}, AFTER_TINY),
     Row("backbones.batch_size", "default", {"backbones": {"vitb16plus": {"batch_size": 2}}}, NOTHING),
     Row("backbones.workers", "default", {"backbones": {"vitb16plus": {"workers": 3}}}, NOTHING),
     # scorer instances: what selects jobs (checked on the bystander winclip_b of the winclip base)
     Row("scorers", "winclip", {"scorers": {"winclip_c": {"method": "winclip", "backbone": "vitb16plus", "datasets": ["textile"], "settings": ["k1"]}}},
         [*after_score("winclip_c")]),
-    Row("scorers.method", "winclip", {"plugins": ["toy_mean"], **scorer("winclip_b", method="toy_mean")}, after_fit("winclip_b")),
+    Row("scorers.method", "winclip", {"plugins": ["toy_mean"], **scorer("winclip_b", method="toy_mean")}, after_fit("winclip_b"),
+        ["gallery:winclip_b/*"]),  # the toy method writes no maps, so no gallery
     Row("scorers.enabled", "winclip", scorer("winclip_b", enabled=False), AFTER_METRICS, ["score:winclip_b/*", "evaluate:winclip_b/*", "gallery:winclip_b/*"]),
     Row("scorers.backbone", "winclip", scorer("winclip_b", backbone="tiny_tokens"), ["extract_features:tiny_tokens/textile/*", *after_score("winclip_b")]),
-    Row("scorers.settings", "winclip", scorer("winclip_b", settings=["k1", "zs"]), ["draw_split:textile/textile/zs/*", "score:winclip_b/*/zs/*", "evaluate:winclip_b/*/zs/*", "gallery:winclip_b/*/zs/*", *AFTER_METRICS]),
+    Row("scorers.settings", "winclip", scorer("winclip_b", settings=["k1", "zs"]), ["draw_split:textile/textile/zs/*", "score:winclip_b/*/zs/*", "evaluate:winclip_b/*/zs/*", "gallery:winclip_b/*/zs", *AFTER_METRICS]),
     Row("scorers.datasets", "winclip", scorer("winclip_b", datasets=["textile", "synthetic"]), [*SYNTHETIC_DATA, "score:winclip_b/synthetic/*", "evaluate:winclip_b/synthetic/*", "gallery:winclip_b/synthetic/*", *AFTER_METRICS]),
     # generators: a stage's keys replan that stage and what reads its images; run settings nothing
     Row("generators", "one_to_normal", {"generators": {"spare": {"base_model": "tiny"}}}, NOTHING),
@@ -302,7 +306,7 @@ ROWS: list[Row] = [
 REMOVALS = {
     "scorers.faprompt.train_dataset": ["fit:faprompt/synthetic"],
     "scorers.one_to_normal.train_dataset": ["fit:one_to_normal/elpv", "prepare_dataset:elpv", "draw_pool:elpv/*", "extract_features:*/elpv/*"],
-    "scorers.one_to_normal.generator": ["*:tiny/*"],
+    "scorers.one_to_normal.generator": ["*:tiny/*", "extract_generated_features:*/tiny/*"],
 }
 ROWS = [row._replace(removes=REMOVALS.get(row.key, row.removes)) for row in ROWS]
 
