@@ -8,7 +8,7 @@ its params (the reprs of its non-derived params) or its input list change, when 
 of it (by files) reruns.
 
 Builds in one process do not leak into each other: every parse executes the Snakefile in fresh globals, so the
-``functools.cache`` helpers of ``rules/common.smk`` are new each time (``test_dag_tools.py`` checks this). The
+``functools.cache`` helpers of ``rules/common.smk`` are new each time (``test_inputs.py`` checks this). The
 parse of the ``.smk`` files and the YAML loads of the config and its schema are memoized by content: they cost most
 of a build and do not depend on the config.
 """
