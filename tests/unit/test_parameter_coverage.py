@@ -21,13 +21,16 @@ GENERATOR_SCHEMA = HERE.parents[1] / "fsad" / "diffusion" / "schema.yaml"
 
 
 def schema_parameters(schema: dict, prefix: str = "") -> list[str]:
-    """Dotted names of a schema's properties; an object with its own properties is named by its leaves."""
+    """Dotted names of a schema's properties; an object with its own properties is named by its leaves, a list of
+    objects by itself and its items' properties."""
     names = []
     for name, sub in schema.get("properties", {}).items():
         if sub.get("type") == "object" and sub.get("properties"):
             names += schema_parameters(sub, f"{prefix}{name}.")
         else:
             names.append(f"{prefix}{name}")
+            if isinstance(sub.get("items"), dict) and sub["items"].get("properties"):
+                names += schema_parameters(sub["items"], f"{prefix}{name}.")
     return names
 
 
@@ -56,8 +59,9 @@ def covered() -> dict[str, tuple[str, str]]:
 
 def test_schema_parameters_are_found_with_their_nested_names():
     schema = {"properties": {"a": {"type": "number"}, "pool": {"type": "object", "properties": {"steps": {}, "strength": {}}},
-                             "free": {"type": "object", "additionalProperties": True}}}
-    assert schema_parameters(schema) == ["a", "pool.steps", "pool.strength", "free"]
+                             "free": {"type": "object", "additionalProperties": True},
+                             "rows": {"type": "array", "items": {"type": "object", "properties": {"label": {}}}}}}
+    assert schema_parameters(schema) == ["a", "pool.steps", "pool.strength", "free", "rows", "rows.label"]
 
 
 def test_every_schema_parameter_has_a_test_that_pins_it():

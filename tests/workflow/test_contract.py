@@ -29,6 +29,8 @@ from fsad.data.splits import read_split
 from fsad.score_files import read_score_keys
 from fsad.scorers.registry import builtin_method_modules, get_method, method_params
 
+from tests.unit.read_audit import is_read_mode, read_process_audits
+
 from .conftest import ROOT, TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
@@ -37,6 +39,8 @@ DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 TINY_CONFIG = yaml.safe_load(TINY.read_text())
 PLUGINS = ["toy_mean", "toy_mean_dataset"]
 PLUGIN_ENV = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
+# Every job of the contract run records what it reads (tests/unit/read_audit.py, through this sitecustomize).
+AUDIT_PATH = str(ROOT / "tests" / "tools" / "read_audit")
 
 # What the default's instances need to run on the tiny config (its datasets are synthetic and textile, its backbone
 # the 2-block fsad-tiny): the smallest training, datasets the tiny config has, V-V tokens of its last block.
@@ -101,7 +105,8 @@ def contract_run(tiny_run, tmp_path_factory, plugins_importable):
     workdir = tmp_path_factory.mktemp("contract") / "run"
     shutil.copytree(tiny_run[0], workdir)
     overlay = write_overlay(workdir / "contract.yaml", OVERLAY)
-    proc = snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay), env=PLUGIN_ENV)
+    audited = {"PYTHONPATH": f"{PLUGIN_ENV['PYTHONPATH']}:{AUDIT_PATH}", "FSAD_READ_AUDIT": str(workdir / "audit")}
+    proc = snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay), env=audited)
     (workdir / "contract.log").write_text(proc.stdout + proc.stderr)
     return workdir, overlay
 
@@ -309,3 +314,59 @@ def test_a_score_only_change_rescores_every_instance_and_reuses_every_fit_untouc
                  h5py.File(scores_dir(workdir, name, *job).with_suffix(".maps.h5")) as b:
                 maps_moved = "maps" in a and not np.allclose(a["maps"][:], b["maps"][:])
             assert maps_moved or not np.allclose(old["score"], new["score"]), (name, job)
+
+
+# Job scripts that learn or generate, and so must never read a test image of the split they serve.
+LEARNING_SCRIPTS = ("fit.py", "dreambooth.py", "generate_pool.py", "class_images.py")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def job_audits(workdir: Path) -> list[tuple[str, dict]]:
+    """(script, audit) of every Snakemake job process of the contract run (tests/unit/read_audit.py's reports)."""
+    jobs = []
+    for record in read_process_audits(workdir / "audit"):
+        scripts = [a for a in record["argv"] if "/.snakemake/scripts/" in a]
+        if scripts:
+            jobs.append((scripts[0].rsplit("/", 1)[1].split(".", 1)[1], record))
+    return jobs
+
+
+def test_no_stage_that_learns_or_generates_reads_a_test_image_of_its_split_or_of_the_evaluated_dataset(contract_run):
+    workdir, _ = contract_run
+    results = workdir / "results"
+    owners = {}  # image or mask file -> (dataset, image id, kind)
+    for manifest_path in (results / "data").glob("*/manifest.csv"):
+        manifest = pd.read_csv(manifest_path, keep_default_na=False)
+        for row in manifest.itertuples():
+            owners[str(Path(row.image_path).resolve())] = (manifest_path.parent.name, row.image_id, "image")
+            if row.mask_path:
+                owners[str(Path(row.mask_path).resolve())] = (manifest_path.parent.name, row.image_id, "mask")
+    jobs = [(script, record) for script, record in job_audits(workdir) if script in LEARNING_SCRIPTS]
+    # the audit saw every such job of the run: the fits of the trained instances and One-to-Normal's diffusion stages
+    assert sorted(script for script, _ in jobs) == sorted(["class_images.py", "dreambooth.py", "generate_pool.py"] + ["fit.py"] * 7)
+    for script, record in jobs:
+        read = {str(Path(o["path"]).resolve()) for o in record["opened"] if is_read_mode(o["mode"])} | {str(Path(p).resolve()) for p in record["pil"]}
+        data_read = [owners[p] for p in read if p in owners]
+        split_files = [p for p in read if "/splits/" in p and p.endswith(".json") and not p.endswith("pool.json")]
+        loaded = {(store_dataset(store), i) for store, ids in record["loads"].items() for i in ids}
+        if script == "class_images.py":
+            assert not data_read and not loaded, f"class images read dataset files {data_read}"
+            continue
+        if split_files:  # run scope: the run's references only, never its test images or any mask
+            (split_file,) = split_files
+            split = read_split(split_file)
+            dataset = split.dataset
+            assert not {i for d, i, _ in data_read if d == dataset} & set(split.test), (script, split_file)
+            assert not {i for d, i in loaded if d == dataset} & set(split.test), (script, split_file)
+            assert not [m for m in data_read if m[2] == "mask" and m[1] in split.test]
+            if script == "dreambooth.py":  # the audit saw the references it trains on
+                assert {i for _, i, kind in data_read if kind == "image"} == set(split.normal_refs)
+        else:  # dataset scope: the training dataset's files only
+            assert script == "fit.py"
+            datasets = {d for d, _, _ in data_read} | {store_dataset(store) for store in record["loads"]}
+            assert datasets == {"synthetic"}, (record["argv"], datasets)
+
+
+def store_dataset(store: str) -> str:
+    """The dataset of a feature store path ``.../cache/features/<backbone>/<dataset>/<category>.h5``."""
+    return Path(store).parent.name
