@@ -11,10 +11,8 @@ step really receive.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from scipy.ndimage import gaussian_filter
 
@@ -35,7 +32,6 @@ from fsad.scorers.faprompt import fit as fit_module
 from fsad.scorers.faprompt import params as params_module
 from fsad.scorers.faprompt import scorer as scorer_module
 from fsad.scorers.faprompt import torch_model
-from fsad.scorers.faprompt.losses import LossConfig
 from fsad.scorers.faprompt.method import METHOD
 from fsad.scorers.faprompt.prompts import PromptConfig
 from fsad.scorers.faprompt.torch_model import ScoreConfig
@@ -44,7 +40,6 @@ from fsad.scorers.method import ReportContext, resolve
 from .table_files import csv_table
 from .tiny_world import CATEGORY, TINY, World, build_world
 
-SCHEMA = yaml.safe_load(Path(METHOD.schema).read_text())
 TEXT_WIDTH, EMBED_DIM = 64, 32  # fsad-tiny (fsad/backbones/model_configs/fsad-tiny.json): text width 64, embeddings 32, 2 text blocks
 BASE = {
     "train_dataset": "toy", "vv_layers": [2], "epochs": 1,
@@ -112,26 +107,6 @@ COVERED: dict[str, str] = {
     "faprompt.ablation.label": "test_the_ablation_rows_carry_their_labels_and_their_scorers_values",
     "faprompt.ablation.scorer": "test_the_ablation_rows_carry_their_labels_and_their_scorers_values",
 }
-
-
-def schema_names(properties: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every property of a schema, nested ones (of objects and of array items) as dotted names."""
-    names = []
-    for name, spec in properties.items():
-        names.append(prefix + name)
-        items = spec.get("items")
-        inner = spec.get("properties") or (items.get("properties") if isinstance(items, dict) else None)
-        if inner:
-            names += schema_names(inner, f"{prefix}{name}.")
-    return names
-
-
-def test_every_schema_parameter_names_the_test_that_pins_it():
-    assert sorted(COVERED) == sorted(f"faprompt.{name}" for name in schema_names(SCHEMA["properties"]))
-    here = sys.modules[__name__]
-    for name, target in COVERED.items():
-        if not target.startswith("exempt: "):
-            assert inspect.isfunction(getattr(here, target, None)) and target.startswith("test_"), f"{name}: no test function {target}"
 
 
 # --- running fits and scores with spies ----------------------------------------------------------------
