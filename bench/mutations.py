@@ -102,6 +102,11 @@ MUTATIONS = [
              "    refs = _normal_refs(split)\n    pipeline", "    refs = split.test[:1] + _normal_refs(split)\n    pipeline", (U + "test_leak_guards.py",)),
     Mutation("personalization_reads_the_first_query_for_every_query", "fsad/diffusion/stages.py",
              "_run_images(split, manifest_path, split.test)]", "_run_images(split, manifest_path, split.test[:1] * len(split.test))]", (U + "test_leak_guards.py",)),
+    Mutation("devprompt_synthetic_anomalies_from_a_test_image", "fsad/scorers/devprompt/fit.py",
+             'for image_id in ctx.split.normal_refs]', "for image_id in ctx.split.test[:1]]", (U + "test_leak_guards.py",)),
+    Mutation("weight_validation_augments_the_test_images", "fsad/scorers/anomalous_memory/scorer.py",
+             "for image_id, share in zip(ctx.split.validation, counts):", "for image_id, share in zip(ctx.split.test, counts):",
+             (U + "test_leak_guards.py",)),
     # --- the workflow layer -------------------------------------------------------------------------
     Mutation("workflow_fit_jobs_get_the_score_parameters", "rules/common.smk",
              "return canonical(METHODS[wildcards.scorer].fit_params(PARAMS[wildcards.scorer]))",

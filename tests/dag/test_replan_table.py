@@ -8,7 +8,6 @@ from what each stage reads, never computed with rules/common.smk.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
