@@ -34,7 +34,8 @@ from tests.unit.read_audit import is_read_mode, read_process_audits
 from .conftest import ROOT, TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 TINY_CONFIG = yaml.safe_load(TINY.read_text())
 PLUGINS = ["toy_mean", "toy_mean_dataset"]
@@ -187,7 +188,14 @@ def fit_jobs_run(log: str) -> list[str]:
     return sorted(started)
 
 
-@pytest.mark.parametrize("name", [n for n in INSTANCES if method_of(n).fit is not None])
+def fitted_instances() -> list[str]:
+    """Instances whose method has a fit (the toy plugins imported for the look, at collection)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(PLUGIN_ENV["PYTHONPATH"])
+        return [name for name in INSTANCES if method_of(name).fit is not None]
+
+
+@pytest.mark.parametrize("name", fitted_instances())
 def test_each_fit_is_made_once_on_what_its_declaration_names_and_read_by_its_score_jobs(contract_run, name):
     workdir, _ = contract_run
     results = workdir / "results"
@@ -298,7 +306,9 @@ def rescored(contract_run, tmp_path_factory):
     change = write_overlay(workdir / "score_only.yaml", {"scorers": changes})
     before = {p: p.stat().st_mtime_ns for p in (workdir / "results" / "models").glob("**/*") if p.is_file()}
     planned = pending(summary(workdir, overlay, change, env=PLUGIN_ENV))
-    proc = snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay, change), env=PLUGIN_ENV)
+    # the score files only: what reads them (metrics, reports) is pinned by the contract run itself
+    targets = [str(scores_dir(workdir, name, *job).with_suffix(".parquet").relative_to(workdir)) for name in INSTANCES for job in score_jobs(name)]
+    proc = snakemake(workdir, "--cores", "2", *targets, configfiles=(TINY, overlay, change), env=PLUGIN_ENV)
     return workdir, planned, before, proc.stdout + proc.stderr
 
 

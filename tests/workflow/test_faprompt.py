@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from .conftest import TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 # The default config's two instances, on textile only (the tiny config has no elpv); fsad-tiny has two vision blocks.
 # Their own backbone keeps the copied run's feature stores, and so its other scorers' results, untouched.
 TINY_TOKENS = {"enabled": True, "backbone": "tiny_vv", "datasets": ["textile"], "vv_layers": [2]}

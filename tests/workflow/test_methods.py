@@ -19,7 +19,8 @@ from fsad.features.cache import FeatureCache
 from .conftest import ROOT, TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 PLUGINS = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
 OVERLAY = {
     "plugins": ["toy_mean", "toy_mean_dataset"],

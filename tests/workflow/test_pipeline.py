@@ -10,7 +10,8 @@ import yaml
 from .conftest import ROOT, snakemake
 from .metrics_checks import PIXEL_METRICS, assert_metrics_cover_every_job
 
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 
 def test_default_config_dry_runs(tmp_path):

@@ -23,7 +23,8 @@ needs_chromium = pytest.mark.requires(
     None if CHROMIUM else "Debian's chromium is not installed; run .ci/report-setup.sh (apt-get install -y chromium)",
     "FSAD_REQUIRE_CHROMIUM",
 )
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 # Clicks through the report like a reader: "Tables" in the menu, then the view button of the summary
 # table, and copies the table the report shows (inside an iframe) into the page so --dump-dom holds it.

@@ -15,7 +15,8 @@ from fsad.features.cache import FeatureCache
 
 from .conftest import ROOT, TINY, snakemake
 
-pytestmark = pytest.mark.slow
+# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 KEYS = ["scorer", "dataset", "category", "setting", "run", "metric"]
 COMPARED = {"image_auroc", "pixel_auroc"}
 TOLERANCE = 0.001  # metrics.csv holds fractions in [0, 1]: 0.1 points
