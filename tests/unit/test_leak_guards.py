@@ -153,6 +153,27 @@ def spy_encoded_images(mp: pytest.MonkeyPatch, calls: list) -> None:
     mp.setattr(BackboneSession, "image_encoder", image_encoder)
 
 
+def test_the_recorder_sees_every_way_of_reading_and_puts_the_library_back(world, tmp_path):
+    import os
+
+    original_open, original_load = Image.open, FeatureCache.load
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"x")
+    image = dataset(world, "k1").image_file(read_split(world.splits["k1"]).test[0])
+    with read_audit() as outer:
+        os.close(os.open(raw, os.O_RDONLY))
+        with read_audit() as inner:
+            Image.open(image).load()
+        FeatureCache(world.store).load(read_split(world.splits["k1"]).normal_refs)
+    assert {raw.resolve(), image} <= outer.files_read() and outer.pil_paths() == {image}
+    assert inner.files_read() & {raw.resolve(), image} == {image} and not inner.loads
+    assert outer.store_ids(world.store) == set(read_split(world.splits["k1"]).normal_refs) and not outer.store_ids(tmp_path / "other.h5")
+    assert Image.open is original_open and FeatureCache.load is original_load
+    with read_audit() as after:
+        pass
+    assert not after.opened
+
+
 # --- worlds -------------------------------------------------------------------------------------------------------
 
 

@@ -275,6 +275,11 @@ def test_deviation_loss_false_is_promptad_without_deviation_tensors_terms_or_col
     assert "deviation_max" not in out.scores
     np.testing.assert_array_equal(out.scores["score"], out.scores["textual_global"])
     assert out.maps.min() >= 0 and out.maps.max() <= 1  # softmax maps, not deviations
+    # the score step's own deviation_loss chooses the readout, even of a model that holds the scoring parameters
+    readout = world.score(OWNER, {**base.params, "deviation_loss": False}, model=base.model)
+    assert "deviation_max" not in readout.scores
+    np.testing.assert_array_equal(readout.scores["score"], readout.scores["textual_global"])
+    assert "deviation_max" in world.score(OWNER, base.params, model=base.model).scores
 
 
 # --- the spied fit: optimiser, losses, reference, anomalies, tokens --------------------------------------------------
@@ -389,8 +394,9 @@ SUB_SCORES = ["score", "deviation_max", "textual_global", "textual_max"]
         ({"deviation_score": "abnormal"}, {"score", "deviation_max", "maps"}),
         ({"topk_ratio": 0.01}, {"score"}),
         ({"smoothing_sigma": 0.0}, {"maps"}),
-        # fit-only parameters: the score step reads them from nowhere
-        ({"lambda_dev": 0.9, "margin": 2.0, "lr": 0.5, "epochs": 9, "promptad_weight": 0.1, "n_ctx": 2, "reference_draws": 50}, set()),
+        # fit-only parameters: the score step never reads them (it takes logit_scale from the model)
+        ({"lambda_dev": 0.9, "margin": 2.0, "lr": 0.5, "epochs": 9, "promptad_weight": 0.1, "n_ctx": 2, "reference_draws": 50,
+          "logit_scale": 3.0}, set()),
     ],
     ids=["vv_block", "deviation_score", "topk_ratio", "smoothing_sigma", "fit_only"],
 )

@@ -36,6 +36,7 @@ from fsad.scorers.faprompt.method import METHOD
 from fsad.scorers.faprompt.prompts import PromptConfig
 from fsad.scorers.faprompt.torch_model import ScoreConfig
 from fsad.scorers.method import ReportContext, resolve
+from fsad.scorers.registry import method_params
 
 from .table_files import csv_table
 from .tiny_world import CATEGORY, TINY, World, build_world
@@ -411,7 +412,10 @@ def test_the_prompt_design_sizes_the_learned_tensors_and_the_loss_terms(bench, d
         deep_depth=design.get("deep_prompt_depth", 9), deep_tokens=3, prior=design.get("dap", True),
         prior_patches=design.get("dap_patches", 10), prior_reduction=design.get("dap_reduction", 16),
     )
-    assert run.prompt_configs == [expected]
+    scored = bench.score(design)
+    # the score step rebuilds the same prompts from the instance's parameters (and loads the fit into them)
+    assert run.prompt_configs == [expected] and scored.prompt_configs == [expected]
+    assert np.isfinite(scored.maps).all() and np.isfinite(scored.scores["score"]).all()
     shapes = {name: tuple(t.shape) for name, t in run.tensors.items()}
     if design["cap"]:
         # CAP: K = 5 abnormal prompts of 4 own tokens on the 3 shared normal ones; deep prompts in the 2nd of 2 text blocks;
@@ -420,12 +424,12 @@ def test_the_prompt_design_sizes_the_learned_tensors_and_the_loss_terms(bench, d
             "normal_context": (3, TEXT_WIDTH), "abnormal_context": (5, 4, TEXT_WIDTH), "deep_prompts": (1, 3, TEXT_WIDTH),
             "prior_net.0.weight": (24, 6 * EMBED_DIM), "prior_net.0.bias": (24,), "prior_net.2.weight": (TEXT_WIDTH, 24), "prior_net.2.bias": (TEXT_WIDTH,),
         }
-        assert set(run.selections) == {(6, "top")}
+        assert set(run.selections) == set(scored.selections) == {(6, "top")}
         assert set(run.parts) == {"static_map", "prior_map", "prior", "image_ce", "image_focal", "orthogonal"}
     else:
         # AnomalyCLIP: one abnormal prompt with normal_tokens tokens of its own, no deep prompts (depth 1), no DAP
         assert shapes == {"normal_context": (3, TEXT_WIDTH), "abnormal_context": (1, 3, TEXT_WIDTH)}
-        assert run.selections == []
+        assert run.selections == scored.selections == []
         assert set(run.parts) == {"static_map", "image_ce", "image_focal"}  # one abnormal prompt: no orthogonality
 
 
@@ -470,7 +474,7 @@ def test_the_temperature_divides_the_image_logits_at_scoring(bench):
 
 
 def test_the_image_score_column_follows_the_chosen_formula(bench):
-    runs = {how: bench.score(image_score=how) for how in ("eq9", "code", "probability")}
+    runs = {"eq9": bench.score(), "code": bench.score(image_score="code"), "probability": bench.score(image_score="probability")}
     for how, run in runs.items():
         assert {c.image_score for c in run.score_configs} == {how}
         pd.testing.assert_series_equal(run.scores["text_probability"], runs["eq9"].scores["text_probability"])
@@ -497,13 +501,14 @@ def test_the_token_levels_reach_the_training_maps(bench):
 
 def test_the_token_levels_average_into_the_maps_and_dap_reads_the_last(bench):
     design = ANOMALYCLIP_DESIGN  # no DAP: a map is the mean over levels of a linear chain (upsampling, no smoothing)
-    first, second, both = (bench.score(design, vv_layers=levels) for levels in ([1], [2], [1, 2]))
+    first, second, both = bench.score(design, vv_layers=[1]), bench.score(design), bench.score(design, vv_layers=[1, 2])
     np.testing.assert_allclose(both.maps, (first.maps + second.maps) / 2, atol=2e-3)
     assert not np.allclose(first.maps, second.maps, rtol=0, atol=1e-2)
     pd.testing.assert_series_equal(first.scores["text_probability"], second.scores["text_probability"])  # the image embedding has no level
-    # with DAP the prior-adapted prompts read the last level: the order of the levels matters
-    forward, backward = bench.score(vv_layers=[1, 2]), bench.score(vv_layers=[2, 1])
-    assert not np.allclose(forward.scores["text_probability"], backward.scores["text_probability"], rtol=0, atol=1e-6)
+    # with DAP the image probability reads the prior-adapted prompts, whose prior reads the last level alone
+    only_1, only_2, levels_12 = bench.score(vv_layers=[1]), bench.score(), bench.score(vv_layers=[1, 2])
+    pd.testing.assert_series_equal(levels_12.scores["text_probability"], only_2.scores["text_probability"], rtol=1e-6)
+    assert not np.allclose(only_1.scores["text_probability"], only_2.scores["text_probability"], rtol=0, atol=1e-6)
 
 
 def test_sigma_smooths_the_maps_and_never_the_image_scores_or_the_fit(bench):
@@ -519,45 +524,53 @@ def test_sigma_smooths_the_maps_and_never_the_image_scores_or_the_fit(bench):
 
 # per scorer: image (AUROC, AP) and pixel (AUROC, PRO) of dataset toy, setting zs
 METRICS = {"faprompt": (0.9, 0.8, 0.95, 0.85), "anomalyclip": (0.7, 0.6, 0.75, 0.65), "winclip": (0.5, 0.4, 0.55, 0.45), "devprompt": (0.3, 0.2, 0.35, 0.25)}
+REPORTS = {
+    "default": {},
+    "forward": {"compare_scorers": ["winclip", "anomalyclip"], "ablation": [{"label": "Baseline", "scorer": "anomalyclip"}, {"label": "Ours", "scorer": "faprompt"}]},
+    "reversed": {"compare_scorers": ["anomalyclip", "winclip"]},
+}
 
 
 def pair(first: float, second: float) -> str:
     return f"({100 * first:.1f}, {100 * second:.1f})"
 
 
-def report(tmp_path: Path, world: World, **params: Any) -> Path:
-    """Write the faprompt instance's tables from one score file and hand-made metrics; returns the tables' folder."""
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, Path]:
+    """Each case of :data:`REPORTS` written by the method's report step from one score file and hand-made metrics."""
+    root = tmp_path_factory.mktemp("faprompt_report")
     rows = [
         {"dataset": "toy", "category": CATEGORY, "setting": "zs", "run": 0, "scorer": scorer, "metric": metric, "value": value, "weights": "random", "environment": "e"}
         for scorer, values in METRICS.items()
         for metric, value in zip(("image_auroc", "image_ap", "pixel_auroc", "pixel_pro"), values, strict=True)
     ]
-    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
-    scores = tmp_path / "scores.parquet"
+    pd.DataFrame(rows).to_csv(root / "metrics.csv", index=False)
+    scores = root / "scores.parquet"
     write_score_table(pd.DataFrame({"image_id": ["a", "b"], "label": [0, 1], "score": [0.1, 0.9]}),
                       {"scorer": "faprompt", "method": "faprompt", "dataset": "toy", "category": CATEGORY, "setting": "zs", "run": 0, "weights": "random"}, scores)
-    out = tmp_path / "tables"
-    resolve(METHOD.report.write)(ReportContext(tmp_path / "metrics.csv", [scores], [], {}, world.params("faprompt", {"train_dataset": "toy", **params}), out, tmp_path / "plots"))
-    return out
+    written = {}
+    for case, params in REPORTS.items():
+        filled = method_params(METHOD, {"train_dataset": "toy", **params})
+        written[case] = root / case
+        resolve(METHOD.report.write)(ReportContext(root / "metrics.csv", [scores], [], {}, filled, written[case], root / "plots"))
+    return written
 
 
-@pytest.mark.parametrize("compare", [[], ["winclip", "anomalyclip"], ["anomalyclip", "winclip"]])
-def test_compare_scorers_are_the_comparison_columns_in_their_order(bench, tmp_path, compare):
-    out = report(tmp_path, bench.world, compare_scorers=compare)
-    image, pixel = csv_table(out / "table1_image.csv"), csv_table(out / "table2_pixel.csv")
+@pytest.mark.parametrize("case", list(REPORTS))
+def test_compare_scorers_are_the_comparison_columns_in_their_order(reports, case):
+    compare = REPORTS[case].get("compare_scorers", [])
+    image, pixel = csv_table(reports[case] / "table1_image.csv"), csv_table(reports[case] / "table2_pixel.csv")
     for table, offset in ((image, 0), (pixel, 2)):
         assert list(table.columns) == ["dataset", "faprompt", *compare, "weights"]
         assert list(table["dataset"]) == ["toy", "mean"]
         for scorer in ["faprompt", *compare]:
-            values = METRICS[scorer][offset : offset + 2]
-            assert list(table[scorer]) == [pair(*values)] * 2, scorer
+            assert list(table[scorer]) == [pair(*METRICS[scorer][offset : offset + 2])] * 2, scorer
 
 
-@pytest.mark.parametrize("ablation", [[], [{"label": "Baseline", "scorer": "anomalyclip"}, {"label": "Ours", "scorer": "faprompt"}]], ids=["default", "two_rows"])
-def test_the_ablation_rows_carry_their_labels_and_their_scorers_values(bench, tmp_path, ablation):
-    out = report(tmp_path, bench.world, ablation=ablation)
-    table = csv_table(out / "table3_ablation.csv")
-    rows = ablation or [{"label": "faprompt", "scorer": "faprompt"}]  # [] = this instance alone
+@pytest.mark.parametrize("case", list(REPORTS))
+def test_the_ablation_rows_carry_their_labels_and_their_scorers_values(reports, case):
+    table = csv_table(reports[case] / "table3_ablation.csv")
+    rows = REPORTS[case].get("ablation") or [{"label": "faprompt", "scorer": "faprompt"}]  # [] = this instance alone
     assert list(table["model"]) == [row["label"] for row in rows] and list(table["scorer"]) == [row["scorer"] for row in rows]
     assert list(table["Image-level (AUROC, AP)"]) == [pair(*METRICS[row["scorer"]][:2]) for row in rows]
     assert list(table["Pixel-level (AUROC, PRO)"]) == [pair(*METRICS[row["scorer"]][2:]) for row in rows]
