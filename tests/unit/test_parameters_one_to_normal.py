@@ -64,6 +64,8 @@ COVERED: dict[str, str] = {
     "one_to_normal.text_map_batch_size": "test_the_batch_size_sets_the_rows_of_every_loss_step",
     "one_to_normal.text_map_focal_gamma": "test_the_focal_gamma_reaches_the_loss_and_a_larger_one_lowers_it",
     "one_to_normal.transfer": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
+    "one_to_normal.transfer.with": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
+    "one_to_normal.transfer.without": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
     "one_to_normal.gallery_categories": "test_the_gallery_shows_the_first_gallery_categories_of_each_dataset",
 }
 
