@@ -34,7 +34,7 @@ from tests.unit.read_audit import is_read_mode, read_process_audits
 from .conftest import ROOT, TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 TINY_CONFIG = yaml.safe_load(TINY.read_text())

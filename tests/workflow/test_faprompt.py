@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from .conftest import TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 # The default config's two instances, on textile only (the tiny config has no elpv); fsad-tiny has two vision blocks.
 # Their own backbone keeps the copied run's feature stores, and so its other scorers' results, untouched.

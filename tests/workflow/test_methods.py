@@ -19,7 +19,7 @@ from fsad.features.cache import FeatureCache
 from .conftest import ROOT, TINY, snakemake
 from .test_reruns import pending, summary, write_overlay
 
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 PLUGINS = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
 OVERLAY = {

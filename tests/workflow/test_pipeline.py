@@ -10,7 +10,7 @@ import yaml
 from .conftest import ROOT, snakemake
 from .metrics_checks import PIXEL_METRICS, assert_metrics_cover_every_job
 
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 

@@ -23,7 +23,7 @@ needs_chromium = pytest.mark.requires(
     None if CHROMIUM else "Debian's chromium is not installed; run .ci/report-setup.sh (apt-get install -y chromium)",
     "FSAD_REQUIRE_CHROMIUM",
 )
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 # Clicks through the report like a reader: "Tables" in the menu, then the view button of the summary

@@ -15,7 +15,7 @@ from fsad.features.cache import FeatureCache
 
 from .conftest import ROOT, TINY, snakemake
 
-# The tiny run is a session fixture: under pytest-xdist its readers share one worker (--dist loadgroup), which runs it once.
+# The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 KEYS = ["scorer", "dataset", "category", "setting", "run", "metric"]
 COMPARED = {"image_auroc", "pixel_auroc"}
