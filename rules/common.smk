@@ -346,18 +346,17 @@ def report_scorers():
     return [scorer for scorer in SCORERS if METHODS[scorer].report is not None]
 
 
+def method_report_dirs(scorer):
+    """Where an instance's report writes: its tables, their HTML pages, its figures."""
+    return {"tables_dir": f"{R}/tables/{scorer}", "html_dir": f"{R}/tables/html/{scorer}", "figures_dir": f"{R}/plots/{scorer}"}
+
+
 def method_report_outputs(scorer):
-    declared = METHODS[scorer].report
-    tables = {f"{table}.{ext}": f"{R}/tables/{scorer}/{table}.{ext}" for table in declared.tables for ext in ("md", "csv", "tex")}
-    figures = {f"{figure}.png": f"{R}/plots/{scorer}/{figure}.png" for figure in declared.figures}
+    declared, dirs = METHODS[scorer].report, method_report_dirs(scorer)
+    tables = {f"{table}.{ext}": f"{dirs['tables_dir']}/{table}.{ext}" for table in declared.tables for ext in ("md", "csv", "tex")}
+    tables |= {f"{table}.html": f"{dirs['html_dir']}/{table}.html" for table in declared.tables}
+    figures = {f"{figure}.png": f"{dirs['figures_dir']}/{figure}.png" for figure in declared.figures}
     return tables, figures
-
-
-def html_tables():
-    """Every table of the run as an HTML page: the report shows those inline, CSV and Markdown only as downloads."""
-    names = [*datasets_scored(), "summary"]
-    names += [f"{scorer}/{table}" for scorer in report_scorers() for table in METHODS[scorer].report.tables]
-    return [f"{R}/tables/html/{name}.html" for name in names]
 
 
 def all_targets():
@@ -366,7 +365,7 @@ def all_targets():
         targets += [f"{R}/tables/{dataset}.{ext}" for ext in ("md", "csv", "tex")]
         targets += [f"{R}/plots/roc_{dataset}.png", f"{R}/plots/auroc_{dataset}.png"]
     targets += [f"{R}/tables/summary.{ext}" for ext in ("md", "csv", "tex")]
-    targets += html_tables()
+    targets += [f"{R}/tables/html/{name}.html" for name in [*datasets_scored(), "summary"]]
     targets += [
         f"{R}/plots/gallery/{scorer}/{dataset}/{category}/{setting}.png"
         for scorer, dataset, category, setting, run in score_jobs()

@@ -6,7 +6,6 @@ localrules:
     collect_metrics,
     tables,
     summary_table,
-    html_table,
     plots,
     gallery,
 
@@ -54,6 +53,7 @@ rule tables:
         md=report(f"{R}/tables/{{dataset}}.md", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "md"}),
         csv=report(f"{R}/tables/{{dataset}}.csv", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "csv"}),
         tex=f"{R}/tables/{{dataset}}.tex",
+        html=report(f"{R}/tables/html/{{dataset}}.html", caption="../report/html_table.rst", category="Tables", labels={"table": "{dataset}"}),
     log:
         f"{R}/logs/tables/{{dataset}}.log",
     conda:
@@ -69,6 +69,7 @@ rule summary_table:
         md=report(f"{R}/tables/summary.md", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "md"}),
         csv=report(f"{R}/tables/summary.csv", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "csv"}),
         tex=f"{R}/tables/summary.tex",
+        html=report(f"{R}/tables/html/summary.html", caption="../report/html_table.rst", category="Tables", labels={"table": "summary"}),
     log:
         f"{R}/logs/tables/summary.log",
     conda:
@@ -107,9 +108,11 @@ for _scorer in report_scorers():
             manifests=[f"{R}/data/{dataset}/manifest.csv" for dataset in scorer_datasets(_scorer)],
         output:
             **{
-                name: report(path, caption=str(METHODS[_scorer].report.caption), category="Table files", labels={"table": f"{_scorer}/{name}"})
-                if not name.endswith(".tex")
-                else path
+                name: path
+                if name.endswith(".tex")
+                else report(path, caption="../report/html_table.rst", category="Tables", labels={"table": f"{_scorer}/{Path(name).stem}"})
+                if name.endswith(".html")
+                else report(path, caption=str(METHODS[_scorer].report.caption), category="Table files", labels={"table": f"{_scorer}/{name}"})
                 for name, path in _tables.items()
             },
             **{
@@ -120,9 +123,7 @@ for _scorer in report_scorers():
             write=METHODS[_scorer].report.write,
             params=canonical(PARAMS[_scorer]),
             datasets=scorer_datasets(_scorer),
-            # tables first, then figures, in the order method_report_outputs gives them
-            tables_dir=lambda wildcards, output: str(Path(output[0]).parent),
-            figures_dir=lambda wildcards, output: str(Path(output[-1]).parent),
+            **method_report_dirs(_scorer),
         log:
             f"{R}/logs/method_report/{_scorer}.log",
         localrule: True
@@ -154,17 +155,3 @@ rule gallery:
     script:
         "../workflow_scripts/gallery.py"
 
-
-rule html_table:
-    input:
-        csv=f"{R}/tables/{{table}}.csv",
-    output:
-        html=report(f"{R}/tables/html/{{table}}.html", caption="../report/html_table.rst", category="Tables", labels={"table": "{table}"}),
-    wildcard_constraints:
-        table=r"[\w/]+",
-    log:
-        f"{R}/logs/html_table/{{table}}.log",
-    conda:
-        "../envs/fsad.yaml"
-    script:
-        "../workflow_scripts/html_table.py"

@@ -11,7 +11,8 @@ with job_logging(smk.log[0]):
         detail_files=list(smk.input.details),
         manifests=dict(zip(smk.params.datasets, smk.input.manifests, strict=True)),
         params=smk.params.params,
-        out_dir=smk.params.tables_dir,
+        tables_dir=smk.params.tables_dir,
         figures_dir=smk.params.figures_dir,
+        html_dir=smk.params.html_dir,
     )
     resolve(smk.params.write)(context)

@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from fsad.evaluation.tables import MEAN_ROW, dataset_table, with_weights_note  # noqa: E402
+from fsad.evaluation.summary import dataset_table  # noqa: E402
+from fsad.evaluation.tables import MEAN_ROW, with_weights_note  # noqa: E402
 from fsad.io import save_figure  # noqa: E402
 
 PANEL_COLUMNS = 4

@@ -101,7 +101,7 @@ class Report:
 
     Attributes:
         write: ``"module:function"`` taking a :class:`ReportContext`, returning the paths written.
-        tables: base names written as ``tables/{scorer}/{name}.{md,csv,tex}``.
+        tables: base names written as ``tables/{scorer}/{name}.{md,csv,tex}`` and ``tables/html/{scorer}/{name}.html``.
         figures: base names written as ``plots/{scorer}/{name}.png``.
         params: parameters read only by the report (never rerun a score job).
         caption: reStructuredText caption of these tables and figures in ``snakemake --report``.
@@ -124,7 +124,8 @@ class ReportContext:
         detail_files: their details JSONs, in the same order.
         manifests: dataset name -> manifest CSV, for the instance's datasets.
         params: the instance's parameters (defaults filled in), report parameters included.
-        out_dir: where its tables go (``tables/{scorer}/``), figures_dir: where its figures go (``plots/{scorer}/``).
+        tables_dir: where its tables go (``tables/{scorer}/``), html_dir: their HTML pages (``tables/html/{scorer}/``),
+            figures_dir: where its figures go (``plots/{scorer}/``).
     """
 
     metrics_csv: Path
@@ -132,13 +133,21 @@ class ReportContext:
     detail_files: list[Path]
     manifests: dict[str, Path]
     params: dict[str, Any]
-    out_dir: Path
+    tables_dir: Path
     figures_dir: Path
+    html_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        self.metrics_csv, self.out_dir, self.figures_dir = Path(self.metrics_csv), Path(self.out_dir), Path(self.figures_dir)
+        self.metrics_csv, self.tables_dir, self.figures_dir = Path(self.metrics_csv), Path(self.tables_dir), Path(self.figures_dir)
+        self.html_dir = None if self.html_dir is None else Path(self.html_dir)
         self.score_files, self.detail_files = [Path(f) for f in self.score_files], [Path(f) for f in self.detail_files]
         self.manifests = {name: Path(path) for name, path in self.manifests.items()}
+
+    def table_files(self, name: str):
+        """The files of the declared table ``name`` (:class:`fsad.evaluation.tables.TableFiles`)."""
+        from fsad.evaluation.tables import TableFiles
+
+        return TableFiles.named(self.tables_dir, name, self.html_dir)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ BASES: dict[str, dict[str, Any]] = {
 # --- what a change reaches, as label patterns ----------------------------------------------------------------------
 
 # Everything that reads metrics.csv: it changes whenever any score job reruns or appears.
-AFTER_METRICS = ["collect_metrics:*", "tables:*", "summary_table:*", "plots:*", "html_table:*", "method_report_*", "all:*"]
+AFTER_METRICS = ["collect_metrics:*", "tables:*", "summary_table:*", "plots:*", "method_report_*", "all:*"]
 
 
 def after_score(*instances: str) -> list[str]:
@@ -81,7 +81,7 @@ def after_fit(*instances: str) -> list[str]:
 
 
 def report_of(instance: str) -> list[str]:
-    return [f"method_report_{instance}:", f"html_table:{instance}/*", "all:"]
+    return [f"method_report_{instance}:", "all:"]
 
 
 NOTHING: list[str] = []
@@ -170,16 +170,16 @@ ROWS: list[Row] = [
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
     Row("datasets.kind", "default", datasets_with("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
-        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:*"]),
+        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
-    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:*"]),
+    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
     Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit:devprompt/*", "fit:promptad/*", "fit:faprompt/*", "fit:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!html_table:*", "!fit:faprompt/*", "!fit:anomalyclip/*"]),
+    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit:devprompt/*", "fit:promptad/*", "fit:faprompt/*", "fit:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:faprompt/*", "!fit:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),

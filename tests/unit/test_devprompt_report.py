@@ -4,9 +4,10 @@ and the config checks of the instances the report names."""
 import pandas as pd
 import pytest
 
+from fsad.evaluation.tables import NA_MISSING
 from fsad.score_files import write_score_table
 from fsad.scorers.devprompt.method import METHOD
-from fsad.scorers.devprompt.report import write_devprompt_report
+from fsad.scorers.devprompt.report import write_report
 from fsad.scorers.method import ReportContext
 from fsad.scorers.registry import method_params
 
@@ -32,8 +33,8 @@ def report(tmp_path):
     keys = {"scorer": "devprompt", "method": "devprompt", "dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "weights": "laion400m_e31"}
     write_score_table(pd.DataFrame({"image_id": ["a"], "score": [1.0]}), keys, scores)
     params = method_params(METHOD, {"compare_with": ["winclip", "promptad"], "sensitivity": {"lambda_dev": {"devprompt_lam01": 0.1}}})
-    written = write_devprompt_report(ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=[scores], detail_files=[], manifests={},
-                                                   params=params, out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
+    written = write_report(ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=[scores], detail_files=[], manifests={},
+                                                   params=params, tables_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
     return tmp_path / "tables", written
 
 
@@ -53,12 +54,14 @@ def test_per_category_tables_put_the_instance_beside_the_compared_ones_with_run_
     assert pixel[["category", "winclip", "promptad", "devprompt"]].values.tolist() == [
         ["bottle", "50.00", "85.00 ± 0.00", "85.00 ± 5.00"],
         ["cable", "–", "70.00 ± 10.00", "70.00 ± 0.00"],
-        # per run the mean over categories: devprompt (90 + 70) / 2 = 80 and (80 + 70) / 2 = 75, promptad 72.5 and 82.5
-        ["mean", "50.00", "77.50 ± 5.00", "77.50 ± 2.50"],
+        # per run the mean over categories: devprompt (90 + 70) / 2 = 80 and (80 + 70) / 2 = 75, promptad 72.5 and 82.5;
+        # winclip has no cable: no mean over the two categories (bottle's 50.00 alone would pass for one)
+        ["mean", NA_MISSING, "77.50 ± 5.00", "77.50 ± 2.50"],
     ]
     image = read(tables / "image_auroc.csv")
     assert image.loc[0, "devprompt"] == "80.00 ± 5.00"
     assert "Weights provenance: laion400m_e31" in (tables / "pixel_auroc.md").read_text()
+    assert "has no result" in (tables / "pixel_auroc.md").read_text()  # the footnote of that n/a
 
 
 def test_sensitivity_tables_have_one_column_per_swept_value_in_increasing_order(report):

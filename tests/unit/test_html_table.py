@@ -1,13 +1,14 @@
-"""A CSV table becomes an HTML page with the same cells, escaped, written atomically."""
+"""Every table's HTML page shows the cells of its CSV, escaped, with its notes."""
 
 from __future__ import annotations
 
+import csv as csv_module
+import io
 from html.parser import HTMLParser
 
 import pandas as pd
-import pytest
 
-from fsad.evaluation.html_table import write_html_table
+from fsad.evaluation.tables import NA_MISSING, NA_NOTES, NA_UNDEFINED, TableFiles, write_table
 
 
 class Cells(HTMLParser):
@@ -26,22 +27,28 @@ class Cells(HTMLParser):
             self.cells.append(data)
 
 
+def written(tmp_path, table: pd.DataFrame, caption: str = "t") -> tuple[str, str]:
+    files = TableFiles.named(tmp_path, "t", tmp_path / "html")
+    write_table(table, files, caption, pd.DataFrame({"weights": ["laion400m_e31"]}))
+    return files.html.read_text(), files.csv.read_text()
+
+
 def test_cells_keep_the_text_of_the_csv(tmp_path):
-    pd.DataFrame({"category": ["carpet", "mean"], "winclip / zs / I-AUROC": ["91.0", "90.50 ± 0.25"]}).to_csv(tmp_path / "t.csv", index=False)
-    out = write_html_table(tmp_path / "t.csv", tmp_path / "html" / "t.html", "mvtec_ad: per-category results")
+    table = pd.DataFrame({"category": ["carpet", "mean"], "winclip / zs / I-AUROC": ["91.0", "90.50 ± 0.25"]})
+    page, csv = written(tmp_path, table, "mvtec_ad: per-category results")
     parser = Cells()
-    parser.feed(out.read_text())
-    assert parser.cells == ["category", "winclip / zs / I-AUROC", "carpet", "91.0", "mean", "90.50 ± 0.25"]
-    assert "<title>mvtec_ad: per-category results</title>" in out.read_text()
+    parser.feed(page)
+    header, *rows = list(csv_module.reader(io.StringIO(csv)))
+    assert parser.cells == [*header, *(cell for row in rows for cell in row)]
+    assert parser.cells == ["category", "winclip / zs / I-AUROC", "weights", "carpet", "91.0", "laion400m_e31", "mean", "90.50 ± 0.25", "laion400m_e31"]
+    assert "<title>mvtec_ad: per-category results</title>" in page
 
 
 def test_markup_in_cells_is_escaped(tmp_path):
-    pd.DataFrame({"category": ["<b>x</b>"], "value": ["1"]}).to_csv(tmp_path / "t.csv", index=False)
-    text = write_html_table(tmp_path / "t.csv", tmp_path / "t.html", "t").read_text()
-    assert "&lt;b&gt;x&lt;/b&gt;" in text and "<b>x</b>" not in text
+    page, _ = written(tmp_path, pd.DataFrame({"category": ["<b>x</b>"], "value": ["1"]}))
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
 
 
-def test_an_empty_table_names_the_file(tmp_path):
-    (tmp_path / "t.csv").write_text("category,value\n")
-    with pytest.raises(ValueError, match="t.csv: the table has no rows"):
-        write_html_table(tmp_path / "t.csv", tmp_path / "t.html", "t")
+def test_the_page_carries_the_footnote_of_each_na_it_shows(tmp_path):
+    page, _ = written(tmp_path, pd.DataFrame({"category": ["carpet", "mean"], "value": ["91.0", NA_UNDEFINED]}))
+    assert NA_NOTES[NA_UNDEFINED] in page and NA_NOTES[NA_MISSING] not in page

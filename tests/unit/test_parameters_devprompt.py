@@ -482,7 +482,7 @@ def test_the_report_tables_follow_compare_with_sensitivity_and_its_metric(tmp_pa
         "sensitivity": {"lambda_dev": {"lam_a": 0.3}, "topk_ratio": {"k_b": 0.2}, "margin": {"m_c": 3.0}},
     })
     resolve(METHOD.report.write)(ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=[tmp_path / "run0.parquet"], detail_files=[],
-                                               manifests={}, params=params, out_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
+                                               manifests={}, params=params, tables_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
 
     def cells(table: str) -> dict[str, str]:
         frame = pd.read_csv(tmp_path / "tables" / f"{table}.csv", dtype=str, keep_default_na=False)

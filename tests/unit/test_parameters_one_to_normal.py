@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from fsad.backbones.loading import load_backbone
 from fsad.diffusion.image_sets import IMAGE_TO_IMAGE, REFERENCE, TEXT_TO_IMAGE, generated_image_paths, write_image_set
+from fsad.evaluation.collect import evaluate_run
 from fsad.features.cache import FeatureCache
 from fsad.score_files import write_score_table
 from fsad.scorers.fit import CategoryFiles
@@ -31,6 +32,7 @@ from fsad.scorers.one_to_normal import fit as fit_module
 from fsad.scorers.one_to_normal import report as report_module
 from fsad.scorers.one_to_normal import scorer as scorer_module
 from fsad.scorers.one_to_normal.method import METHOD
+from fsad.scorers.one_to_normal.torch_model import branch_pair_columns
 from fsad.scorers.registry import method_params
 
 from .table_files import csv_table
@@ -185,6 +187,10 @@ def test_alpha_and_beta_weigh_their_own_branch_in_the_score_and_the_maps(o2n):
         # eq. 7 with the configured values (alpha on S_N, beta on S_text: a swap gives other numbers at 0.3 / 1.7)
         np.testing.assert_allclose(frame["score"], ref["s_p"] + a * ref["s_n"] + b * ref["s_text"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(frame["score_fixed"], ref["s_p_fixed"] + a * ref["s_n"] + b * ref["s_text"], rtol=1e-5, atol=1e-6)
+        # the branch ablation's pairs, with the same weights
+        np.testing.assert_allclose(frame["branches:s_p+s_n"], ref["s_p"] + a * ref["s_n"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(frame["branches:s_p+s_text"], ref["s_p"] + b * ref["s_text"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(frame["branches:s_n+s_text"], a * ref["s_n"] + b * ref["s_text"], rtol=1e-5, atol=1e-6)
         assert out.details["scorer_details"]["alpha"] == a and out.details["scorer_details"]["beta"] == b
     assert ref.loc[COPIED, "s_n"] == pytest.approx(0, abs=1e-3) and (ref.drop(COPIED)["s_n"] > 0.01).all()
 
@@ -389,7 +395,7 @@ def test_the_training_dataset_is_a_fit_key_not_an_input_of_the_fit_maths(o2n):
 LABELS = [0, 0, 1, 1]
 
 
-def _score_file(root: Path, category: str, setting: str = "k2") -> tuple[Path, Path]:
+def _score_file(root: Path, category: str, setting: str = "k2", alpha: float = 1.0, beta: float = 0.5) -> tuple[Path, Path]:
     """Four test images: S_P ranks them right by a margin of 1, S_N and S_text wrong by 1 (a weight above 1 wins)."""
     path = root / f"scores/o2n/d/{category}/{setting}/run0.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,6 +408,7 @@ def _score_file(root: Path, category: str, setting: str = "k2") -> tuple[Path, P
         "image_id": [f"{category}{i}" for i in range(4)], "image_path": images, "label": LABELS, "defect_type": ["good", "good", "hole", "hole"],
         "score": [0.0, 1.0, 2.0, 3.0], "s_p": [0.0, 1.0, 2.0, 3.0], "s_n": [3.0, 2.0, 1.0, 0.0], "s_text": [3.0, 2.0, 1.0, 0.0], "weights": "random",
     })
+    frame = frame.assign(**branch_pair_columns({b: frame[b].to_numpy() for b in BRANCHES}, alpha, beta))  # as the scorer writes them
     write_score_table(frame, {"scorer": "o2n", "method": "one_to_normal", "dataset": "d", "category": category, "setting": setting, "run": 0, "weights": "random"}, path)
     details = path.with_suffix(".json")
     shown = {f"{category}{i}": {"file": images[3 - i], "prompt": "p", "ssim": 0.5, "fixed_file": ""} for i in range(4)}
@@ -410,11 +417,13 @@ def _score_file(root: Path, category: str, setting: str = "k2") -> tuple[Path, P
     return path, details
 
 
-def _metrics(root: Path, values: dict[str, float]) -> Path:
+def _metrics(root: Path, values: dict[str, float], score_files: list[Path]) -> Path:
+    """Hand-made image metrics, and the sub-score rows of ``score_files`` from the metrics code."""
     rows = [{"dataset": "d", "category": c, "setting": "k2", "run": 0, "scorer": scorer, "metric": metric, "value": value, "weights": "random", "environment": "e"}
             for scorer, value in values.items() for c in ("bolt", "wood") for metric in ("image_auroc", "image_ap")]
+    sub_scores = [row for path in score_files for row in evaluate_run(path, None, map_size=8, fpr_limit=0.3) if ":" in row["metric"]]
     path = root / "metrics.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
+    pd.DataFrame(rows + sub_scores).assign(environment="e").to_csv(path, index=False)
     return path
 
 
@@ -422,14 +431,16 @@ def _report(root: Path, monkeypatch, **params) -> list[pd.DataFrame]:
     """Write the report of two categories; returns the examples the gallery was drawn from."""
     drawn = []
     monkeypatch.setattr(report_module, "gallery_figure", lambda examples, personalized, path, title: drawn.append(examples) or Path(path))
-    files = [_score_file(root, c) for c in ("wood", "bolt")]
-    ctx = ReportContext(metrics_csv=_metrics(root, {"o2n": 0.75, "wc": 0.8, "wc_pool": 0.9}), score_files=[s for s, _ in files],
-                        detail_files=[d for _, d in files], manifests={}, out_dir=root / "tables", figures_dir=root / "plots", params=_params(**params))
+    filled = _params(**params)
+    files = [_score_file(root, c, alpha=filled["alpha"], beta=filled["beta"]) for c in ("wood", "bolt")]
+    metrics = _metrics(root, {"o2n": 0.75, "wc": 0.8, "wc_pool": 0.9}, [s for s, _ in files])
+    ctx = ReportContext(metrics_csv=metrics, score_files=[s for s, _ in files],
+                        detail_files=[d for _, d in files], manifests={}, tables_dir=root / "tables", figures_dir=root / "plots", params=filled)
     resolve(METHOD.report.write)(ctx)
     return drawn
 
 
-def test_alpha_and_beta_weigh_the_branch_ablation_rows_of_the_report(tmp_path, monkeypatch):
+def test_the_branch_ablation_rows_are_the_score_files_pairs_weighted_by_alpha_and_beta(tmp_path, monkeypatch):
     _report(tmp_path, monkeypatch, alpha=0.5, beta=2.0)
     table = csv_table(tmp_path / "tables/branch_ablation.csv").set_index("branches")["d"]
     # S_P + 0.5 S_N still ranks right; S_P + 2 S_text ranks wrong; a swap of alpha and beta flips both

@@ -6,14 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsad.evaluation.tables import (
-    RANDOM_WEIGHTS_NOTE,
-    dataset_table,
-    format_mean_std,
-    summary_table,
-    write_dataset_tables,
-    write_summary_tables,
-)
+from fsad.evaluation.summary import dataset_table, summary_table, write_dataset_tables, write_summary_tables
+from fsad.evaluation.tables import NA_MISSING, NA_NOTES, NA_UNDEFINED, RANDOM_WEIGHTS_NOTE, TableFiles, format_cell
 
 from .table_files import as_text, csv_table, markdown_table
 
@@ -35,10 +29,11 @@ def two_categories_two_runs(weights: str = "laion400m_e31") -> pd.DataFrame:
     }, weights))
 
 
-def test_format_mean_std_has_one_decimal_and_drops_std_for_a_single_run():
-    assert format_mean_std(93.14, 0.449, n_runs=3) == "93.1 ± 0.4"
-    assert format_mean_std(93.16, 0.0, n_runs=1) == "93.2"
-    assert format_mean_std(float("nan"), float("nan"), n_runs=2) == "n/a"
+def test_format_cell_has_one_decimal_and_drops_a_missing_std():
+    assert format_cell(93.14, 0.449) == "93.1 ± 0.4"
+    assert format_cell(93.16) == "93.2" and format_cell(93.16, float("nan")) == "93.2"
+    assert format_cell(float("nan"), float("nan")) == NA_UNDEFINED
+    assert format_cell(81.644, 0.1, digits=2) == "81.64 ± 0.10"
 
 
 def test_dataset_table_shows_percent_mean_std_over_runs_and_a_mean_row():
@@ -55,7 +50,8 @@ def test_a_nan_category_makes_the_dataset_mean_not_available():
     rows = two_categories_two_runs()
     rows.loc[rows["category"] == "bottle", "value"] = np.nan
     table, _ = dataset_table(rows, "mvtec_ad")
-    assert table.loc["mean", ("win_clip", "k1", "I-AUROC")] == "n/a"
+    assert table.loc["mean", ("win_clip", "k1", "I-AUROC")] == NA_UNDEFINED
+    assert table.loc["bottle", ("win_clip", "k1", "I-AUROC")] == NA_UNDEFINED
 
 
 def test_dataset_table_orders_metrics_like_the_papers_and_marks_missing_ones():
@@ -74,7 +70,7 @@ def test_unknown_dataset_is_a_clear_error():
 
 
 def test_table_files_escape_latex_and_state_real_weights_without_the_note(tmp_path):
-    write_dataset_tables(two_categories_two_runs(), "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    write_dataset_tables(two_categories_two_runs(), "mvtec_ad", TableFiles.named(tmp_path, "t"))
     tex = (tmp_path / "t.tex").read_text()
     assert r"metal\_nut" in tex and r"win\_clip" in tex and "metal_nut" not in tex
     assert r"91.0 $\pm$ 1.0" in tex and r"\toprule" in tex and r"\bottomrule" in tex
@@ -88,7 +84,7 @@ def test_table_files_escape_latex_and_state_real_weights_without_the_note(tmp_pa
 
 def test_random_weights_put_a_loud_note_above_every_table_format(tmp_path):
     metrics = two_categories_two_runs(weights="random (fallback: laion400m_e31 not downloadable)")
-    write_dataset_tables(metrics, "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    write_dataset_tables(metrics, "mvtec_ad", TableFiles.named(tmp_path, "t"))
     md = (tmp_path / "t.md").read_text()
     assert md.index(RANDOM_WEIGHTS_NOTE) < md.index("| category")
     tex = (tmp_path / "t.tex").read_text()
@@ -106,7 +102,7 @@ def test_summary_table_has_one_row_per_dataset_scorer_and_setting(tmp_path):
     assert list(table.columns) == ["I-AUROC", "P-AUROC", "weights"]
     assert table.loc[("visa", "win_clip", "zs"), "P-AUROC"] == "70.0"
     assert table.loc[("mvtec_ad", "win_clip", "k1"), "P-AUROC"] == "–"
-    write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    write_summary_tables(metrics, TableFiles.named(tmp_path, "s"))
     assert all((tmp_path / name).stat().st_size > 0 for name in ("s.md", "s.csv", "s.tex"))
 
 
@@ -115,7 +111,7 @@ def test_the_summary_table_carries_the_random_weights_note_when_any_row_used_ran
         two_categories_two_runs(),
         pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): 0.6}, weights="random (fallback: test)", dataset="visa", setting="zs")),
     ])
-    write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    write_summary_tables(metrics, TableFiles.named(tmp_path, "s"))
     md = (tmp_path / "s.md").read_text()
     assert f"**{RANDOM_WEIGHTS_NOTE}**" in md and md.index(RANDOM_WEIGHTS_NOTE) < md.index("| dataset")
     assert r"\textbf{Weights: random (fallback)" in (tmp_path / "s.tex").read_text()
@@ -134,7 +130,7 @@ def one_run_per_setting() -> pd.DataFrame:
 
 
 def test_written_dataset_table_files_hold_the_returned_table_cell_for_cell(tmp_path):
-    table = write_dataset_tables(one_run_per_setting(), "mvtec_ad", tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    table = write_dataset_tables(one_run_per_setting(), "mvtec_ad", TableFiles.named(tmp_path, "t"))
     assert table.loc["mean", ("win_clip", "zs", "I-AUROC")] == "85.0" and table.loc["bottle", ("win_clip", "zs", "PRO")] == "70.5"
     flat = [" / ".join(column) for column in table.columns]
     expected = as_text(pd.DataFrame(table.to_numpy(), columns=flat).assign(category=list(table.index))[["category", *flat]])
@@ -144,7 +140,7 @@ def test_written_dataset_table_files_hold_the_returned_table_cell_for_cell(tmp_p
 
 def test_written_summary_table_files_hold_the_returned_table_cell_for_cell(tmp_path):
     metrics = pd.concat([one_run_per_setting(), pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): 0.6}, dataset="visa"))])
-    table = write_summary_tables(metrics, tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "s.tex")
+    table = write_summary_tables(metrics, TableFiles.named(tmp_path, "s"))
     assert list(table["I-AUROC"]) == ["86.5 ± 1.5", "85.0", "60.0"]
     keys = pd.DataFrame(list(table.index), columns=["dataset", "scorer", "setting"])
     csv = as_text(pd.concat([keys, table.reset_index(drop=True)], axis=1))
@@ -152,3 +148,17 @@ def test_written_summary_table_files_hold_the_returned_table_cell_for_cell(tmp_p
     markdown = csv.drop(columns=["dataset", "scorer", "setting"])
     markdown.insert(0, "dataset / scorer / setting", [" / ".join(key) for key in table.index])
     pd.testing.assert_frame_equal(markdown_table(tmp_path / "s.md"), markdown)
+
+
+def test_a_category_without_a_result_in_a_run_makes_the_means_missing_and_the_files_say_why(tmp_path):
+    """metal_nut has no result in run 1: the run's mean would be bottle's alone."""
+    rows = two_categories_two_runs()
+    rows = rows[~((rows["category"] == "metal_nut") & (rows["run"] == 1))]
+    table, _ = dataset_table(rows, "mvtec_ad")
+    assert table.loc["mean", ("win_clip", "k1", "I-AUROC")] == NA_MISSING
+    assert table.loc["metal_nut", ("win_clip", "k1", "I-AUROC")] == "90.0"  # the one run it has
+    assert summary_table(rows).loc[("mvtec_ad", "win_clip", "k1"), "I-AUROC"] == NA_MISSING
+    write_summary_tables(rows, TableFiles.named(tmp_path, "s", tmp_path / "html"))
+    for path in (tmp_path / "s.md", tmp_path / "html" / "s.html"):
+        assert NA_NOTES[NA_MISSING] in path.read_text() and NA_NOTES[NA_UNDEFINED] not in path.read_text()
+    assert r"n/a\textsuperscript{2}" in (tmp_path / "s.tex").read_text()

@@ -49,7 +49,7 @@ METHOD = Method(
     needs=Needs(min_normal_shots=1),
     fit=Fit(run="fsad.scorers.devprompt.fit:fit", scope="run", params=FIT_PARAMS),
     report=Report(
-        write="fsad.scorers.devprompt.report:write_devprompt_report",
+        write="fsad.scorers.devprompt.report:write_report",
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
         params=("compare_with", "sensitivity", "sensitivity_metric"),

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from fsad.evaluation.anomalous_tables import format_mean_std, write_table
 from fsad.evaluation.collect import read_metrics
-from fsad.evaluation.tables import MEAN_ROW
+from fsad.evaluation.tables import MEAN_ROW, MISSING, mean_std_cells, percent, write_table
 from fsad.score_files import read_score_keys
 from fsad.scorers.method import ReportContext
 
+DIGITS = 2
 ROW_KEYS = ["dataset", "setting", "category"]
 METRIC_LABELS = {"pixel_auroc": "pixel AUROC", "image_auroc": "image AUROC"}
 # swept parameter -> (table, column label of a value, caption)
@@ -31,25 +30,26 @@ SENSITIVITY = {
 }
 
 
-def instance_cells(metrics: pd.DataFrame, scorer: str, metric: str) -> pd.Series:
-    """``"mean ± std"`` text per (dataset, setting, category) of one scorer instance, with a ``mean`` row per dataset."""
-    rows = metrics[(metrics["scorer"] == scorer) & (metrics["metric"] == metric)]
-    per_run = rows.assign(value=rows["value"].astype(float) * 100)[[*ROW_KEYS, "run", "value"]]
-    means = per_run.groupby(["dataset", "setting", "run"], as_index=False)["value"].agg(lambda v: v.mean(skipna=False))
-    stats = (
-        pd.concat([per_run, means.assign(category=MEAN_ROW)])
-        .groupby(ROW_KEYS)["value"]
-        .agg(mean=lambda v: v.mean(skipna=False), std=lambda v: v.std(ddof=0, skipna=False) if len(v) > 1 else np.nan)
-    )
-    return pd.Series([format_mean_std(m, s) for m, s in zip(stats["mean"], stats["std"])], index=stats.index, dtype=object)
+def instance_cells(metrics: pd.DataFrame, scorer: str, metric: str, claimed: pd.DataFrame | None = None) -> pd.Series:
+    """Text per (dataset, setting, category) of one scorer instance, with a ``mean`` row per dataset and setting.
+
+    ``claimed`` (``dataset, setting, category``) are the categories each mean covers (default: the instance's own).
+    """
+    rows = percent(metrics[(metrics["scorer"] == scorer) & (metrics["metric"] == metric)])
+    return mean_std_cells(rows, ["dataset", "setting"], rows[ROW_KEYS] if claimed is None else claimed, DIGITS)
 
 
 def comparison_table(metrics: pd.DataFrame, columns: dict[str, str], own: str, metric: str) -> pd.DataFrame:
-    """Rows of instance ``own``'s results; one text column per ``label -> scorer`` of ``columns``."""
+    """Rows of instance ``own``'s results; one text column per ``label -> scorer`` of ``columns``.
+
+    Every column's mean row covers the categories of ``own``'s rows, so a compared instance that misses one is n/a.
+    """
+    own_rows = metrics[(metrics["scorer"] == own) & (metrics["metric"] == metric)]
     keys = sorted(instance_cells(metrics, own, metric).index, key=lambda key: (key[0], key[1], key[2] == MEAN_ROW, key[2]))
     index = pd.MultiIndex.from_tuples(keys, names=ROW_KEYS) if keys else pd.MultiIndex.from_arrays([[], [], []], names=ROW_KEYS)
-    table = pd.DataFrame({label: instance_cells(metrics, scorer, metric).reindex(index) for label, scorer in columns.items()}, index=index)
-    return table.fillna("–").reset_index()
+    claimed = own_rows[ROW_KEYS]
+    table = pd.DataFrame({label: instance_cells(metrics, scorer, metric, claimed).reindex(index) for label, scorer in columns.items()}, index=index)
+    return table.fillna(MISSING).reset_index()
 
 
 def sensitivity_columns(parameter: str, own: str, own_value: float, sweep: dict[str, float]) -> dict[str, str]:
@@ -60,8 +60,8 @@ def sensitivity_columns(parameter: str, own: str, own_value: float, sweep: dict[
     return {label(value) if values.count(value) == 1 else f"{label(value)} ({name})": name for name, value in entries}
 
 
-def write_devprompt_report(ctx: ReportContext) -> list[Path]:
-    """Write the tables of :data:`fsad.scorers.devprompt.method.TABLES` (Markdown, CSV, LaTeX) under ``ctx.out_dir``.
+def write_report(ctx: ReportContext) -> list[Path]:
+    """Write the tables of :data:`fsad.scorers.devprompt.method.TABLES` under ``ctx.tables_dir``.
 
     The score files name the instance; its parameters ``compare_with``, ``sensitivity``, ``sensitivity_metric`` and
     the swept values name the columns.
@@ -71,20 +71,20 @@ def write_devprompt_report(ctx: ReportContext) -> list[Path]:
     own = read_score_keys(ctx.score_files[0])["scorer"]
     metrics = read_metrics(ctx.metrics_csv)
     metrics = metrics[metrics["dataset"].isin(metrics.loc[metrics["scorer"] == own, "dataset"].unique())]
-    params, out_dir = ctx.params, ctx.out_dir
+    params = ctx.params
     written = []
     comparison = {name: name for name in [*params["compare_with"], own]}
     for metric in ("pixel_auroc", "image_auroc"):
         table = comparison_table(metrics, comparison, own, metric)
         caption = f"{METRIC_LABELS[metric].capitalize()} (%) per category: {own} beside {', '.join(params['compare_with']) or 'no other instance'}"
-        written += write_table(table, out_dir / metric, caption, _weights_rows(metrics, comparison.values(), metric), _empty_note(table, metric))
+        written += write_table(table, ctx.table_files(metric), caption, _weights_rows(metrics, comparison.values(), metric), _empty_note(table, metric))
     metric = params["sensitivity_metric"]
     for parameter, (name, _, caption) in SENSITIVITY.items():
         columns = sensitivity_columns(parameter, own, params[parameter], params["sensitivity"].get(parameter, {}))
         table = comparison_table(metrics, columns, own, metric)
         notes = ["Columns: " + "; ".join(f"{label}: {scorer}" for label, scorer in columns.items()) + ".", *_empty_note(table, metric)]
         weights = _weights_rows(metrics, columns.values(), metric)
-        written += write_table(table, out_dir / name, f"{caption} ({METRIC_LABELS[metric]}, %)", weights, notes)
+        written += write_table(table, ctx.table_files(name), f"{caption} ({METRIC_LABELS[metric]}, %)", weights, notes)
     return written
 
 

@@ -42,7 +42,7 @@ METHOD = Method(
     features=lambda params: FeatureNeeds(vv_layers=tuple(params["vv_layers"])),
     fit=Fit(run="fsad.scorers.faprompt.fit:fit", scope="dataset", params=FIT_PARAMS),
     report=Report(
-        write="fsad.scorers.faprompt.tables:write_report",
+        write="fsad.scorers.faprompt.report:write_report",
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
         params=REPORT_ONLY,

@@ -10,8 +10,9 @@
   among their references (paper Figure 4);
 - ``gallery``: query, personalized image and their absolute difference for the best and worst test images of run 0.
 
-Values are percent, ``mean ± std`` over runs (population std) of the per-run mean over a dataset's categories, as in
-:mod:`fsad.evaluation.tables`, whose helpers also write every table (Markdown, CSV, LaTeX) with the weights note.
+Every AUROC is the metrics code's (``image_auroc`` and its ``image_auroc:<column>`` rows of the score files' branch,
+pair and fixed-prompt columns); aggregation, missing values and the files are those of :mod:`fsad.evaluation.tables`:
+percent, ``mean ± std`` over runs of the per-run mean over all of a dataset's categories.
 """
 
 from __future__ import annotations
@@ -26,28 +27,20 @@ from PIL import Image
 
 from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.evaluation.gallery import pick_examples
-from fsad.evaluation.tables import dataset_table, format_mean_std, with_weights_note, write_table_files
-from fsad.fusion.weights import auroc
+from fsad.evaluation.metrics import SUB_SCORE_PREFIX
+from fsad.evaluation.summary import dataset_table
+from fsad.evaluation.tables import MISSING, category_means, over_runs, percent, stats_cells, with_weights_note, write_table
 from fsad.io import read_json, save_figure
 from fsad.scorers.method import ReportContext
-from fsad.scorers.one_to_normal.torch_model import BRANCHES, combine
+from fsad.scorers.one_to_normal.torch_model import BRANCHES
 
 KSHOT_METRICS = {"image_auroc": "I-AUROC", "image_ap": "I-AUPRC"}
 BRANCH_LABELS = {"s_p": "S_P", "s_n": "S_N", "s_text": "S_text"}
-KEYS = ["dataset", "category", "setting", "run"]
 
 
 def natural_key(name: str) -> tuple:
     """``k2 < k4 < k8 < k16``: digit runs compare as numbers."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
-
-
-def _mean_std(per_run: pd.DataFrame, group: list[str]) -> pd.DataFrame:
-    """``text`` = mean ± std over runs of the per-run mean over categories of the percent ``value``."""
-    runs = per_run.groupby([*group, "run"], sort=False)["value"].mean().reset_index()
-    stats = runs.groupby(group, sort=False)["value"].agg(mean="mean", std=lambda v: v.std(ddof=0), n_runs="size").reset_index()
-    stats["text"] = [format_mean_std(m, s, n) for m, s, n in zip(stats["mean"], stats["std"], stats["n_runs"])]
-    return stats
 
 
 def kshot_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
@@ -62,7 +55,7 @@ def kshot_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
         parts.append(pd.concat({dataset: table}, names=["dataset", "category"]))
     table = pd.concat(parts)
     columns = sorted(table.columns, key=lambda c: (natural_key(c[0]), list(KSHOT_METRICS.values()).index(c[1])))
-    return table[columns].fillna("–")
+    return table[columns].fillna(MISSING)
 
 
 def branch_combinations() -> list[tuple[str, ...]]:
@@ -70,50 +63,72 @@ def branch_combinations() -> list[tuple[str, ...]]:
     return [combo for size in (1, 2, 3) for combo in combinations(BRANCHES, size)]
 
 
-def branch_ablation_table(scores: pd.DataFrame, alpha: float, beta: float) -> pd.DataFrame:
-    """Rows ``(setting, branches)``, columns datasets: image AUROC of each combination of sub-scores."""
-    rows = []
-    for keys, group in scores.groupby(KEYS, sort=False):
-        values = {b: group[b].to_numpy() for b in BRANCHES}
-        for combo in branch_combinations():
-            label = " + ".join(BRANCH_LABELS[b] for b in combo)
-            rows.append({**dict(zip(KEYS, keys)), "branches": label, "value": 100 * auroc(combine(values, alpha, beta, combo), group["label"].to_numpy())})
-    stats = _mean_std(pd.DataFrame(rows), ["setting", "branches", "dataset"])
-    table = stats.pivot(index=["setting", "branches"], columns="dataset", values="text")
-    order = [" + ".join(BRANCH_LABELS[b] for b in combo) for combo in branch_combinations()]
-    index = sorted(table.index, key=lambda i: (natural_key(i[0]), order.index(i[1])))
-    return table.loc[index]
+def _combination_metric(combo: tuple[str, ...]) -> str:
+    """The metrics code's row of a combination's AUROC: a branch's column, a pair's ``branches:`` column, or ``score``."""
+    if len(combo) == len(BRANCHES):
+        return "image_auroc"
+    return SUB_SCORE_PREFIX + (combo[0] if len(combo) == 1 else "branches:" + "+".join(combo))
 
 
-def prompt_ablation_table(scores: pd.DataFrame) -> pd.DataFrame:
+def _variant_table(metrics: pd.DataFrame, scorer: str, variants: dict[str, str], row: str) -> pd.DataFrame:
+    """Rows ``(setting, row label)``, columns datasets: the AUROC of each ``label -> metric`` of ``variants``.
+
+    A dataset's value in a run is the mean over all its categories; percent, mean ± std over runs.
+    """
+    own = metrics[metrics["scorer"] == scorer]
+    rows = percent(own[own["metric"].isin(variants.values())]).assign(**{row: lambda m: m["metric"].map({v: k for k, v in variants.items()})})
+    if rows.empty:
+        raise ValueError(f"metrics.csv holds none of {sorted(variants.values())} for scorer {scorer!r}; rerun its score and evaluate jobs")
+    stats = over_runs(category_means(rows, ["setting", row, "dataset"], own[["dataset", "category"]]), ["setting", row, "dataset"])
+    stats["text"] = stats_cells(stats)
+    table = stats.pivot(index=["setting", row], columns="dataset", values="text").rename_axis(columns=None)
+    order = list(variants)
+    return table.loc[sorted(table.index, key=lambda i: (natural_key(i[0]), order.index(i[1])))]
+
+
+def branch_ablation_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    """Rows ``(setting, branches)``, columns datasets: image AUROC of each combination of sub-scores (the instance's weights)."""
+    variants = {" + ".join(BRANCH_LABELS[b] for b in combo): _combination_metric(combo) for combo in branch_combinations()}
+    return _variant_table(metrics, scorer, variants, "branches")
+
+
+def prompt_ablation_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
     """Rows ``(setting, personalization prompt)``, columns datasets: image AUROC with the fixed prompt and with the set."""
-    if "score_fixed" not in scores.columns or scores["score_fixed"].isna().any():
+    own = metrics[metrics["scorer"] == scorer]
+    fixed = own[own["metric"] == SUB_SCORE_PREFIX + "score_fixed"]
+    if fixed.empty or len(fixed) != len(own[own["metric"] == "image_auroc"]):
         return pd.DataFrame({"note": ["not computed: the generator's personalization.fixed_prompt is null"]})
-    variants = {"one fixed prompt": "score_fixed", "prompt set, SSIM selection": "score"}
-    rows = [
-        {**dict(zip(KEYS, keys)), "prompt": label, "value": 100 * auroc(group[column].to_numpy(), group["label"].to_numpy())}
-        for keys, group in scores.groupby(KEYS, sort=False)
-        for label, column in variants.items()
-    ]
-    stats = _mean_std(pd.DataFrame(rows), ["setting", "prompt", "dataset"])
-    table = stats.pivot(index=["setting", "prompt"], columns="dataset", values="text")
-    return table.loc[sorted(table.index, key=lambda i: (natural_key(i[0]), list(variants).index(i[1])))]
+    variants = {"one fixed prompt": SUB_SCORE_PREFIX + "score_fixed", "prompt set, SSIM selection": "image_auroc"}
+    return _variant_table(metrics, scorer, variants, "prompt")
 
 
 def transfer_table(metrics: pd.DataFrame, pairs: list[dict[str, str]]) -> pd.DataFrame:
-    """Rows ``(dataset, setting, scorer pair)``: image AUROC without and with the generated pool, and the change."""
+    """Rows ``(dataset, setting, scorer pair)``: image AUROC without and with the generated pool, and the change.
+
+    Per run, each instance's value is the mean over all of the dataset's categories; the runs both instances have
+    are compared, mean ± std over them.
+    """
     if not pairs:
         return pd.DataFrame({"note": ["no transfer pairs configured (the instance's transfer parameter)"]})
-    rows = metrics[metrics["metric"] == "image_auroc"].assign(value=lambda m: m["value"].astype(float) * 100)
+    rows = percent(metrics[metrics["metric"] == "image_auroc"])
     out = []
     for pair in pairs:
-        both = {role: rows[rows["scorer"] == pair[role]] for role in ("without", "with")}
-        runs = {role: frame.groupby(["dataset", "setting", "run"])["value"].mean() for role, frame in both.items()}
-        joined = pd.concat(runs, axis=1).dropna()
+        both = rows[rows["scorer"].isin([pair["without"], pair["with"]])]
+        per_run = category_means(both, ["scorer", "dataset", "setting"], metrics[["dataset", "category"]])
+        values = per_run.pivot(index=["dataset", "setting", "run"], columns="scorer", values="value")
+        reasons = per_run.pivot(index=["dataset", "setting", "run"], columns="scorer", values="na")
+        if not {pair["without"], pair["with"]} <= set(values.columns):
+            continue
+        shared = reasons[[pair["without"], pair["with"]]].notna().all(axis=1)  # runs both instances were evaluated in
+        joined = values.loc[shared, [pair["without"], pair["with"]]].set_axis(["without", "with"], axis=1)
         joined["change"] = joined["with"] - joined["without"]
+        na = reasons.loc[shared, [pair["without"], pair["with"]]].set_axis(["without", "with"], axis=1)
+        na["change"] = na["without"].where(na["without"] != "", na["with"])
         for (dataset, setting), group in joined.groupby(level=["dataset", "setting"]):
-            n = len(group)
-            cell = {role: format_mean_std(group[role].mean(), group[role].std(ddof=0), n) for role in ("without", "with", "change")}
+            cell = {}
+            for role in ("without", "with", "change"):
+                frame = pd.DataFrame({"value": group[role], "na": na.loc[group.index, role], "key": 0})
+                cell[role] = stats_cells(over_runs(frame, ["key"]))[0]
             out.append({"dataset": dataset, "setting": setting, "pair": f"{pair['without']} -> {pair['with']}", **cell})
     if not out:
         return pd.DataFrame({"note": ["the transfer pairs share no evaluated (dataset, setting, run)"]})
@@ -172,7 +187,7 @@ def gallery_examples(scores: pd.DataFrame, categories_per_dataset: int) -> tuple
 
 
 def write_report(ctx: ReportContext) -> list[Path]:
-    """Write the four tables under ``ctx.out_dir`` (``.md``, ``.csv``, ``.tex``) and ``gallery.png`` under ``ctx.figures_dir``."""
+    """Write the four tables under ``ctx.tables_dir`` and ``gallery.png`` under ``ctx.figures_dir``."""
     params = ctx.params
     scores = read_score_files(ctx.score_files)
     (scorer,) = scores["scorer"].unique()
@@ -181,15 +196,13 @@ def write_report(ctx: ReportContext) -> list[Path]:
     transfer_rows = metrics[metrics["scorer"].isin({p[r] for p in params["transfer"] for r in ("without", "with")})]
     tables = {
         "kshot": (kshot_table(metrics, scorer), own, f"{scorer}: image AUROC and AUPRC (%) per setting"),
-        "branch_ablation": (branch_ablation_table(scores, params["alpha"], params["beta"]), scores, f"{scorer}: image AUROC (%) of each branch combination"),
-        "prompt_ablation": (prompt_ablation_table(scores), scores, f"{scorer}: image AUROC (%) by personalization prompt"),
+        "branch_ablation": (branch_ablation_table(metrics, scorer), own, f"{scorer}: image AUROC (%) of each branch combination"),
+        "prompt_ablation": (prompt_ablation_table(metrics, scorer), own, f"{scorer}: image AUROC (%) by personalization prompt"),
         "transfer": (transfer_table(metrics, params["transfer"]), transfer_rows if len(transfer_rows) else own, "Image AUROC (%) without and with the generated pool"),
     }
     written = []
     for name, (table, rows, title) in tables.items():
-        paths = [ctx.out_dir / f"{name}.{ext}" for ext in ("md", "csv", "tex")]
-        write_table_files(table, rows, title, *paths)
-        written += paths
+        written += write_table(table, ctx.table_files(name), title, rows)
 
     examples, setting = gallery_examples(scores, params["gallery_categories"])
     personalized = {}  # (dataset, image_id) -> file, prompt, SSIM of the gallery's setting, run 0

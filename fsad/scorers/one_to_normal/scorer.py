@@ -6,7 +6,8 @@ Params (``schema.yaml`` beside this module, defaults filled in): ``layers``, ``a
 ``prompt_preset``, ``temperature``, ``text_normalisation``. ``ctx.model`` holds the fitted text maps.
 
 Columns: ``score`` (A), ``s_p``, ``s_n``, ``s_text`` and, when the generator personalized under a fixed prompt too,
-``s_p_fixed`` (S_P against that image) and ``score_fixed`` (A with it): the prompt ablation. ``ScoreResult.extra``
+``s_p_fixed`` (S_P against that image) and ``score_fixed`` (A with it): the prompt ablation; and
+``branches:s_p+s_n`` etc., each pair of branches with the instance's weights: the branch ablation. ``ScoreResult.extra``
 holds the memory's make-up and each test image's personalized file, prompt and SSIM (for the report's gallery).
 """
 
@@ -18,7 +19,7 @@ import torch
 
 from fsad.diffusion.image_sets import FIXED_SUFFIX, pool_generated_ids
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.one_to_normal.torch_model import TextMaps, build_memory, combine, image_score, position_distances, triplet_scores
+from fsad.scorers.one_to_normal.torch_model import BRANCHES, TextMaps, branch_pair_columns, build_memory, combine, image_score, position_distances, triplet_scores
 from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.text.prompts import preset_temperature, text_embeddings
 
@@ -68,6 +69,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
         maps.append(upsample_maps(combined, ctx.map_size))
 
     frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
+    frame = frame.assign(**branch_pair_columns({b: frame[b].to_numpy() for b in BRANCHES}, params["alpha"], params["beta"]))
     shown = personalized_index.loc[list(ctx.split.test)]
     extra = {
         "memory": make_up,

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import combinations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,6 +126,12 @@ def combine(values: dict[str, torch.Tensor], alpha: float, beta: float, branches
     """``S_P + alpha S_N + beta S_text`` over the ``branches`` kept (eq. 7; a subset for the branch ablation)."""
     weights = {"s_p": 1.0, "s_n": alpha, "s_text": beta}
     return sum(weights[b] * values[b] for b in branches)
+
+
+def branch_pair_columns(values: dict[str, np.ndarray], alpha: float, beta: float) -> dict[str, np.ndarray]:
+    """The score of each pair of branches with the instance's weights, as score-file columns ``branches:s_p+s_n``
+    (the branch ablation of paper Table 4: each branch alone is its own column, all three the ``score``)."""
+    return {f"branches:{'+'.join(pair)}": combine(values, alpha, beta, pair) for pair in combinations(BRANCHES, 2)}
 
 
 def text_score_focal_loss(margins: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
