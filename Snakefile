@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: f"{workflow.basedir}/config/config.yaml"
+# A config file given on the command line is the whole config (a benchmark of config/benchmarks/, or a copy of the
+# demo); only without one does the embedded demo run. Several --configfile files still merge, in order.
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
+
 
 
 report: "report/workflow.rst"

@@ -11,6 +11,26 @@ class ConfigError(ValueError):
     """A config that passes the schema but cannot run; the message names the key and the fix."""
 
 
+# Keys every config holds: a config file on the command line replaces the embedded demo, it does not extend it.
+REQUIRED_KEYS = ("datasets", "settings", "backbones", "scorers")
+
+
+def check_complete(config: dict[str, Any]) -> None:
+    """A clear error for a partial config (an overlay written for the old merge-on-the-demo behaviour) or ``enabled``."""
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ConfigError(
+            f"the config lacks {missing}: a --configfile is the whole config, not an overlay on config/config.yaml; "
+            "start from a copy of config/config.yaml or of a benchmark in config/benchmarks/"
+        )
+    disabled = [name for name, spec in config["scorers"].items() if isinstance(spec, dict) and "enabled" in spec]
+    if disabled:
+        raise ConfigError(
+            f"scorers.{disabled[0]}.enabled: a config runs every scorer instance it lists, so there is no switch; "
+            "delete the instances it should not run"
+        )
+
+
 def canonical(value: Any) -> Any:
     """Recursively key-sorted copy of ``value``.
 
@@ -75,8 +95,8 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     """Check what the schemas cannot express: names, cross references, method needs, pool sizes.
 
     Args:
-        methods: enabled scorer instance -> its method's declaration.
-        params: enabled scorer instance -> its parameters, defaults filled in.
+        methods: scorer instance -> its method's declaration.
+        params: scorer instance -> its parameters, defaults filled in.
     """
     from fsad.data.registry import get_adapter
 

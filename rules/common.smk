@@ -8,11 +8,12 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from fsad.backbones.spec import backbone_key, network_spec
-from fsad.config import canonical, check_config
+from fsad.config import canonical, check_complete, check_config
 from fsad.data.registry import dataset_categories, get_adapter
 from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
+check_complete(config)
 validate(config, schema="../config/schema.yaml")
 
 R = config["results_dir"]
@@ -20,7 +21,7 @@ PLUGINS = config.get("plugins", [])
 DATASETS = {d["name"]: d for d in config["datasets"]}
 SETTINGS = {s["name"]: s for s in config["settings"]}
 BACKBONE_DIRS = {name: backbone_key(name, spec) for name, spec in config["backbones"].items()}
-SCORERS = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
+SCORERS = dict(config["scorers"])
 METHOD_MODULES = {name: method_module(spec["method"], PLUGINS) for name, spec in SCORERS.items()}
 METHODS = {name: load_method(module) for name, module in METHOD_MODULES.items()}
 PARAMS = {name: method_params(METHODS[name], spec, f"scorers.{name}") for name, spec in SCORERS.items()}

@@ -18,7 +18,7 @@ from typing import Any, Callable
 Params = dict[str, Any]
 
 # Instance keys that choose jobs rather than change results: the workflow reads them, methods never see them.
-SELECTION_KEYS = ("method", "enabled", "backbone", "settings", "datasets")
+SELECTION_KEYS = ("method", "backbone", "settings", "datasets")
 
 FIT_SCOPES = ("run", "dataset")
 

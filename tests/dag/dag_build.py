@@ -2,7 +2,8 @@
 change replans.
 
 :func:`build_dag` parses the Snakefile with the embedded default (``config/config.yaml``) plus overlay mappings
-(merged as ``--configfile`` overlays are: mappings merge, lists replace) and returns every job's rule, wildcards,
+(merged as ``--configfile`` files merge: mappings merge, lists replace; ``None`` deletes a key, e.g. an instance),
+passed as the whole config, and returns every job's rule, wildcards,
 output and input files and params. :func:`replan` compares two DAGs as Snakemake decides reruns: a job reruns when
 its params (the reprs of its non-derived params) or its input list change, when it is new, and when any job upstream
 of it (by files) reruns.
@@ -65,13 +66,29 @@ class Dag:
 
 
 def merged(*overlays: dict[str, Any]) -> dict[str, Any]:
-    """Overlays merged in order as Snakemake merges config files: mappings merge key by key, anything else replaces."""
-    from snakemake.utils import update_config
-
-    out: dict[str, Any] = {}
+    """The default config with ``overlays`` merged in order as Snakemake merges config files (mappings key by key,
+    anything else replaces); ``None`` deletes the key."""
+    out = copy.deepcopy(_default_config())
     for overlay in overlays:
-        update_config(out, copy.deepcopy(overlay))
+        _merge_into(out, overlay)
     return out
+
+
+def _merge_into(out: dict[str, Any], overlay: dict[str, Any]) -> None:
+    for key, value in overlay.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            _merge_into(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+
+
+@cache
+def _default_config() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
 def _label(rule: str, wildcards: dict[str, str]) -> str:
@@ -147,7 +164,8 @@ def _build(overlay_json: str, workdir: str) -> Dag:
     with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
         workflow_api = api.workflow(
             resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(config=overlay),
+            # the whole config, as a --configfile is: nothing of the default stays unless the merge kept it
+            config_settings=ConfigSettings(config=overlay, replace_workflow_config=True),
             snakefile=ROOT / "Snakefile",
             workdir=Path(workdir),
         )

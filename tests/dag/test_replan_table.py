@@ -18,12 +18,12 @@ from .dag_build import ROOT, build_dag, replan, select
 
 # --- bases: the embedded default, and smaller overlays on it with one method family and a bystander ----------------
 
-OFF = {"enabled": False}
+OFF = None  # dag_build.merged: None deletes the instance
 ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal")
 
 
 def only(**instances: dict[str, Any]) -> dict[str, Any]:
-    """An overlay with every default instance disabled but the ones given (merged into their entries)."""
+    """An overlay that deletes every default instance but the ones given (merged into their entries)."""
     return {"scorers": {name: OFF for name in ALL_INSTANCES} | instances}
 
 
@@ -31,18 +31,18 @@ BASES: dict[str, dict[str, Any]] = {
     "default": {},
     # winclip on textile k1, and a bystander instance of the same method reading the same store.
     "winclip": only(
-        winclip={"enabled": True, "datasets": ["textile"], "settings": ["k1"]},
+        winclip={"datasets": ["textile"], "settings": ["k1"]},
         winclip_b={"method": "winclip", "backbone": "vitb16plus", "datasets": ["textile"], "settings": ["k1"]},
     ),
     # anomalous_memory with the WinCLIP instance table 1 compares with, and a second one to name instead.
     "anomalous_memory": only(
-        anomalous_memory={"enabled": True},
-        winclip={"enabled": True, "datasets": ["synthetic"], "settings": ["k1", "zs"]},
+        anomalous_memory={},
+        winclip={"datasets": ["synthetic"], "settings": ["k1", "zs"]},
         winclip_b={"method": "winclip", "backbone": "vitb16plus", "datasets": ["synthetic"], "settings": ["k1"]},
     ),
     "devprompt": only(
-        devprompt={"enabled": True, "compare_with": ["promptad"]},
-        promptad={"enabled": True, "compare_with": ["devprompt"]},
+        devprompt={"compare_with": ["promptad"]},
+        promptad={"compare_with": ["devprompt"]},
     ),
     # a second dataset with masks, for a changed train_dataset
     "faprompt": {
@@ -52,15 +52,15 @@ BASES: dict[str, dict[str, Any]] = {
             {"name": "synthetic2", "kind": "synthetic", "source": "textile", "seed": 5},
         ],
         **only(
-            faprompt={"enabled": True, "datasets": ["textile"], "compare_scorers": ["anomalyclip"]},
-            anomalyclip={"enabled": True, "datasets": ["textile"]},
+            faprompt={"datasets": ["textile"], "compare_scorers": ["anomalyclip"]},
+            anomalyclip={"datasets": ["textile"]},
         ),
     },
     # one_to_normal and a WinCLIP bystander on the same backbone and dataset; a second generator to switch to.
     "one_to_normal": {
         "generators": {"tiny2": {"base_model": "tiny", "resolution": 64, "precision": "fp32", "pool": {"text_to_image": 2, "image_to_image": 2, "steps": 10}}},
         **only(
-            one_to_normal={"enabled": True},
+            one_to_normal={},
             winclip_t={"method": "winclip", "backbone": "tiny_tokens", "datasets": ["textile"], "settings": ["k1"]},
         ),
     },
@@ -216,7 +216,6 @@ ROWS: list[Row] = [
         [*after_score("winclip_c")]),
     Row("scorers.method", "winclip", {"plugins": ["toy_mean"], **scorer("winclip_b", method="toy_mean")}, after_fit("winclip_b"),
         ["gallery:winclip_b/*"]),  # the toy method writes no maps, so no gallery
-    Row("scorers.enabled", "winclip", scorer("winclip_b", enabled=False), AFTER_METRICS, ["score:winclip_b/*", "evaluate:winclip_b/*", "gallery:winclip_b/*"]),
     Row("scorers.backbone", "winclip", scorer("winclip_b", backbone="tiny_tokens"), ["extract_features:tiny_tokens/textile/*", *after_score("winclip_b")]),
     Row("scorers.settings", "winclip", scorer("winclip_b", settings=["k1", "zs"]), ["draw_split:textile/textile/zs/*", "score:winclip_b/*/zs/*", "evaluate:winclip_b/*/zs/*", "gallery:winclip_b/*/zs", *AFTER_METRICS]),
     Row("scorers.datasets", "winclip", scorer("winclip_b", datasets=["textile", "synthetic"]), [*SYNTHETIC_DATA, "score:winclip_b/synthetic/*", "evaluate:winclip_b/synthetic/*", "gallery:winclip_b/synthetic/*", *AFTER_METRICS]),
@@ -372,3 +371,13 @@ def test_a_changed_key_replans_exactly_its_stages(row: Row):
     assert plan.removed == expected_removed, f"{row.key}: removes {sorted(plan.removed)}, expected {sorted(expected_removed)}"
     if row.replans:
         assert plan.replanned, f"{row.key}: the change replans nothing"
+
+
+def test_deleting_an_instance_removes_its_jobs_and_replans_only_what_reads_metrics():
+    """A config runs the instances it lists: without winclip_b its jobs go, and nothing upstream reruns."""
+    base = build_dag(BASES["winclip"])
+    new = build_dag(BASES["winclip"], {"scorers": {"winclip_b": None}})
+    plan = replan(base, new)
+    labels = {job.label for job in new.jobs.values()}
+    assert plan.replanned == select(labels, AFTER_METRICS), plan.by_rule()
+    assert plan.removed == select({job.label for job in base.jobs.values()}, ["score:winclip_b/*", "evaluate:winclip_b/*", "gallery:winclip_b/*"])

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from fsad.config import ConfigError, canonical, check_config as check_config_with
+from fsad.config import ConfigError, canonical, check_complete, check_config as check_config_with
 from fsad.scorers.registry import get_method, method_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,8 +21,9 @@ def default_config():
 
 
 def check_config(config):
-    """What rules/common.smk does: each enabled instance's method and its parameters, then the checks."""
-    instances = {name: spec for name, spec in config["scorers"].items() if spec.get("enabled", True)}
+    """What rules/common.smk does: each instance's method and its parameters, then the checks."""
+    check_complete(config)
+    instances = config["scorers"]
     methods = {name: get_method(spec["method"]) for name, spec in instances.items()}
     check_config_with(config, methods, {name: method_params(methods[name], spec, f"scorers.{name}") for name, spec in instances.items()})
 
@@ -170,3 +171,12 @@ def test_canonical_params_ignore_key_order():
     b = {"a": {"x": 0.1, "y": [1, 2]}, "b": 1}
     assert repr(canonical(a)) == repr(canonical(b))
     assert repr(canonical(copy.deepcopy(a))) != repr(canonical({**a, "b": 2}))
+
+
+def test_a_partial_config_and_an_enabled_switch_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="is the whole config, not an overlay"):
+        check_complete({"runs": 2, "scorers": {}})
+    config = default_config()
+    config["scorers"]["winclip"]["enabled"] = False
+    with pytest.raises(ConfigError, match="scorers.winclip.enabled: a config runs every scorer instance it lists"):
+        check_complete(config)

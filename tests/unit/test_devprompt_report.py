@@ -79,7 +79,6 @@ def _config(**devprompt):
         "winclip": {"method": "winclip"},
         "devprompt": {"method": "devprompt", **devprompt},
         "devprompt_a3": {"method": "devprompt", "margin": 3},
-        "off": {"method": "devprompt", "enabled": False},
     }
     return {"scorers": scorers}
 
@@ -88,8 +87,8 @@ def _config(**devprompt):
     ("devprompt", "error"),
     [
         ({"compare_with": ["winclip"], "sensitivity": {"margin": {"devprompt_a3": 3}}}, None),
-        ({"compare_with": ["off"]}, "compare_with names 'off'"),
-        ({"sensitivity": {"margin": {"winclip": 3}}}, "not an enabled devprompt instance"),
+        ({"compare_with": ["absent"]}, "compare_with names 'absent'"),
+        ({"sensitivity": {"margin": {"winclip": 3}}}, "not a devprompt instance of this config"),
         ({"sensitivity": {"margin": {"devprompt_a3": 7}}}, "has margin: 3"),
         ({"deviation_loss": False, "promptad_weight": 0}, "nothing would be trained"),
     ],

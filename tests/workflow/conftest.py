@@ -7,10 +7,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+import copy
+
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "workflow" / "configs" / "tiny.yaml"
+DEFAULT_CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def merged(base: dict, *overlays: dict) -> dict:
+    """``overlays`` merged into ``base`` as config files merge (mappings key by key, anything else replaces), except
+    that ``None`` deletes a key: ``{"scorers": {"winclip": None}}`` is the config without that instance."""
+    out = copy.deepcopy(base)
+    for overlay in overlays:
+        for key, value in overlay.items():
+            if value is None:
+                out.pop(key, None)
+            elif isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def write_config(path: Path, *overlays: dict, base: Path = TINY) -> Path:
+    """A complete config file: ``base`` with ``overlays`` merged (:func:`merged`), for ``configfiles=(path,)``."""
+    path.write_text(yaml.safe_dump(merged(yaml.safe_load(base.read_text()), *overlays), sort_keys=False))
+    return path
 
 
 def snakemake(workdir: Path, *args: str, configfiles: tuple[Path, ...] = (TINY,), check: bool = True, env: dict | None = None):

@@ -16,12 +16,15 @@ BENCHMARKS = ROOT / "config" / "benchmarks"
 CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2}  # elpv: mono- and polycrystalline cells
 
 
-def job_counts(workdir, configfile) -> dict[str, int]:
-    """The 'Job stats' table of a dry run, as rule -> count."""
+def dry_run(workdir, configfile) -> tuple[dict[str, int], set[str]]:
+    """A dry run's 'Job stats' table, as rule -> count, and the scorer instances its score jobs belong to."""
     proc = snakemake(workdir, "-n", "--cores", "8", configfiles=(configfile,))
     text = proc.stdout + proc.stderr
     table = text[text.index("Job stats:") :].split("\n\n")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    jobs = re.split(r"^(?:local)?rule ", text, flags=re.M)
+    scorers = {m[1] for job in jobs if job.startswith("score:") for m in re.finditer(r"wildcards: scorer=([^,\s]+)", job)}
+    return counts, scorers
 
 
 def expected(datasets, winclip_settings, winclip_instances, anomalous_datasets, runs=3):
@@ -90,13 +93,13 @@ def expected_devprompt(datasets, sweep_dataset, sweep_instances, runs=3):
     return counts | {"fit": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
 
 
-# winclip.yaml and all.yaml run the paper's and anomalib's prompt presets as two instances side by side.
+# winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
 # devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA.
 # faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA.
 CASES = {
     "winclip.yaml": expected(["mvtec_ad", "visa"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa"]] * 2, []),
     "anomalous_samples.yaml": expected(["visa", "mvtec_ad", "sdd"], ["k1"], [["visa", "mvtec_ad", "sdd"]], ["visa", "mvtec_ad", "sdd"]),
-    "all.yaml": expected(
+    "winclip_anomalous_samples.yaml": expected(
         ["mvtec_ad", "visa", "sdd"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa", "sdd"], ["mvtec_ad", "visa"]], ["mvtec_ad", "visa", "sdd"]
     ),
     "faprompt.yaml": expected_cross_dataset(["mvtec_ad", "visa", "sdd", "btad", "mpdd"], 6, ["mvtec_ad", "visa"]),
@@ -111,7 +114,11 @@ def test_every_benchmark_config_has_a_job_count_case():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_benchmark_dry_run_job_counts_follow_the_protocol(name, tmp_path):
-    counts = job_counts(tmp_path, BENCHMARKS / name)
+    import yaml
+
+    counts, scorers = dry_run(tmp_path, BENCHMARKS / name)
+    # a benchmark runs the instances it names, and nothing of the demo's config
+    assert scorers == set(yaml.safe_load((BENCHMARKS / name).read_text())["scorers"]), f"{name}: score jobs of {sorted(scorers)}"
     for rule, count in CASES[name].items():
         assert counts.get(rule) == count, f"{name}: {rule} has {counts.get(rule)} jobs, the protocol implies {count}"
 
@@ -127,11 +134,11 @@ def test_benchmark_configs_use_pretrained_weights_and_refuse_random_ones(name):
 
 
 def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
-    """Through profiles/slurm, all.yaml's jobs travel in group jobs: one submission per download, per 4 categories'
+    """Through profiles/slurm, winclip_anomalous_samples.yaml's jobs travel in group jobs: one submission per download, per 4 categories'
     feature extractions and per 12 score jobs with their evaluations (the profile's group-components)."""
     # the profile without its account (the account check would ask a cluster's sacctmgr)
     profile = write_cluster_profile(tmp_path / "profile", ROOT / "profiles/slurm/profile.yaml")
-    proc = snakemake(tmp_path / "run", "-n", "--profile", str(tmp_path / "profile"), configfiles=(BENCHMARKS / "all.yaml",))
+    proc = snakemake(tmp_path / "run", "-n", "--profile", str(tmp_path / "profile"), configfiles=(BENCHMARKS / "winclip_anomalous_samples.yaml",))
     text = proc.stdout + proc.stderr
     groups = re.findall(r"^\[[^\]]+\] Group job (\w+) ", text, re.M)
     # Jobs outside groups (group members are indented); the dry run prints local rules (draw_split, tables, ...) the
@@ -139,7 +146,7 @@ def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
     cluster_rules = {"prepare_dataset", "extract_features", "fit", "score", "evaluate"}
     single = [rule for rule in re.findall(r"^rule (\w+):$", text, re.M) if rule in cluster_rules]
     per_group = {name: int(n) for name, n in (entry.split("=") for entry in profile["group-components"])}
-    protocol = CASES["all.yaml"]
+    protocol = CASES["winclip_anomalous_samples.yaml"]
     assert single == ["prepare_dataset"] * protocol["prepare_dataset"]
     assert groups.count("features") == -(-protocol["extract_features"] // per_group["features"])
     assert groups.count("scores") == -(-protocol["score"] // per_group["scores"])

@@ -31,7 +31,7 @@ from fsad.scorers.registry import builtin_method_modules, get_method, method_par
 
 from tests.unit.read_audit import is_read_mode, read_process_audits
 
-from .conftest import ROOT, TINY, snakemake
+from .conftest import ROOT, TINY, merged, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
@@ -74,15 +74,21 @@ GENERATORS = {"tiny": {"class_images": {"count": 2, "steps": 4}, "dreambooth": {
 OVERLAY = {
     "plugins": PLUGINS,
     "generators": GENERATORS,
-    "scorers": {**{name: {"enabled": True, **TINY_RUN.get(name, {})} for name in DEFAULT["scorers"]}, **TOYS},
+    # a complete config (tests/workflow/conftest.py: write_config): the default's backbone of One-to-Normal, its
+    # generator (smaller), and every default instance as the tiny config has it or the default defines it
+    "backbones": {"tiny_tokens": DEFAULT["backbones"]["tiny_tokens"]},
+    "scorers": {
+        **{name: {**DEFAULT["scorers"][name], **TINY_CONFIG["scorers"].get(name, {}), **TINY_RUN.get(name, {})} for name in DEFAULT["scorers"]},
+        **TOYS,
+    },
 }
+OVERLAY["generators"] = {"tiny": merged(DEFAULT["generators"]["tiny"], GENERATORS["tiny"])}
 INSTANCES = [*DEFAULT["scorers"], *TOYS]
 
 
 def instance(name: str) -> dict:
-    """The instance's config entry as the contract run sees it (default, tiny config, then the overlay)."""
-    entry = {**DEFAULT["scorers"].get(name, {}), **TINY_CONFIG["scorers"].get(name, {}), **OVERLAY["scorers"][name]}
-    return entry
+    """The instance's config entry as the contract run sees it."""
+    return OVERLAY["scorers"][name]
 
 
 def method_of(name: str):
@@ -105,9 +111,9 @@ def contract_run(tiny_run, tmp_path_factory, plugins_importable):
     """The tiny run, copied (its data, splits and features are reused), then run with every instance."""
     workdir = tmp_path_factory.mktemp("contract") / "run"
     shutil.copytree(tiny_run[0], workdir)
-    overlay = write_overlay(workdir / "contract.yaml", OVERLAY)
+    overlay = write_config(workdir / "contract.yaml", OVERLAY)
     audited = {"PYTHONPATH": f"{PLUGIN_ENV['PYTHONPATH']}:{AUDIT_PATH}", "FSAD_READ_AUDIT": str(workdir / "audit")}
-    proc = snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay), env=audited)
+    proc = snakemake(workdir, "--cores", "2", configfiles=(overlay,), env=audited)
     (workdir / "contract.log").write_text(proc.stdout + proc.stderr)
     return workdir, overlay
 
@@ -302,13 +308,13 @@ def rescored(contract_run, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rescored") / "run"
     shutil.copytree(contract_run[0], workdir, symlinks=True)
     changes = {name: dict([SCORE_ONLY_CHANGE[instance(name)["method"]]]) for name in INSTANCES}
-    overlay = write_overlay(workdir / "contract.yaml", OVERLAY)
+    overlay = write_config(workdir / "contract.yaml", OVERLAY)
     change = write_overlay(workdir / "score_only.yaml", {"scorers": changes})
     before = {p: p.stat().st_mtime_ns for p in (workdir / "results" / "models").glob("**/*") if p.is_file()}
     planned = pending(summary(workdir, overlay, change, env=PLUGIN_ENV))
     # the score files only: what reads them (metrics, reports) is pinned by the contract run itself
     targets = [str(scores_dir(workdir, name, *job).with_suffix(".parquet").relative_to(workdir)) for name in INSTANCES for job in score_jobs(name)]
-    proc = snakemake(workdir, "--cores", "2", *targets, configfiles=(TINY, overlay, change), env=PLUGIN_ENV)
+    proc = snakemake(workdir, "--cores", "2", *targets, configfiles=(overlay, change), env=PLUGIN_ENV)
     return workdir, planned, before, proc.stdout + proc.stderr
 
 

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import TINY, snakemake
+from .conftest import DEFAULT_CONFIG, snakemake, write_config
 from .test_reruns import AGGREGATES, UPSTREAM, pending, summary, write_overlay
 
 pytestmark = pytest.mark.slow
 TRAINED = {"backbone": "vitb16plus", "settings": ["k1"], "datasets": ["synthetic"], "epochs": 2, "synthetic_anomalies": 2}
 OVERLAY = {
     "scorers": {
-        "winclip": {"enabled": False},
-        "anomalous_memory": {"enabled": False},
-        "devprompt": {"enabled": True, **TRAINED, "compare_with": []},
+        "winclip": None,
+        "anomalous_memory": None,
+        "devprompt": {**DEFAULT_CONFIG["scorers"]["devprompt"], **TRAINED, "compare_with": []},
     },
 }
 FIT = "synthetic/textile/k1/run0"
@@ -28,8 +28,8 @@ FIT = "synthetic/textile/k1/run0"
 @pytest.fixture(scope="module")
 def devprompt_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("devprompt")
-    overlay = write_overlay(workdir / "devprompt.yaml", OVERLAY)
-    snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay))
+    overlay = write_config(workdir / "devprompt.yaml", OVERLAY)
+    snakemake(workdir, "--cores", "2", configfiles=(overlay,))
     return workdir, overlay
 
 

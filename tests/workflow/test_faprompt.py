@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import TINY, snakemake
+from .conftest import DEFAULT_CONFIG, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 # The default config's two instances, on textile only (the tiny config has no elpv); fsad-tiny has two vision blocks.
 # Their own backbone keeps the copied run's feature stores, and so its other scorers' results, untouched.
-TINY_TOKENS = {"enabled": True, "backbone": "tiny_vv", "datasets": ["textile"], "vv_layers": [2]}
+TINY_TOKENS = {"backbone": "tiny_vv", "datasets": ["textile"], "vv_layers": [2]}
 OVERLAY = {
     "backbones": {"tiny_vv": {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112, "window_sizes": [], "batch_size": 16}},
-    "scorers": {"faprompt": TINY_TOKENS, "anomalyclip": TINY_TOKENS},
+    "scorers": {name: {**DEFAULT_CONFIG["scorers"][name], **TINY_TOKENS} for name in ("faprompt", "anomalyclip")},
 }
 
 
@@ -30,8 +30,8 @@ def faprompt_run(tiny_run, tmp_path_factory):
     """The tiny run, copied (data and splits are reused), then run with the instances."""
     workdir = tmp_path_factory.mktemp("faprompt") / "run"
     shutil.copytree(tiny_run[0], workdir)
-    overlay = write_overlay(workdir / "faprompt.yaml", OVERLAY)
-    snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay))
+    overlay = write_config(workdir / "faprompt.yaml", OVERLAY)
+    snakemake(workdir, "--cores", "2", configfiles=(overlay,))
     return workdir, overlay
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from fsad.data.splits import read_split
 from fsad.features.cache import FeatureCache
 
-from .conftest import ROOT, TINY, snakemake
+from .conftest import ROOT, TINY, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
@@ -29,7 +29,7 @@ OVERLAY = {
         "winclip": {"settings": ["zs"], "datasets": ["textile"]},
         "winclip_anomalib": {"method": "winclip", "backbone": "vitb16plus", "settings": ["zs"], "datasets": ["textile"],
                              "prompt_preset": "anomalib", "class_name_mode": "verbatim"},
-        "anomalous_memory": {"enabled": False},
+        "anomalous_memory": None,
         "toy": {"method": "toy_mean", "backbone": "vitb16plus", "settings": ["k1"], "datasets": ["textile"], "epochs": 3, "lr": 0.25},
         "toy_cross": {"method": "toy_mean_dataset", "backbone": "vitb16plus", "settings": ["zs"], "datasets": ["textile"],
                       "train_dataset": "synthetic"},
@@ -42,8 +42,8 @@ def plugin_run(tiny_run, tmp_path_factory):
     """The tiny run, copied (its data, splits and features are reused), then run with the plugin instances."""
     workdir = tmp_path_factory.mktemp("methods") / "run"
     shutil.copytree(tiny_run[0], workdir)
-    overlay = write_overlay(workdir / "methods.yaml", OVERLAY)
-    snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay), env=PLUGINS)
+    overlay = write_config(workdir / "methods.yaml", OVERLAY)
+    snakemake(workdir, "--cores", "2", configfiles=(overlay,), env=PLUGINS)
     return workdir, overlay
 
 
@@ -125,7 +125,7 @@ def test_a_feature_store_deleted_by_hand_is_rebuilt_by_the_next_job_that_reads_i
     features = FeatureCache(store).load(ids)
 
     store.unlink()  # asked for by name, the store is made again, with the same features
-    snakemake(workdir, "--cores", "2", str(store.relative_to(workdir)), configfiles=(TINY, overlay), env=PLUGINS)
+    snakemake(workdir, "--cores", "2", str(store.relative_to(workdir)), configfiles=(overlay,), env=PLUGINS)
     rebuilt = FeatureCache(store).load(ids)
     torch.testing.assert_close(rebuilt.image_embeddings, features.image_embeddings)
     torch.testing.assert_close(rebuilt.windows[2], features.windows[2])
@@ -134,7 +134,7 @@ def test_a_feature_store_deleted_by_hand_is_rebuilt_by_the_next_job_that_reads_i
     change = write_overlay(tmp_path / "scale.yaml", {"scorers": {"toy": {"scale": 2.0}}})
     assert "extract_features" in set(rules_pending(workdir, overlay, change)["rule"])
     target = results / "scores/toy/textile/textile/k1/run0.parquet"
-    snakemake(workdir, "--cores", "2", str(target.relative_to(workdir)), configfiles=(TINY, overlay, change), env=PLUGINS)
+    snakemake(workdir, "--cores", "2", str(target.relative_to(workdir)), configfiles=(overlay, change), env=PLUGINS)
     assert store.exists()
     after = pd.read_parquet(target)
     np.testing.assert_allclose(after["score"], 2 * before["score"], rtol=1e-5)

@@ -10,20 +10,21 @@ import pytest
 
 from fsad.features.cache import FeatureCache
 
-from .conftest import TINY, snakemake
+from .conftest import DEFAULT_CONFIG, merged, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
 
 pytestmark = pytest.mark.slow
 OVERLAY = {
+    "backbones": {"tiny_tokens": DEFAULT_CONFIG["backbones"]["tiny_tokens"]},
     "generators": {
-        "tiny": {"class_images": {"count": 2, "steps": 4}, "dreambooth": {"steps": 4}, "pool": {"text_to_image": 2, "image_to_image": 1, "steps": 10},
-                 "personalization": {"steps": 10}},
+        "tiny": merged(DEFAULT_CONFIG["generators"]["tiny"], {"class_images": {"count": 2, "steps": 4}, "dreambooth": {"steps": 4},
+                       "pool": {"text_to_image": 2, "image_to_image": 1, "steps": 10}, "personalization": {"steps": 10}}),
     },
     "scorers": {
-        "winclip": {"enabled": False},
-        "anomalous_memory": {"enabled": False},
+        "winclip": None,
+        "anomalous_memory": None,
         # the text maps fit on the target dataset itself here: a wiring test, not the paper's auxiliary-dataset protocol
-        "one_to_normal": {"enabled": True, "train_dataset": "textile", "text_map_epochs": 1},
+        "one_to_normal": {**DEFAULT_CONFIG["scorers"]["one_to_normal"], "train_dataset": "textile", "text_map_epochs": 1},
         # WinCLIP+ with the pool among its references (the transfer experiment; its table is unit-tested)
         "winclip_pool": {"method": "winclip", "backbone": "tiny_tokens", "settings": ["k1"], "datasets": ["textile"], "generator": "tiny"},
     },
@@ -34,8 +35,8 @@ RUN = "tiny/textile/textile/k1/run0"
 @pytest.fixture(scope="module")
 def generated_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("one_to_normal")
-    overlay = write_overlay(workdir / "one_to_normal.yaml", OVERLAY)
-    snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay))
+    overlay = write_config(workdir / "one_to_normal.yaml", OVERLAY)
+    snakemake(workdir, "--cores", "2", configfiles=(overlay,))
     return workdir, overlay
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT, snakemake
+from .conftest import ROOT, TINY, snakemake, write_config
 from .metrics_checks import PIXEL_METRICS, assert_metrics_cover_every_job
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
@@ -22,9 +22,21 @@ def test_default_config_dry_runs(tmp_path):
 def test_a_bad_config_key_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"scorers": {"winclip": {"prompt_presett": "paper"}}}))
-    proc = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(bad,), check=False)
+    proc = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(TINY, bad), check=False)
     assert proc.returncode != 0
     assert "prompt_presett" in proc.stdout + proc.stderr
+
+
+def test_a_partial_config_file_alone_says_that_a_config_file_is_the_whole_config(tmp_path):
+    """An overlay written for the demo (the old behaviour merged it onto config/config.yaml) names the fix."""
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(yaml.safe_dump({"runs": 2}))
+    proc = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(partial,), check=False)
+    assert proc.returncode != 0
+    assert "is the whole config, not an overlay on config/config.yaml" in proc.stdout + proc.stderr
+    disabled = write_config(tmp_path / "disabled.yaml", {"scorers": {"anomalous_memory": {"enabled": False}}})
+    proc = snakemake(tmp_path, "-n", "--cores", "1", configfiles=(disabled,), check=False)
+    assert proc.returncode != 0 and "scorers.anomalous_memory.enabled" in proc.stdout + proc.stderr
 
 
 def test_tiny_run_writes_scores_metrics_and_tables(tiny_run):

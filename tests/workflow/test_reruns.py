@@ -23,8 +23,9 @@ def write_overlay(path, data):
 
 
 def summary(workdir, *configfiles, env: dict | None = None) -> pd.DataFrame:
-    """The `--summary` table: one row per output file with its rule and the planned action."""
-    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=(TINY, *configfiles), env=env)
+    """The `--summary` table of the config ``configfiles`` (the first one complete): one row per output file with its
+    rule and the planned action."""
+    proc = snakemake(workdir, "--summary", "--cores", "1", configfiles=configfiles, env=env)
     text = proc.stdout[proc.stdout.index("output_file") :]
     return pd.read_csv(io.StringIO(text), sep="\t")
 
@@ -54,7 +55,7 @@ def done(tmp_path_factory):
 
 
 def rules_pending(workdir, *configfiles) -> set[str]:
-    return set(pending(summary(workdir, *configfiles))["rule"])
+    return set(pending(summary(workdir, TINY, *configfiles))["rule"])
 
 
 def test_an_immediate_rerun_does_nothing(done):
@@ -65,7 +66,7 @@ def test_an_immediate_rerun_does_nothing(done):
 def test_a_changed_scorer_parameter_reruns_only_that_scorers_jobs(done, tmp_path):
     workdir, base = done
     change = write_overlay(tmp_path / "c.yaml", {"scorers": {"winclip": {"temperature": 0.05}}})
-    table = pending(summary(workdir, base, change))
+    table = pending(summary(workdir, TINY, base, change))
     assert not set(table["rule"]) & UPSTREAM
     scored = table[table["rule"] == "score"]["output_file"]
     assert len(scored) and scored.str.contains("/scores/winclip/").all()
@@ -76,7 +77,7 @@ def test_a_changed_backbone_reruns_features_and_after_for_that_backbone_only(don
     workdir, base = done
     overlay = yaml.safe_load(base.read_text())
     overlay["backbones"]["tiny2"]["image_size"] = 96
-    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    table = pending(summary(workdir, TINY, write_overlay(tmp_path / "c.yaml", overlay)))
     assert not set(table["rule"]) & {"prepare_dataset", "draw_pool", "draw_split"}
     features = table[table["rule"] == "extract_features"]["output_file"]
     assert len(features) and not features.str.contains("/vitb16plus-").any()
@@ -92,8 +93,8 @@ def test_a_new_setting_and_run_add_jobs_and_change_nothing_that_exists(done, tmp
         "settings": settings + [{"name": "k2", "normal_shots": 2}],
         "scorers": {"winclip": {"settings": ["zs", "k1", "k2"]}},
     }
-    before = summary(workdir, base)
-    after = pending(summary(workdir, base, write_overlay(tmp_path / "c.yaml", overlay)))
+    before = summary(workdir, TINY, base)
+    after = pending(summary(workdir, TINY, base, write_overlay(tmp_path / "c.yaml", overlay)))
     existing = set(before["output_file"])
     touched = after[after["output_file"].isin(existing) & ~after["rule"].isin(AGGREGATES)]
     assert touched.empty, touched[["output_file", "rule", "status"]].to_string()
@@ -104,8 +105,8 @@ def test_a_new_dataset_adds_jobs_and_changes_nothing_that_exists(done, tmp_path)
     workdir, base = done
     tiny = yaml.safe_load(TINY.read_text())
     overlay = {"datasets": tiny["datasets"] + [{"name": "elpv", "kind": "elpv", "categories": ["mono"]}]}
-    before = summary(workdir, base)
-    after = pending(summary(workdir, base, write_overlay(tmp_path / "c.yaml", overlay)))
+    before = summary(workdir, TINY, base)
+    after = pending(summary(workdir, TINY, base, write_overlay(tmp_path / "c.yaml", overlay)))
     touched = after[after["output_file"].isin(set(before["output_file"])) & ~after["rule"].isin(AGGREGATES)]
     assert touched.empty, touched[["output_file", "rule", "status"]].to_string()
     assert after["output_file"].str.contains("/elpv/").any()
@@ -139,7 +140,7 @@ def test_batch_sizes_and_workers_are_run_settings_that_rerun_nothing(done, tmp_p
     overlay = yaml.safe_load(base.read_text())
     overlay["backbones"]["vitb16plus"] |= {"batch_size": 3, "workers": 2}
     overlay["backbones"]["tiny2"] |= {"batch_size": 1, "workers": 0}
-    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    table = pending(summary(workdir, TINY, write_overlay(tmp_path / "c.yaml", overlay)))
     assert table.empty, table[["output_file", "rule", "status"]].to_string()
 
 
@@ -147,8 +148,8 @@ def test_a_changed_precision_replans_that_backbones_features_and_what_reads_them
     workdir, base = done
     overlay = yaml.safe_load(base.read_text())
     overlay["backbones"]["tiny2"]["precision"] = "bf16"
-    before = summary(workdir, base)
-    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    before = summary(workdir, TINY, base)
+    table = pending(summary(workdir, TINY, write_overlay(tmp_path / "c.yaml", overlay)))
     features = table[table["rule"] == "extract_features"]["output_file"]
     # a new directory of tiny2 (the precision is part of its hash), one store per category anomalous_memory reads
     assert len(features) == len(before[(before["rule"] == "extract_features") & before["output_file"].str.contains("/tiny2-")])
@@ -164,7 +165,7 @@ def test_a_layer_one_backbone_caches_reruns_nothing_on_another_backbone(done, tm
     workdir, base = done
     overlay = yaml.safe_load(base.read_text())
     overlay["backbones"]["tiny2"]["layers"] = [1]
-    table = pending(summary(workdir, write_overlay(tmp_path / "c.yaml", overlay)))
+    table = pending(summary(workdir, TINY, write_overlay(tmp_path / "c.yaml", overlay)))
     features = table[table["rule"] == "extract_features"]["output_file"]
     assert len(features) and features.str.contains("/tiny2-").all()
     assert not table["output_file"].str.contains("/scores/winclip/").any()

@@ -13,7 +13,7 @@ import yaml
 
 from fsad.features.cache import FeatureCache
 
-from .conftest import ROOT, TINY, snakemake
+from .conftest import TINY, snakemake
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
@@ -24,11 +24,9 @@ TOLERANCE = 0.001  # metrics.csv holds fractions in [0, 1]: 0.1 points
 
 @pytest.fixture(scope="module")
 def float32_run(tmp_path_factory):
-    """The tiny run with ``storage_dtype: float32`` on every backbone of the merged config (default, then tiny)."""
+    """The tiny run with ``storage_dtype: float32`` on every backbone of the tiny config."""
     workdir = tmp_path_factory.mktemp("float32")
-    default, tiny = (yaml.safe_load(path.read_text())["backbones"] for path in (ROOT / "config/config.yaml", TINY))
-    # Snakemake merges config files key by key, so these entries only add storage_dtype to the merged ones.
-    backbones = {name: {**default.get(name, {}), **tiny.get(name, {}), "storage_dtype": "float32"} for name in {*default, *tiny}}
+    backbones = {name: {"storage_dtype": "float32"} for name in yaml.safe_load(TINY.read_text())["backbones"]}
     overlay = workdir / "float32.yaml"
     overlay.write_text(yaml.safe_dump({"backbones": backbones}, sort_keys=False))
     snakemake(workdir, "--cores", "2", configfiles=(TINY, overlay))

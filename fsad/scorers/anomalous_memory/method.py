@@ -16,9 +16,9 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
     if params["weights"] != "baseline" and params["weights"] not in params["distributions"]:
         return f"weights is {params['weights']!r} but distributions are {params['distributions']}; use baseline or one of them"
     baseline = config["scorers"].get(params["baseline_scorer"])
-    if baseline is None or not baseline.get("enabled", True):
+    if baseline is None:
         return (
-            f"baseline_scorer names {params['baseline_scorer']!r}, which is not an enabled scorer instance; "
+            f"baseline_scorer names {params['baseline_scorer']!r}, which is not a scorer instance of this config; "
             f"name the WinCLIP+ instance table 1 compares with"
         )
     if params["baseline_setting"] not in (baseline.get("settings") or [s["name"] for s in config["settings"]]):

@@ -20,21 +20,20 @@ FIT_PARAMS = (
 
 
 def _check(params: Params, config: dict[str, Any]) -> str | None:
-    """Something to train; and the report's references: ``compare_with`` names enabled instances, each sensitivity
-    entry an enabled devprompt instance whose value of the swept parameter is the one given."""
+    """Something to train; and the report's references: ``compare_with`` names instances of the config, each sensitivity
+    entry a devprompt instance whose value of the swept parameter is the one given."""
     from fsad.scorers.registry import method_params
 
     if not params["deviation_loss"] and params["promptad_weight"] == 0:
         return "deviation_loss is false and promptad_weight is 0, so nothing would be trained; set either"
     scorers = config["scorers"]
-    enabled = lambda name: name in scorers and scorers[name].get("enabled", True)  # noqa: E731
     for name in params["compare_with"]:
-        if not enabled(name):
-            return f"compare_with names {name!r}, which is not an enabled scorer instance; name instances of this config"
+        if name not in scorers:
+            return f"compare_with names {name!r}, which is not a scorer instance of this config; name instances of this config"
     for parameter, instances in params["sensitivity"].items():
         for name, value in instances.items():
-            if not enabled(name) or scorers[name].get("method") != METHOD.name:
-                return f"sensitivity.{parameter} names {name!r}, which is not an enabled {METHOD.name} instance"
+            if name not in scorers or scorers[name].get("method") != METHOD.name:
+                return f"sensitivity.{parameter} names {name!r}, which is not a {METHOD.name} instance of this config"
             actual = method_params(METHOD, scorers[name], f"scorers.{name}")[parameter]
             if actual != value:
                 return f"sensitivity.{parameter} gives {name!r} the value {value}, but that instance has {parameter}: {actual}; make them agree"

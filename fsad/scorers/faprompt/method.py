@@ -27,11 +27,10 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
     for name in [choice] if isinstance(choice, str) else choice.values():
         if name in kinds and not get_adapter(kinds[name]).has_masks:
             return f"train_dataset names {name!r} ({kinds[name]}), which has no anomaly masks; faprompt trains on masks: name a dataset with masks"
-    enabled = {name for name, spec in config["scorers"].items() if spec.get("enabled", True)}
     named = [*params["compare_scorers"], *(row["scorer"] for row in params["ablation"])]
-    missing = sorted(set(named) - enabled)
+    missing = sorted(set(named) - set(config["scorers"]))
     if missing:
-        return f"compare_scorers / ablation name {missing}, which are not enabled scorer instances; enable them or drop them from the list"
+        return f"compare_scorers / ablation name {missing}, which are not scorer instances of this config; add them or drop them from the list"
     return None
 
 

@@ -18,8 +18,8 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
     instances = config["scorers"]
     for pair in params["transfer"]:
         for role in ("without", "with"):
-            if pair[role] not in instances or not instances[pair[role]].get("enabled", True):
-                return f"transfer names {pair[role]!r} ({role}), which is not an enabled scorer instance"
+            if pair[role] not in instances:
+                return f"transfer names {pair[role]!r} ({role}), which is not a scorer instance of this config"
         if instances[pair["with"]].get("generator") != params["generator"]:
             return f"transfer: scorer {pair['with']!r} does not read generator {params['generator']!r}; set its generator"
     return None
