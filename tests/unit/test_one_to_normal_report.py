@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsad.evaluation.collect import evaluate_run, read_score_files
+from fsad.evaluation.collect import evaluate_run
 from fsad.evaluation.tables import NA_MISSING, RANDOM_WEIGHTS_NOTE
 from fsad.score_files import write_score_table
 from fsad.scorers.method import ReportContext

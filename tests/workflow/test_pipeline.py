@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ROOT, TINY, snakemake, write_config
+from .conftest import TINY, snakemake, write_config
 from .metrics_checks import PIXEL_METRICS, assert_metrics_cover_every_job
 
 # The tiny run is a session fixture: under pytest-xdist (--dist loadgroup) its readers share one worker.
