@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 from fsad.backbones.spec import backbone_key, network_spec
 from fsad.config import canonical, check_complete, check_config
-from fsad.data.registry import dataset_categories, get_adapter
+from fsad.data.registry import dataset_categories
 from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
@@ -167,7 +167,7 @@ def score_inputs(wildcards):
     }
     if METHODS[wildcards.scorer].fit is not None:
         key = fit_key(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
-        inputs |= {"model": model_path(wildcards.scorer, key, "model.safetensors"), "fit_info": model_path(wildcards.scorer, key, "fit.json")}
+        inputs |= {"model": model_path(wildcards.scorer, key, "model.safetensors")}
     return inputs | generated_inputs(wildcards)
 
 

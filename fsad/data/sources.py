@@ -1,7 +1,6 @@
 """Where the downloadable datasets come from: URL, sha256 and licence, in one place.
 
-URLs and hashes are the ones in anomalib's ``DownloadInfo`` (see ``/work/shared/reference/implementations.md``
-§3 and §10). Adapters read these constants at call time, so tests can point them at local fixtures.
+URLs and hashes are the ones in anomalib's ``DownloadInfo`` of each datamodule. Adapters read these constants at call time, so tests can point them at local fixtures.
 """
 
 from __future__ import annotations

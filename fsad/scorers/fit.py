@@ -39,9 +39,8 @@ class CategoryFiles:
     features_store: str | Path
 
 
-def _training_category(files: CategoryFiles, class_name_mode: str, device: torch.device) -> TrainingCategory:
+def _training_category(files: CategoryFiles, class_name: str, device: torch.device) -> TrainingCategory:
     from fsad.features.cache import FeatureCache
-    from fsad.text.class_names import class_name
 
     store = FeatureCache(files.features_store)
     return TrainingCategory(
@@ -50,7 +49,7 @@ def _training_category(files: CategoryFiles, class_name_mode: str, device: torch
         image_ids=pool_image_ids(read_json(files.pool)),
         manifest=read_manifest(files.manifest, files.category).set_index("image_id", drop=False),
         features=lambda ids: store.load(ids, device=device),
-        class_name=class_name(files.category, class_name_mode),
+        class_name=class_name,
     )
 
 
@@ -99,7 +98,7 @@ def run_fit(
     session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
     ctx = FitContext(
         params=fit_params,
-        categories=[_training_category(files, fit_params.get("class_name_mode", "readable"), device) for files in categories],
+        categories=[_training_category(files, method.prompt_class_name(fit_params, files.category), device) for files in categories],
         split=read_split(split_path) if split_path is not None else None,
         text_encoder=lambda prompts: session.text_encoder(prompts),
         device=device,

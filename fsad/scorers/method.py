@@ -23,6 +23,12 @@ SELECTION_KEYS = ("method", "backbone", "settings", "datasets")
 FIT_SCOPES = ("run", "dataset")
 
 
+def _readable(category: str) -> str:
+    from fsad.text.class_names import class_name
+
+    return class_name(category)
+
+
 def resolve(target: str) -> Callable[..., Any]:
     """Import ``"package.module:function"`` and return the function."""
     module, _, name = target.partition(":")
@@ -165,6 +171,9 @@ class Method:
         maps: whether the score step returns anomaly maps (pixel metrics and galleries need them).
         check: further config checks; returns an error message (naming the key and the fix) or None.
         generated: the generated images an instance with these parameters reads (none by default).
+        prompt_class_name: the object name prompts use for a category, from the parameters (score or fit ones);
+            by default the readable name. Methods with a ``class_name_mode`` parameter declare
+            :func:`fsad.text.class_names.configured_class_name`.
     """
 
     name: str
@@ -177,6 +186,7 @@ class Method:
     maps: bool = True
     check: Callable[[Params, dict[str, Any]], str | None] = lambda params, config: None
     generated: Callable[[Params], Generated] = lambda params: Generated()
+    prompt_class_name: Callable[[Params, str], str] = lambda params, category: _readable(category)
 
     def score_params(self, params: Params) -> Params:
         """The parameters a score job receives: everything but job selection and report-only keys."""

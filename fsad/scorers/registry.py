@@ -43,7 +43,11 @@ def load_method(module: str) -> Method:
     try:
         declared = importlib.import_module(module).METHOD
     except ModuleNotFoundError as err:
-        raise MethodError(f"method module {module!r} cannot be imported ({err}); check the config's plugins list and PYTHONPATH") from err
+        # Blame the plugin list only when the module asked for is the one missing; a missing dependency of an
+        # importable module (a built-in's or a plugin's) names the package to install.
+        if err.name is not None and (module == err.name or module.startswith(err.name + ".")):
+            raise MethodError(f"method module {module!r} cannot be imported ({err}); check the config's plugins list and PYTHONPATH") from err
+        raise MethodError(f"method module {module!r} needs the package {err.name!r}, which is not installed; install it (pip install {err.name.split('.')[0]})") from err
     except AttributeError:
         raise MethodError(f"module {module!r} declares no METHOD = fsad.scorers.method.Method(...)") from None
     if not isinstance(declared, Method):

@@ -161,7 +161,6 @@ def run_scorer(
             feature store), ``personalized`` and ``personalized_features``.
     """
     from fsad.features.cache import FeatureCache
-    from fsad.text.class_names import class_name
 
     method: Method = load_method(method_module)
     split = read_split(split_path)
@@ -175,7 +174,7 @@ def run_scorer(
         manifest=manifest,
         features=lambda ids: store.load(ids, device=device),
         text_encoder=lambda prompts: session.text_encoder(prompts),
-        class_name=class_name(split.category, scorer_params.get("class_name_mode", "readable")),
+        class_name=method.prompt_class_name(scorer_params, split.category),
         params=scorer_params,
         map_size=map_size,
         device=device,

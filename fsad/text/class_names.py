@@ -32,3 +32,8 @@ def class_name(category: str, mode: str = "readable") -> str:
     if mode == "readable":
         return READABLE_NAMES.get(category, category.replace("_", " "))
     raise ValueError(f"unknown class_name_mode {mode!r}; use one of {CLASS_NAME_MODES} (scorer param class_name_mode)")
+
+
+def configured_class_name(params: dict, category: str) -> str:
+    """The prompt name of ``category`` under an instance's ``class_name_mode`` parameter (methods that declare it)."""
+    return class_name(category, params["class_name_mode"])

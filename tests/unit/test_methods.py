@@ -131,3 +131,14 @@ def test_a_fit_that_learns_non_finite_values_writes_nothing(plugins_on_path, tmp
     with pytest.raises(RuntimeError, match="non-finite values in \\['mean'\\]"):
         _fit(tmp_path, files, split)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_a_missing_dependency_of_a_method_module_names_the_package_not_the_plugins_list(tmp_path, monkeypatch):
+    from fsad.scorers.registry import MethodError, load_method
+
+    (tmp_path / "needs_a_package.py").write_text("import fsad_not_installed_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MethodError, match="needs the package 'fsad_not_installed_pkg', which is not installed"):
+        load_method("needs_a_package")
+    with pytest.raises(MethodError, match="check the config's plugins list"):
+        load_method("fsad_no_such_plugin_module")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fsad.scorers.method import FeatureNeeds, Method, Needs, Params, Report
+from fsad.text.class_names import configured_class_name
 
 
 # The paper's four tables' base names, in table order (report.py writes them).
@@ -28,6 +29,7 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
 
 METHOD = Method(
     name="anomalous_memory",
+    prompt_class_name=configured_class_name,
     score="fsad.scorers.anomalous_memory.scorer:score",
     schema=Path(__file__).with_name("schema.yaml"),
     features=lambda params: FeatureNeeds(window_sizes=tuple(params["window_sizes"])),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fsad.scorers.method import Fit, FeatureNeeds, Method, Needs, Params, Report
+from fsad.text.class_names import configured_class_name
 
 SCHEMA = Path(__file__).with_name("schema.yaml")
 # Report tables: per-category AUROC beside other instances (the paper's Tables 1-2), then the sensitivity
@@ -42,6 +43,7 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
 
 METHOD = Method(
     name="devprompt",
+    prompt_class_name=configured_class_name,
     score="fsad.scorers.devprompt.scorer:score",
     schema=SCHEMA,
     features=lambda params: FeatureNeeds(vv_layers=() if params.get("vv_block") is None else (params["vv_block"],)),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fsad.scorers.method import FeatureNeeds, Fit, Generated, Method, Needs, Params, Report
+from fsad.text.class_names import configured_class_name
 
 TABLES = ("kshot", "branch_ablation", "prompt_ablation", "transfer")
 FIT_PARAMS = (
@@ -27,6 +28,7 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
 
 METHOD = Method(
     name="one_to_normal",
+    prompt_class_name=configured_class_name,
     score="fsad.scorers.one_to_normal.scorer:score",
     schema=Path(__file__).with_name("schema.yaml"),
     features=lambda params: FeatureNeeds(layers=tuple(params["layers"])),
