@@ -123,7 +123,6 @@ for _scorer in report_scorers():
             write=METHODS[_scorer].report.write,
             params=canonical(PARAMS[_scorer]),
             datasets=scorer_datasets(_scorer),
-            **method_report_dirs(_scorer),
         log:
             f"{R}/logs/method_report/{_scorer}.log",
         localrule: True

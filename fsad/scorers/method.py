@@ -131,7 +131,7 @@ class ReportContext:
         manifests: dataset name -> manifest CSV, for the instance's datasets.
         params: the instance's parameters (defaults filled in), report parameters included.
         tables_dir: where its tables go (``tables/{scorer}/``), html_dir: their HTML pages (``tables/html/{scorer}/``),
-            figures_dir: where its figures go (``plots/{scorer}/``).
+            figures_dir: where its figures go (``plots/{scorer}/``); None for a method that declares none of that kind.
     """
 
     metrics_csv: Path
@@ -139,13 +139,15 @@ class ReportContext:
     detail_files: list[Path]
     manifests: dict[str, Path]
     params: dict[str, Any]
-    tables_dir: Path
-    figures_dir: Path
+    tables_dir: Path | None
+    figures_dir: Path | None
     html_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        self.metrics_csv, self.tables_dir, self.figures_dir = Path(self.metrics_csv), Path(self.tables_dir), Path(self.figures_dir)
-        self.html_dir = None if self.html_dir is None else Path(self.html_dir)
+        self.metrics_csv = Path(self.metrics_csv)
+        self.tables_dir, self.figures_dir, self.html_dir = (
+            None if folder is None else Path(folder) for folder in (self.tables_dir, self.figures_dir, self.html_dir)
+        )
         self.score_files, self.detail_files = [Path(f) for f in self.score_files], [Path(f) for f in self.detail_files]
         self.manifests = {name: Path(path) for name, path in self.manifests.items()}
 
