@@ -55,10 +55,9 @@ def percent(rows: pd.DataFrame, value: str = "value") -> pd.DataFrame:
     return rows.assign(**{value: rows[value].astype(float) * 100})
 
 
-def _reason(values: pd.Series, present: pd.Series | None = None) -> str:
-    if present is not None and not present.all():
-        return INCOMPLETE
-    return UNDEFINED if values.isna().any() else ""
+def _worst_reason(reasons: pd.Series) -> str:
+    """Of the rows' reasons, the one a mean over them reports: a missing category before an undefined value."""
+    return INCOMPLETE if (reasons == INCOMPLETE).any() else (UNDEFINED if (reasons == UNDEFINED).any() else "")
 
 
 def category_means(
@@ -90,10 +89,10 @@ def category_means(
         grid = cells.merge(claimed, on=shared) if shared else cells.merge(claimed, how="cross")
         rows = grid.merge(rows, on=[*keys, "run", over], how="left")
         rows["_present"] = rows["_present"].eq(True)
+    rows["na"] = np.where(~rows["_present"], INCOMPLETE, np.where(rows[value].isna(), UNDEFINED, ""))
     grouped = rows.groupby([*keys, "run"], sort=False, dropna=False)
     means = grouped[value].agg(lambda v: v.mean(skipna=False)).rename(value)
-    reasons = grouped.apply(lambda g: _reason(g[value], g["_present"]), include_groups=False).rename("na")
-    return pd.concat([means, reasons], axis=1).reset_index()
+    return pd.concat([means, grouped["na"].agg(_worst_reason)], axis=1).reset_index()
 
 
 def over_runs(per_run: pd.DataFrame, keys: Sequence[str], value: str = "value") -> pd.DataFrame:
@@ -111,8 +110,7 @@ def over_runs(per_run: pd.DataFrame, keys: Sequence[str], value: str = "value") 
         std=lambda v: v.std(ddof=0, skipna=False) if len(v) > 1 else np.nan,
         n_runs="size",
     )
-    reasons = grouped["na"].agg(lambda r: INCOMPLETE if (r == INCOMPLETE).any() else (UNDEFINED if (r == UNDEFINED).any() else ""))
-    return stats.join(reasons).reset_index()
+    return stats.join(grouped["na"].agg(_worst_reason)).reset_index()
 
 
 def format_cell(mean: float, std: float = np.nan, digits: int = 1, na: str = UNDEFINED) -> str:

@@ -162,3 +162,26 @@ def test_a_category_without_a_result_in_a_run_makes_the_means_missing_and_the_fi
     for path in (tmp_path / "s.md", tmp_path / "html" / "s.html"):
         assert NA_NOTES[NA_MISSING] in path.read_text() and NA_NOTES[NA_UNDEFINED] not in path.read_text()
     assert r"n/a\textsuperscript{2}" in (tmp_path / "s.tex").read_text()
+
+
+def test_means_of_no_rows_are_an_empty_frame_with_the_reason_column():
+    """A report asks for pixel metrics of datasets that have none (no masks): no cells, not a crash."""
+    from fsad.evaluation.tables import category_means, over_runs
+
+    rows = two_categories_two_runs().iloc[0:0]
+    per_run = category_means(rows, ["scorer", "metric", "dataset"], two_categories_two_runs()[["dataset", "category"]])
+    assert per_run.empty and list(per_run.columns) == ["scorer", "metric", "dataset", "run", "value", "na"]
+    assert over_runs(per_run, ["scorer", "metric", "dataset"]).empty
+
+
+def test_a_nan_category_and_a_missing_one_in_one_cell_report_the_missing_one():
+    from fsad.evaluation.tables import INCOMPLETE, UNDEFINED, category_means
+
+    rows = pd.DataFrame(metric_rows({("bottle", "image_auroc", 0): np.nan, ("screw", "image_auroc", 0): 0.5,
+                                     ("screw", "image_auroc", 1): 0.7, ("bottle", "image_auroc", 1): 0.9}))
+    claimed = pd.DataFrame({"dataset": "mvtec_ad", "category": ["bottle", "screw", "cable"]})
+    means = category_means(rows, ["scorer", "metric"], claimed).set_index("run")
+    assert means.loc[0, "na"] == INCOMPLETE and np.isnan(means.loc[0, "value"])
+    claimed = claimed[claimed["category"] != "cable"]
+    means = category_means(rows, ["scorer", "metric"], claimed).set_index("run")
+    assert means.loc[0, "na"] == UNDEFINED and means.loc[1, "na"] == "" and means.loc[1, "value"] == pytest.approx(0.8)
