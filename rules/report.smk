@@ -53,7 +53,7 @@ rule tables:
         md=report(f"{R}/tables/{{dataset}}.md", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "md"}),
         csv=report(f"{R}/tables/{{dataset}}.csv", caption="../report/dataset_table.rst", category="Table files", labels={"table": "{dataset}", "format": "csv"}),
         tex=f"{R}/tables/{{dataset}}.tex",
-        html=report(f"{R}/tables/html/{{dataset}}.html", caption="../report/html_table.rst", category="Tables", labels={"table": "{dataset}"}),
+        html=report(f"{R}/tables/html/{{dataset}}.html", caption="../report/dataset_table.rst", category="Tables", labels={"table": "{dataset}"}),
     log:
         f"{R}/logs/tables/{{dataset}}.log",
     conda:
@@ -69,7 +69,7 @@ rule summary_table:
         md=report(f"{R}/tables/summary.md", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "md"}),
         csv=report(f"{R}/tables/summary.csv", caption="../report/summary_table.rst", category="Table files", labels={"table": "summary", "format": "csv"}),
         tex=f"{R}/tables/summary.tex",
-        html=report(f"{R}/tables/html/summary.html", caption="../report/html_table.rst", category="Tables", labels={"table": "summary"}),
+        html=report(f"{R}/tables/html/summary.html", caption="../report/summary_table.rst", category="Tables", labels={"table": "summary"}),
     log:
         f"{R}/logs/tables/summary.log",
     conda:
@@ -110,7 +110,7 @@ for _scorer in report_scorers():
             **{
                 name: path
                 if name.endswith(".tex")
-                else report(path, caption="../report/html_table.rst", category="Tables", labels={"table": f"{_scorer}/{Path(name).stem}"})
+                else report(path, caption=str(METHODS[_scorer].report.caption), category="Tables", labels={"table": f"{_scorer}/{Path(name).stem}"})
                 if name.endswith(".html")
                 else report(path, caption=str(METHODS[_scorer].report.caption), category="Table files", labels={"table": f"{_scorer}/{name}"})
                 for name, path in _tables.items()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -34,6 +34,11 @@ class FeatureBatch:
     grid: int
     layers: dict[int, torch.Tensor] = field(default_factory=dict)
     vv_layers: dict[int, torch.Tensor] = field(default_factory=dict)
+    reader: str = "a scorer"
+
+    def read_by(self, reader: str) -> "FeatureBatch":
+        """The same features, labelled with the config key of the instance that reads them (for ``require``'s hint)."""
+        return replace(self, reader=reader)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "FeatureBatch":
         move = lambda t: t.to(device=device, dtype=dtype or t.dtype)  # noqa: E731
@@ -58,23 +63,28 @@ class FeatureBatch:
             self.grid,
             {n: fn(v) for n, v in self.layers.items()},
             {n: fn(v) for n, v in self.vv_layers.items()},
+            self.reader,
         )
 
     def require(
         self,
         *,
-        scorer: str,
         window_sizes: Collection[int] = (),
         layers: Collection[int] = (),
         vv_layers: Collection[int] = (),
     ) -> None:
-        """Raise a config hint when ``scorer`` asks for window sizes or layers these features do not hold."""
+        """Raise a config hint, naming :attr:`reader`, when it asks for window sizes or layers these features do not hold."""
         asked = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers}
         for part, (field_name, what, config_key) in PART_NAMES.items():
             held = getattr(self, field_name)
             missing = sorted(set(asked[part]) - set(held))
             if missing:
                 raise ValueError(
-                    f"{scorer} asks for {what} {missing} that the feature cache does not hold (it has {sorted(held)}); "
-                    f"add them to {config_key} in the config, or drop them from scorers.{scorer}.{part}"
+                    f"{self.reader} asks for {what} {missing} that the feature store does not hold (it has {sorted(held)}); "
+                    f"add them to {config_key} in the config, or change the parameters of {self.reader} that ask for them"
                 )
+
+
+def read_by(load: Callable[[list], FeatureBatch], reader: str) -> Callable[[list], FeatureBatch]:
+    """``load`` whose batches name ``reader`` (``scorers.<instance>``) in their ``require`` hints."""
+    return lambda items: load(items).read_by(reader)

@@ -77,13 +77,13 @@ class ScoringContext:
     pool: GeneratedImages | None = None
     personalized: GeneratedImages | None = None
 
-    def test_batches(self, window_sizes: list[int], scorer: str) -> Iterator[FeatureBatch]:
+    def test_batches(self, window_sizes: list[int]) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""
         if not self.split.test:
             raise ValueError(f"split {self.split.label} has no test images; check the dataset's manifest and max_test_per_category")
         for start in range(0, len(self.split.test), IMAGES_PER_STEP):
             features = self.features(self.split.test[start : start + IMAGES_PER_STEP])
-            features.require(window_sizes=window_sizes, scorer=scorer)
+            features.require(window_sizes=window_sizes)
             yield features
 
 

@@ -39,8 +39,9 @@ class CategoryFiles:
     features_store: str | Path
 
 
-def _training_category(files: CategoryFiles, class_name: str, device: torch.device) -> TrainingCategory:
+def _training_category(files: CategoryFiles, class_name: str, device: torch.device, reader: str) -> TrainingCategory:
     from fsad.features.cache import FeatureCache
+    from fsad.features.types import read_by
 
     store = FeatureCache(files.features_store)
     return TrainingCategory(
@@ -48,7 +49,7 @@ def _training_category(files: CategoryFiles, class_name: str, device: torch.devi
         category=files.category,
         image_ids=pool_image_ids(read_json(files.pool)),
         manifest=read_manifest(files.manifest, files.category).set_index("image_id", drop=False),
-        features=lambda ids: store.load(ids, device=device),
+        features=read_by(lambda ids: store.load(ids, device=device), reader),
         class_name=class_name,
     )
 
@@ -89,6 +90,7 @@ def run_fit(
     from fsad.features.cache import FeatureCache
 
     method = load_method(method_module)
+    reader = f"scorers.{scorer} (fit)"
     if method.fit is None:
         raise ValueError(f"method {method.name!r} declares no fit, so scorer {scorer!r} has nothing to fit")
     stores = {str(files.features_store): FeatureCache(files.features_store).weights for files in categories}
@@ -98,14 +100,14 @@ def run_fit(
     session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
     ctx = FitContext(
         params=fit_params,
-        categories=[_training_category(files, method.prompt_class_name(fit_params, files.category), device) for files in categories],
+        categories=[_training_category(files, method.prompt_class_name(fit_params, files.category), device, reader) for files in categories],
         split=read_split(split_path) if split_path is not None else None,
         text_encoder=lambda prompts: session.text_encoder(prompts),
         device=device,
         seed=derive_seed(seed, "fit", scorer, fit_key),
         backbone=lambda: session.backbone,
         # Lazy: only a fit that encodes images evaluates its method's features() on the fit parameters.
-        encode_images=lambda images: session.image_encoder(method.features(fit_params))(images),
+        encode_images=lambda images: session.image_encoder(method.features(fit_params))(images).read_by(reader),
     )
     started = time.perf_counter()
     result: FitResult = resolve(method.fit.run)(ctx)

@@ -118,17 +118,20 @@ def read_model(path: str | Path | None, device: torch.device) -> dict[str, torch
     return load_file(str(path), device=str(device))
 
 
-def read_generated(directory: str | Path | None, store_path: str | Path | None, weights: str, device: torch.device) -> GeneratedImages | None:
+def read_generated(
+    directory: str | Path | None, store_path: str | Path | None, weights: str, device: torch.device, reader: str
+) -> GeneratedImages | None:
     """A run's pool or personalized images (index and features) for the scoring context; None when not read."""
     if directory is None:
         return None
     from fsad.diffusion.image_sets import read_image_set
     from fsad.features.cache import FeatureCache
+    from fsad.features.types import read_by
 
     store = FeatureCache(store_path)
     if store.weights != weights:
         raise ValueError(f"{store_path}: features of weights {store.weights!r}, the test images' have {weights!r}; delete it and rerun")
-    return GeneratedImages(read_image_set(directory), lambda ids: store.load(ids, device=device))
+    return GeneratedImages(read_image_set(directory), read_by(lambda ids: store.load(ids, device=device), reader))
 
 
 def run_scorer(
@@ -161,8 +164,10 @@ def run_scorer(
             feature store), ``personalized`` and ``personalized_features``.
     """
     from fsad.features.cache import FeatureCache
+    from fsad.features.types import read_by
 
     method: Method = load_method(method_module)
+    reader = f"scorers.{scorer}"
     split = read_split(split_path)
     manifest = read_manifest(manifest_path, split.category).set_index("image_id", drop=False)
     store = FeatureCache(features_store)
@@ -172,18 +177,18 @@ def run_scorer(
     ctx = ScoringContext(
         split=split,
         manifest=manifest,
-        features=lambda ids: store.load(ids, device=device),
+        features=read_by(lambda ids: store.load(ids, device=device), reader),
         text_encoder=lambda prompts: session.text_encoder(prompts),
         class_name=method.prompt_class_name(scorer_params, split.category),
         params=scorer_params,
         map_size=map_size,
         device=device,
         seed=split.seed,
-        encode_images=session.image_encoder(method.features(scorer_params)),
+        encode_images=read_by(session.image_encoder(method.features(scorer_params)), reader),
         model=read_model(model_path, device),
         backbone=lambda: session.backbone,
-        pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device),
-        personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device),
+        pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device, reader),
+        personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
     )
     score_step = resolve(method.score)
     age = seconds_since_process_start()

@@ -32,13 +32,13 @@ def test_to_moves_and_casts_layers_and_vv_layers():
 @pytest.mark.parametrize(
     "asked, message",
     [
-        ({"window_sizes": [2, 7]}, r"window sizes \[7\].*backbone's window_sizes .*scorers\.demo\.window_sizes"),
-        ({"layers": [6, 12]}, r"layers \[12\].*has \[6\].*backbone's layers in the config.*scorers\.demo\.layers"),
-        ({"vv_layers": [18]}, r"V-V layers \[18\].*backbone's vv_layers in the config"),
+        ({"window_sizes": [2, 7]}, r"^scorers\.demo asks for window sizes \[7\].*backbone's window_sizes .*parameters of scorers\.demo "),
+        ({"layers": [6, 12]}, r"^scorers\.demo asks for layers \[12\].*has \[6\].*backbone's layers in the config.*parameters of scorers\.demo "),
+        ({"vv_layers": [18]}, r"^scorers\.demo asks for V-V layers \[18\].*backbone's vv_layers in the config"),
     ],
 )
 def test_require_names_the_missing_features_and_the_config_key(asked, message):
-    features = with_taps()
-    features.require(scorer="demo", window_sizes=[2, 3], layers=[6], vv_layers=[24])
+    features = with_taps().read_by("scorers.demo")
+    features.require(window_sizes=[2, 3], layers=[6], vv_layers=[24])
     with pytest.raises(ValueError, match=message):
-        features.require(scorer="demo", **asked)
+        features.require(**asked)

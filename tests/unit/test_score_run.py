@@ -89,6 +89,14 @@ def test_the_score_file_joins_each_images_manifest_fields_by_its_id(job, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run0.json", "run0.maps.h5", "run0.parquet"]
 
 
+def test_a_missing_window_size_names_the_instance_that_asks_for_it_not_its_method(job, tmp_path):
+    """The store holds window sizes [2, 3]; an instance named wide (method winclip) asking for 4 is named in the hint."""
+    arguments = {**job["arguments"], "scorer_params": {**job["arguments"]["scorer_params"], "window_sizes": [2, 4]}}
+    with pytest.raises(ValueError, match=r"^scorers\.wide asks for window sizes \[4\].*has \[2, 3\].*parameters of scorers\.wide "):
+        run_scorer("wide", **arguments, device="cpu", **outputs(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
 def test_write_scores_joins_by_id_whatever_the_row_orders_and_refuses_an_unknown_id(tmp_path):
     manifest = pd.DataFrame({"image_id": ["a", "b", "c"], "image_path": ["/a.png", "/b.png", "/c.png"], "label": [0, 1, 1],
                              "defect_type": ["good", "hole", "crack"]}).set_index("image_id", drop=False)

@@ -125,7 +125,7 @@ def test_reordered_yaml_keys_and_equal_floats_rerun_nothing(done, tmp_path):
             return [reverse(v) for v in obj]
         return obj
 
-    data.setdefault("scorers", {})["anomalous_memory"] = {"coverage_threshold": "COVERAGE"}
+    data["scorers"]["anomalous_memory"]["coverage_threshold"] = "COVERAGE"
     # spelled 0.50 in the file (yaml.safe_dump would write 0.5)
     reordered.write_text(yaml.safe_dump(reverse(data), sort_keys=False).replace("COVERAGE", "0.50").replace("'0.50'", "0.50"))
     base_reordered = tmp_path / "base_reordered.yaml"

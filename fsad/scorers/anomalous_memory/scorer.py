@@ -104,7 +104,7 @@ def _validate(
         )
     images, labels = _augmented_set(ctx, image, mask, params["n_augmentations"])
     features = ctx.encode_images(images).to(ctx.device)
-    features.require(window_sizes=window_sizes, scorer="anomalous_memory")
+    features.require(window_sizes=window_sizes)
     validation_scores = anomalous_memory_scores(features, memory, text, window_sizes, temperature).sub_scores.cpu().numpy()
     test_labels = ctx.manifest.loc[ctx.split.test, "label"].to_numpy()
     return validate_weights(
@@ -133,7 +133,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     ref_id, image, mask = _anomalous_sample(ctx)
     reference = ctx.features([ref_id])
-    reference.require(window_sizes=window_sizes, scorer="anomalous_memory")
+    reference.require(window_sizes=window_sizes)
     memory = build_dual_memory(
         reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params["partial_windows"]
     )
@@ -150,7 +150,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     ids = list(ctx.split.test)
     sub_scores, grid_maps = [], []
-    for features in ctx.test_batches(window_sizes, "anomalous_memory"):
+    for features in ctx.test_batches(window_sizes):
         out = anomalous_memory_scores(features, memory, text, window_sizes, temperature)
         sub_scores.append(out.sub_scores)
         grid_maps.append(out.maps)

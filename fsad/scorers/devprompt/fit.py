@@ -70,7 +70,7 @@ def fit(ctx: FitContext) -> FitResult:
     generator = torch.Generator().manual_seed(ctx.seed)
     visual_proj = model.visual.proj.detach().float().to(ctx.device)
     normal = category.features(ctx.split.normal_refs)
-    normal.require(vv_layers=[] if params["vv_block"] is None else [params["vv_block"]], scorer="devprompt")
+    normal.require(vv_layers=[] if params["vv_block"] is None else [params["vv_block"]])
     normal_patches = project_tokens(patch_tokens(normal, params["vv_block"]).clone().to(ctx.device), visual_proj)
     learner = build_learner(backbone, category, params, generator).to(ctx.device)
     logit_scale = float(params["logit_scale"] if params["logit_scale"] is not None else model.logit_scale.detach())

@@ -26,8 +26,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
     prototypes, logit_scale = model["text_prototypes"], model["logit_scale"]
     columns: dict[str, list[torch.Tensor]] = {}
     maps = []
-    for features in ctx.test_batches([], "devprompt"):
-        features.require(vv_layers=[] if vv_block is None else [vv_block], scorer="devprompt")
+    for features in ctx.test_batches([]):
+        features.require(vv_layers=[] if vv_block is None else [vv_block])
         patches = project_tokens(patch_tokens(features, vv_block), model["visual_proj"])
         grid = features.grid
         textual = textual_anomaly(patches, prototypes, logit_scale)

@@ -22,7 +22,6 @@ from fsad.scorers.faprompt.params import build_learner, loss_config, score_confi
 from fsad.scorers.faprompt.torch_model import forward_batch, normalise
 
 log = logging.getLogger(__name__)
-SCORER = "faprompt"
 
 
 @dataclass
@@ -66,7 +65,7 @@ def training_set(ctx: FitContext, levels: list[int], projection: torch.Tensor, s
             )
         for start in range(0, len(ids), IMAGES_PER_STEP):
             features = category.features(ids[start : start + IMAGES_PER_STEP])
-            tokens.append([level.cpu() for level in token_levels(features, levels, projection, SCORER)])
+            tokens.append([level.cpu() for level in token_levels(features, levels, projection)])
             images.append(normalise(features.image_embeddings).cpu())
         labels.append(torch.tensor(rows["label"].tolist(), dtype=torch.long))
         masks.append(torch.from_numpy(category_masks))

@@ -60,7 +60,7 @@ def build_learner(params: Params, backbone: Any, seed: int | None = None) -> Pro
     return learner.to(backbone.device)
 
 
-def token_levels(features: FeatureBatch, levels: list[int], projection: torch.Tensor, scorer: str) -> list[torch.Tensor]:
+def token_levels(features: FeatureBatch, levels: list[int], projection: torch.Tensor) -> list[torch.Tensor]:
     """Per V-V level ``(N, P, D)``: the cached tokens (after ``ln_post``) times ``visual.proj``, normalised."""
-    features.require(vv_layers=levels, scorer=scorer)
+    features.require(vv_layers=levels)
     return [normalise(features.vv_layers[level].to(projection.device) @ projection) for level in levels]

@@ -16,7 +16,6 @@ from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.faprompt.params import build_learner, score_config, token_levels
 from fsad.scorers.faprompt.torch_model import anomaly_maps, forward_batch, normalise
 
-SCORER = "faprompt"
 
 
 def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -38,8 +37,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     columns: dict[str, list[np.ndarray]] = {"score": [], "text_probability": [], "map_max": []}
     maps = []
-    for features in ctx.test_batches([], SCORER):
-        tokens = token_levels(features, levels, projection, SCORER)
+    for features in ctx.test_batches([]):
+        tokens = token_levels(features, levels, projection)
         outputs = forward_batch(learner, tokens, normalise(features.image_embeddings.to(backbone.device)), config)
         columns["score"].append(outputs.image_score.float().cpu().numpy())
         columns["text_probability"].append(outputs.text_probability.float().cpu().numpy())

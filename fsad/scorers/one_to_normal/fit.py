@@ -43,7 +43,7 @@ def fit(ctx: FitContext) -> FitResult:
         for c in torch.randperm(len(ctx.categories), generator=generator).tolist():
             category = ctx.categories[c]
             features = category.features(category.image_ids)
-            features.require(layers=levels, scorer="one_to_normal (fit)")
+            features.require(layers=levels)
             for rows in torch.randperm(len(category.image_ids), generator=generator).split(batch):
                 margins = torch.stack([text_margins(maps(features.layers[l][rows.to(ctx.device)], l), texts[c], temperature) for l in levels], dim=1)
                 loss = text_score_focal_loss(margins, labels[c][rows].to(ctx.device), params["text_map_focal_gamma"])

@@ -32,7 +32,7 @@ def _memory(ctx: ScoringContext, levels: list[int]) -> tuple[dict[int, torch.Ten
     generated = pool_generated_ids(ctx.pool.index)[: max(0, ctx.params["memory_size"] - len(ctx.split.normal_refs))]
     parts = [refs] + ([ctx.pool.features(generated)] if generated else [])
     for part in parts:
-        part.require(layers=levels, scorer=NAME)
+        part.require(layers=levels)
     memory = {l: build_memory(torch.cat([part.layers[l] for part in parts])) for l in levels}
     return memory, {"references": len(ctx.split.normal_refs), "generated": len(generated)}
 
@@ -52,8 +52,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     columns: dict[str, list[torch.Tensor]] = {}
     maps = []
-    for features in ctx.test_batches([], NAME):
-        features.require(layers=levels, scorer=NAME)
+    for features in ctx.test_batches([]):
+        features.require(layers=levels)
         query = {l: features.layers[l] for l in levels}
         personalized = ctx.personalized.features(features.image_ids)
         out = triplet_scores(query, {l: personalized.layers[l] for l in levels}, memory, text_maps, text, temperature)

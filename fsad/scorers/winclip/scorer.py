@@ -32,12 +32,12 @@ def score(ctx: ScoringContext) -> ScoreResult:
         references = ctx.features(ctx.split.normal_refs)
         if ctx.pool is not None:
             references = _with_generated(references, ctx, params["generated_references"])
-        references.require(window_sizes=window_sizes, scorer="winclip")
+        references.require(window_sizes=window_sizes)
         memory = build_reference_memory(references, window_sizes)
 
     ids = list(ctx.split.test)
     image_scores, sub_scores, maps = [], [], []
-    for features in ctx.test_batches(window_sizes, "winclip"):
+    for features in ctx.test_batches(window_sizes):
         out = winclip_scores(features, text, window_sizes, temperature, memory)
         image_scores.append(out.image_scores)
         sub_scores.append(out.sub_scores)
@@ -60,6 +60,7 @@ def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | 
         join(references.patch_tokens, generated.patch_tokens),
         {k: join(references.windows[k], generated.windows[k]) for k in references.windows},
         references.grid,
+        reader=references.reader,
     )
 
 
