@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -89,12 +90,12 @@ class Fit:
         scope: ``"run"``: one fit per (dataset, category, setting, run) on that run's references;
             ``"dataset"``: one fit per training dataset (the ``train_dataset`` parameter), shared by every
             target dataset's jobs (cross-dataset methods).
-        params: the parameters that change the fit; a change of any other parameter never reruns it.
+    The parameters that change the fit are the schema's properties whose ``x-stages`` include ``fit``
+    (:func:`schema_stages`); a change of any other parameter never reruns it.
     """
 
     run: str
     scope: str = "run"
-    params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.scope not in FIT_SCOPES:
@@ -109,7 +110,6 @@ class Report:
         write: ``"module:function"`` taking a :class:`ReportContext`, returning the paths written.
         tables: base names written as ``tables/{scorer}/{name}.{md,csv,tex}`` and ``tables/html/{scorer}/{name}.html``.
         figures: base names written as ``plots/{scorer}/{name}.png``.
-        params: parameters read only by the report (never rerun a score job).
         caption: reStructuredText caption of these tables and figures in ``snakemake --report``.
     """
 
@@ -117,7 +117,6 @@ class Report:
     caption: Path
     tables: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
 
 
 @dataclass
@@ -190,14 +189,49 @@ class Method:
     generated: Callable[[Params], Generated] = lambda params: Generated()
     prompt_class_name: Callable[[Params, str], str] = lambda params, category: _readable(category)
 
+    def stage_names(self, stage: str) -> tuple[str, ...]:
+        """The schema's properties read by ``stage`` (``fit``, ``score`` or ``report``), from their ``x-stages``."""
+        return schema_stages(self.schema)[stage]
+
     def score_params(self, params: Params) -> Params:
-        """The parameters a score job receives: everything but job selection and report-only keys."""
-        report_only = set(self.report.params) if self.report else set()
-        return {k: v for k, v in params.items() if k not in SELECTION_KEYS and k not in report_only}
+        """The parameters a score job receives: those whose stages include ``score`` (never job selection)."""
+        names = set(self.stage_names("score"))
+        return {k: v for k, v in params.items() if k in names and k not in SELECTION_KEYS}
 
     def fit_params(self, params: Params) -> Params:
         """The parameters that change the fit (empty without a fit)."""
-        return {k: params[k] for k in self.fit.params if k in params} if self.fit else {}
+        return {k: params[k] for k in self.stage_names("fit") if k in params} if self.fit else {}
 
     def report_params(self, params: Params) -> Params:
-        return {k: params[k] for k in self.report.params if k in params} if self.report else {}
+        """The parameters only the method's report reads (a change reruns its report job, never a score job)."""
+        return {k: params[k] for k in self.stage_names("report") if k in params} if self.report else {}
+
+
+STAGES = ("fit", "score", "report")
+
+
+@lru_cache(maxsize=None)
+def schema_stages(schema: Path) -> dict[str, tuple[str, ...]]:
+    """Stage -> the properties of the method schema at ``schema`` that it reads, in schema order.
+
+    Each property's ``x-stages`` (a list of :data:`STAGES`) says which jobs read it; a property without one takes the
+    schema's top-level ``x-stages``, and ``[fit, score]`` when the schema gives none. A change of a property reruns
+    exactly the jobs of its stages.
+
+    Raises:
+        ValueError: an ``x-stages`` that is empty or names something other than a stage, with the schema and property.
+    """
+    import yaml
+
+    document = yaml.safe_load(Path(schema).read_text())
+    default = document.get("x-stages", ["fit", "score"])
+    stages: dict[str, list[str]] = {stage: [] for stage in STAGES}
+    for name, prop in [(None, {"x-stages": default}), *document.get("properties", {}).items()]:
+        declared = prop.get("x-stages", default) if isinstance(prop, dict) else default
+        if not isinstance(declared, list) or not declared or not set(declared) <= set(STAGES):
+            where = "its top level" if name is None else f"property {name!r}"
+            raise ValueError(f"{schema}: x-stages of {where} is {declared!r}; give a non-empty list of {list(STAGES)}")
+        if name is not None:
+            for stage in declared:
+                stages[stage].append(name)
+    return {stage: tuple(names) for stage, names in stages.items()}

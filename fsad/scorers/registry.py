@@ -52,6 +52,14 @@ def load_method(module: str) -> Method:
         raise MethodError(f"module {module!r} declares no METHOD = fsad.scorers.method.Method(...)") from None
     if not isinstance(declared, Method):
         raise MethodError(f"{module}.METHOD is a {type(declared).__name__}, not a fsad.scorers.method.Method")
+    if not Path(declared.schema).is_file():
+        raise MethodError(f"method {declared.name!r} ({module}): its schema {declared.schema} does not exist; point Method.schema at its schema.yaml")
+    try:
+        report_only = declared.stage_names("report")
+    except ValueError as err:
+        raise MethodError(f"method {declared.name!r}: {err}") from None
+    if report_only and declared.report is None:
+        raise MethodError(f"method {declared.name!r}: {list(report_only)} have x-stages [report] in {declared.schema}, but the method declares no report")
     return declared
 
 

@@ -41,5 +41,5 @@ METHOD = Method(
     schema=Path(__file__).with_name("toy_mean.schema.yaml"),
     needs=Needs(min_normal_shots=1),
     maps=False,
-    fit=Fit(run="toy_mean:fit", scope="run", params=("epochs", "lr")),
+    fit=Fit(run="toy_mean:fit", scope="run"),
 )

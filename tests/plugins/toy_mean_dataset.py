@@ -23,5 +23,5 @@ METHOD = Method(
     score="toy_mean:score",
     schema=Path(__file__).with_name("toy_mean_dataset.schema.yaml"),
     maps=False,
-    fit=Fit(run="toy_mean_dataset:fit", scope="dataset", params=("train_dataset",)),
+    fit=Fit(run="toy_mean_dataset:fit", scope="dataset"),
 )

@@ -104,6 +104,6 @@ def test_a_training_dataset_without_masks_for_its_anomalies_is_refused(backbone,
 
 def test_only_the_smoothing_and_the_report_lists_leave_the_fit_alone():
     every = set(params())
-    assert every - set(METHOD.fit.params) == {"train_dataset", "sigma", "compare_scorers", "ablation"}
-    assert set(METHOD.report.params) == {"compare_scorers", "ablation"}
+    assert every - set(METHOD.stage_names("fit")) == {"train_dataset", "sigma", "compare_scorers", "ablation"}
+    assert set(METHOD.stage_names("report")) == {"compare_scorers", "ablation"}
     assert "sigma" in METHOD.score_params(params()) and "ablation" not in METHOD.score_params(params())

@@ -20,7 +20,7 @@ from fsad.provenance import environment
 from fsad.scorers.base import FitResult
 from fsad.scorers.fit import CategoryFiles, run_fit
 from fsad.scorers.method import Fit, Method, Needs, Report
-from fsad.scorers.registry import MethodError, get_method, method_modules, method_params
+from fsad.scorers.registry import MethodError, get_method, load_method, method_modules, method_params
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -40,13 +40,14 @@ def test_built_in_methods_are_found_by_their_packages_declarations():
 
 
 def test_plugins_add_methods_and_may_not_shadow_a_built_in(plugins_on_path, tmp_path, monkeypatch):
-    assert get_method("toy_mean", ["toy_mean"]).fit.params == ("epochs", "lr")
+    assert get_method("toy_mean", ["toy_mean"]).stage_names("fit") == ("epochs", "lr")
     with pytest.raises(MethodError, match="unknown method 'toy_mean'.*plugins"):
         get_method("toy_mean")
     (tmp_path / "shadow.py").write_text(
         "from pathlib import Path\nfrom fsad.scorers.method import Method\n"
-        "METHOD = Method(name='winclip', score='shadow:score', schema=Path('x.yaml'))\n"
+        "METHOD = Method(name='winclip', score='shadow:score', schema=Path(__file__).with_name('x.yaml'))\n"
     )
+    (tmp_path / "x.yaml").write_text("properties: {}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(MethodError, match="already declares"):
         method_modules(["shadow"])
@@ -69,10 +70,41 @@ def test_declarations_refuse_an_unknown_fit_scope():
         Fit(run="m:f", scope="category")
 
 
-def test_report_only_parameters_never_reach_the_score_step():
-    method = Method("m", "m:score", Path("s.yaml"), needs=Needs(), report=Report(write="m:w", caption=Path("c.rst"), params=("compare",)))
-    assert method.score_params({"method": "m", "backbone": "b", "a": 1, "compare": "x"}) == {"a": 1}
-    assert method.report_params({"a": 1, "compare": "x"}) == {"compare": "x"}
+def test_each_parameter_reaches_the_stages_its_schema_names_and_the_top_level_default_covers_the_rest(tmp_path):
+    schema = tmp_path / "s.yaml"
+    schema.write_text(
+        "x-stages: [score]\nproperties:\n  a: {type: integer}\n  learned: {x-stages: [fit, score], type: integer}\n"
+        "  compare: {x-stages: [report], type: string}\n"
+    )
+    report = Report(write="m:w", caption=Path("c.rst"))
+    method = Method("m", "m:score", schema, needs=Needs(), fit=Fit(run="m:f"), report=report)
+    assert method.score_params({"method": "m", "backbone": "b", "a": 1, "learned": 2, "compare": "x"}) == {"a": 1, "learned": 2}
+    assert method.fit_params({"a": 1, "learned": 2, "compare": "x"}) == {"learned": 2}
+    assert method.report_params({"a": 1, "learned": 2, "compare": "x"}) == {"compare": "x"}
+    # without a top-level x-stages a property is read by the fit and the score
+    (tmp_path / "plain.yaml").write_text("properties:\n  a: {type: integer}\n")
+    plain = Method("p", "p:score", tmp_path / "plain.yaml", fit=Fit(run="p:f"))
+    assert plain.fit_params({"a": 1}) == plain.score_params({"a": 1}) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "properties, message",
+    [
+        ("  a: {x-stages: [train], type: integer}\n", r"x-stages of property 'a' is \['train'\]"),
+        ("  a: {x-stages: [], type: integer}\n", r"x-stages of property 'a' is \[\]"),
+        ("  a: {x-stages: [report], type: integer}\n", r"\['a'\] have x-stages \[report\].*declares no report"),
+    ],
+)
+def test_a_schema_whose_stages_are_unknown_or_name_a_missing_report_is_refused(tmp_path, monkeypatch, properties, message):
+    (tmp_path / "bad.yaml").write_text("properties:\n" + properties)
+    (tmp_path / "bad_stages.py").write_text(
+        "from pathlib import Path\nfrom fsad.scorers.method import Method\n"
+        f"METHOD = Method(name='bad', score='bad:score', schema=Path({str(tmp_path / 'bad.yaml')!r}))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "bad_stages", raising=False)  # each case imports its own module
+    with pytest.raises(MethodError, match=message):
+        load_method("bad_stages")
 
 
 def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFiles, Path]:

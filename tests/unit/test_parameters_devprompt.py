@@ -411,7 +411,7 @@ def test_each_score_side_parameter_moves_only_its_own_outputs(world, spied, spie
         np.testing.assert_array_equal(out.scores["score"], out.scores["deviation_max"])
         assert np.all(out.scores["score"] >= spied_scores.scores["score"])
     if "smoothing_sigma" in change:  # sigma 1.5 is scipy's Gaussian of the unsmoothed maps (stored as float16)
-        assert "smoothing_sigma" not in METHOD.fit.params
+        assert "smoothing_sigma" not in METHOD.stage_names("fit")
         smoothed = ndimage.gaussian_filter(out.maps.astype(np.float64), sigma=(0, 1.5, 1.5))
         np.testing.assert_allclose(spied_scores.maps, smoothed, atol=2e-3 * float(out.maps.max()))
         assert out.maps.max() > spied_scores.maps.max()

@@ -386,7 +386,7 @@ def test_score_and_report_parameters_never_reach_the_fit():
 
 
 def test_the_training_dataset_is_a_fit_key_not_an_input_of_the_fit_maths(o2n):
-    assert METHOD.fit.scope == "dataset" and "train_dataset" in METHOD.fit.params
+    assert METHOD.fit.scope == "dataset" and "train_dataset" in METHOD.stage_names("fit")
     assert _same_tensors(o2n.fit(train_dataset="toy"), o2n.fit())
 
 

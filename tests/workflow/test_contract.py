@@ -138,9 +138,9 @@ def test_every_built_in_method_is_in_the_contract_through_an_instance_of_the_def
     assert not missing, f"built-in methods without an instance in config/config.yaml, so outside the contract: {sorted(missing)}"
     for method, (key, value) in SCORE_ONLY_CHANGE.items():
         declared = get_method(method, PLUGINS)
-        assert key not in (declared.fit.params if declared.fit else ()), f"{method}.{key} is a fit parameter"
+        assert key not in (declared.stage_names("fit") if declared.fit else ()), f"{method}.{key} is a fit parameter"
         assert key in yaml.safe_load(declared.schema.read_text())["properties"], f"{method} has no parameter {key}"
-        assert key not in (declared.report.params if declared.report else ()), f"{method}.{key} is a report parameter"
+        assert key not in declared.stage_names("report"), f"{method}.{key} is a report parameter"
     assert {instance(name)["method"] for name in INSTANCES} <= set(SCORE_ONLY_CHANGE), "give each method a score-only change"
 
 

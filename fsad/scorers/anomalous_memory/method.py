@@ -39,7 +39,6 @@ METHOD = Method(
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
         figures=("defect_size",),
-        params=("baseline_scorer", "baseline_setting"),
     ),
     check=_check,
 )

@@ -12,12 +12,6 @@ SCHEMA = Path(__file__).with_name("schema.yaml")
 # Report tables: per-category AUROC beside other instances (the paper's Tables 1-2), then the sensitivity
 # tables of lambda, K and a (Tables 3-5), built from the metrics of sweep instances.
 TABLES = ("pixel_auroc", "image_auroc", "sensitivity_lambda", "sensitivity_topk", "sensitivity_margin")
-FIT_PARAMS = (
-    "deviation_loss", "n_ctx", "n_prompts", "n_abnormal_ctx", "n_learned_abnormal", "normal_states", "abnormal_states",
-    "class_states", "class_name_mode", "vv_block", "logit_scale", "deviation_score", "lambda_dev", "topk_ratio", "margin",
-    "reference_draws", "synthetic_anomalies", "defect_types", "min_defect_patches", "epochs", "lr", "momentum", "weight_decay", "lr_min",
-    "promptad_weight", "alignment_weight", "triplet_margin",
-)
 
 
 def _check(params: Params, config: dict[str, Any]) -> str | None:
@@ -48,12 +42,11 @@ METHOD = Method(
     schema=SCHEMA,
     features=lambda params: FeatureNeeds(vv_layers=() if params.get("vv_block") is None else (params["vv_block"],)),
     needs=Needs(min_normal_shots=1),
-    fit=Fit(run="fsad.scorers.devprompt.fit:fit", scope="run", params=FIT_PARAMS),
+    fit=Fit(run="fsad.scorers.devprompt.fit:fit", scope="run"),
     report=Report(
         write="fsad.scorers.devprompt.report:write_report",
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
-        params=("compare_with", "sensitivity", "sensitivity_metric"),
     ),
     check=_check,
 )

@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fsad.scorers.method import FeatureNeeds, Fit, Method, Params, Report
 
 SCHEMA = Path(__file__).with_name("schema.yaml")
-SCORE_ONLY = ("sigma",)
-REPORT_ONLY = ("compare_scorers", "ablation")
-# The fit key already names the training dataset; every other parameter but the score- and report-only ones changes the fit.
-FIT_PARAMS = tuple(
-    name for name in yaml.safe_load(SCHEMA.read_text())["properties"] if name not in ("train_dataset", *SCORE_ONLY, *REPORT_ONLY)
-)
 TABLES = ("table1_image", "table2_pixel", "table3_ablation")
 
 
@@ -39,12 +31,11 @@ METHOD = Method(
     score="fsad.scorers.faprompt.scorer:score",
     schema=SCHEMA,
     features=lambda params: FeatureNeeds(vv_layers=tuple(params["vv_layers"])),
-    fit=Fit(run="fsad.scorers.faprompt.fit:fit", scope="dataset", params=FIT_PARAMS),
+    fit=Fit(run="fsad.scorers.faprompt.fit:fit", scope="dataset"),
     report=Report(
         write="fsad.scorers.faprompt.report:write_report",
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
-        params=REPORT_ONLY,
     ),
     check=_check,
 )

@@ -9,10 +9,6 @@ from fsad.scorers.method import FeatureNeeds, Fit, Generated, Method, Needs, Par
 from fsad.text.class_names import configured_class_name
 
 TABLES = ("kshot", "branch_ablation", "prompt_ablation", "transfer")
-FIT_PARAMS = (
-    "train_dataset", "layers", "prompt_preset", "temperature", "text_normalisation", "class_name_mode",
-    "text_map_epochs", "text_map_lr", "text_map_batch_size", "text_map_focal_gamma",
-)
 
 
 def _check(params: Params, config: dict[str, Any]) -> str | None:
@@ -33,13 +29,12 @@ METHOD = Method(
     schema=Path(__file__).with_name("schema.yaml"),
     features=lambda params: FeatureNeeds(layers=tuple(params["layers"])),
     needs=Needs(min_normal_shots=1),
-    fit=Fit(run="fsad.scorers.one_to_normal.fit:fit", scope="dataset", params=FIT_PARAMS),
+    fit=Fit(run="fsad.scorers.one_to_normal.fit:fit", scope="dataset"),
     report=Report(
         write="fsad.scorers.one_to_normal.report:write_report",
         caption=Path(__file__).with_name("report.rst"),
         tables=TABLES,
         figures=("gallery",),
-        params=("transfer", "gallery_categories"),
     ),
     check=_check,
     generated=lambda params: Generated(params["generator"], pool=True, personalized=True),
