@@ -119,8 +119,7 @@ MUTATIONS = [
     Mutation("workflow_setting_runs_rerun_every_split", "rules/common.smk",
              'canonical({k: v for k, v in SETTINGS[wildcards.setting].items() if k != "runs"})', "canonical(SETTINGS[wildcards.setting])", (DAG,)),
     Mutation("workflow_report_parameters_reach_score_jobs", "fsad/scorers/method.py",
-             "return {k: v for k, v in params.items() if k not in SELECTION_KEYS and k not in report_only}",
-             "return {k: v for k, v in params.items() if k not in SELECTION_KEYS}", (DAG,)),
+             'names = set(self.stage_names("score"))', 'names = set(self.stage_names("score")) | set(self.stage_names("report"))', (DAG,)),
     # --- evaluation and reports ------------------------------------------------------------------------
     Mutation("metrics_say_pretrained_weights", "fsad/evaluation/collect.py",
              '    row["environment"] = environment_line(keys["environment"])', '    row["environment"] = environment_line(keys["environment"])\n    row["weights"] = "pretrained"',
