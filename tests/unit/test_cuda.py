@@ -20,7 +20,7 @@ from fsad.backbones.window_embeddings import encode_images
 from fsad.devices import claim_device, visible_devices
 from fsad.features.cache import FeatureCache
 from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
-from fsad.text.prompts import text_embeddings
+from fsad.text.prompt_ensembles import text_embeddings
 
 from .test_devices import start_holder
 

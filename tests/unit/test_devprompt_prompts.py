@@ -8,7 +8,7 @@ import torch
 from fsad.backbones.loading import load_backbone
 from fsad.scorers.devprompt.losses import abnormal_alignment_loss, anchor, triplet_loss, visual_to_text_loss
 from fsad.scorers.devprompt.prompt_learner import PromptLearner, encode_token_embeddings
-from fsad.scorers.devprompt.prompts import CLASS_ABNORMAL_STATES, abnormal_states, prompt_texts, tokenize_checked
+from fsad.scorers.devprompt.prompt_texts import CLASS_ABNORMAL_STATES, abnormal_states, prompt_texts, tokenize_checked
 from fsad.scorers.devprompt.torch_model import textual_anomaly
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}

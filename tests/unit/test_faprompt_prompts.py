@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fsad.backbones.loading import load_backbone
-from fsad.scorers.faprompt.prompts import PromptConfig, PromptLearner, TextTower
+from fsad.scorers.faprompt.prompt_learner import PromptConfig, PromptLearner, TextTower
 
 SPEC = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 

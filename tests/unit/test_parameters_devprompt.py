@@ -38,7 +38,7 @@ from fsad.scorers.devprompt import anomalies as anomalies_module
 from fsad.scorers.devprompt import fit as fit_module
 from fsad.scorers.devprompt import training as training_module
 from fsad.scorers.devprompt.method import METHOD
-from fsad.scorers.devprompt.prompts import CLASS_ABNORMAL_STATES
+from fsad.scorers.devprompt.prompt_texts import CLASS_ABNORMAL_STATES
 from fsad.scorers.method import ReportContext, resolve
 from fsad.scorers.registry import method_params
 from fsad.text.class_names import READABLE_NAMES

@@ -33,7 +33,7 @@ from fsad.scorers.faprompt import params as params_module
 from fsad.scorers.faprompt import scorer as scorer_module
 from fsad.scorers.faprompt import torch_model
 from fsad.scorers.faprompt.method import METHOD
-from fsad.scorers.faprompt.prompts import PromptConfig
+from fsad.scorers.faprompt.prompt_learner import PromptConfig
 from fsad.scorers.faprompt.torch_model import ScoreConfig
 from fsad.scorers.method import ReportContext, resolve
 from fsad.scorers.registry import method_params

@@ -24,7 +24,7 @@ from fsad.features.cache import FeatureCache
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip.method import METHOD
 from fsad.text import class_names
-from fsad.text.prompts import ANOMALIB_TEMPLATES, ANOMALOUS_STATES, NORMAL_STATES, PAPER_TEMPLATES
+from fsad.text.prompt_ensembles import ANOMALIB_TEMPLATES, ANOMALOUS_STATES, NORMAL_STATES, PAPER_TEMPLATES
 
 from .tiny_world import CATEGORY, LAYERS, TINY, VV_LAYERS, WINDOW_SIZES, ScoreOutputs, World, build_world
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fsad.text.class_names import class_name
-from fsad.text.prompts import PRESETS, average_embeddings, prompt_ensemble, text_embeddings
+from fsad.text.prompt_ensembles import PRESETS, average_embeddings, prompt_ensemble, text_embeddings
 
 
 def test_paper_preset_has_7_normal_and_4_anomalous_states_times_22_distinct_templates():

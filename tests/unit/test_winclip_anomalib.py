@@ -18,7 +18,7 @@ from fsad.backbones.window_embeddings import encode_images
 from fsad.scorers.winclip.anomalib_reference import anomalib_winclip
 from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
 from fsad.text.class_names import class_name
-from fsad.text.prompts import text_embeddings
+from fsad.text.prompt_ensembles import text_embeddings
 
 WINDOW_SIZES = [2, 3]
 CATEGORY = "metal_nut"  # anomalib puts the category verbatim into its prompts

@@ -16,7 +16,7 @@ from fsad.scorers.method import resolve
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip import scorer as winclip_scorer
 from fsad.scorers.winclip.method import METHOD
-from fsad.text.prompts import ANOMALIB_TEMPLATES, PAPER_TEMPLATES
+from fsad.text.prompt_ensembles import ANOMALIB_TEMPLATES, PAPER_TEMPLATES
 
 GRID, DIM, WIDTH = 5, 6, 8
 

@@ -39,7 +39,7 @@ from fsad.scorers.anomalous_memory.torch_model import (
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.seeding import derive_seed
-from fsad.text.prompts import preset_temperature, text_embeddings
+from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 
 from fsad.features.types import FeatureBatch
 from fsad.scorers.faprompt.losses import LossConfig
-from fsad.scorers.faprompt.prompts import PromptConfig, PromptLearner, TextTower
+from fsad.scorers.faprompt.prompt_learner import PromptConfig, PromptLearner, TextTower
 from fsad.scorers.faprompt.torch_model import ScoreConfig, normalise
 
 Params = dict[str, Any]

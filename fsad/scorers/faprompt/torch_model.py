@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fsad.scorers.faprompt.prompts import PromptLearner
+from fsad.scorers.faprompt.prompt_learner import PromptLearner
 
 IMAGE_SCORES = ("eq9", "code", "probability")
 PRIOR_SELECTIONS = ("top", "first")

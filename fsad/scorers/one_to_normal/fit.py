@@ -16,7 +16,7 @@ import torch
 
 from fsad.scorers.base import FitContext, FitResult
 from fsad.scorers.one_to_normal.torch_model import TextMaps, text_margins, text_score_focal_loss
-from fsad.text.prompts import preset_temperature, text_embeddings
+from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 log = logging.getLogger(__name__)
 

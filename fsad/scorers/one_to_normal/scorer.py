@@ -21,7 +21,7 @@ from fsad.diffusion.image_sets import FIXED_SUFFIX, pool_generated_ids
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.one_to_normal.torch_model import BRANCHES, TextMaps, branch_pair_columns, build_memory, combine, image_score, position_distances, triplet_scores
 from fsad.scorers.winclip.torch_model import upsample_maps
-from fsad.text.prompts import preset_temperature, text_embeddings
+from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 NAME = "one_to_normal"
 

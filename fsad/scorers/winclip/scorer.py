@@ -17,7 +17,7 @@ from fsad.diffusion.image_sets import pool_generated_ids
 from fsad.features.types import FeatureBatch
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
-from fsad.text.prompts import preset_temperature, text_embeddings
+from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 
 def score(ctx: ScoringContext) -> ScoreResult:
