@@ -4,7 +4,7 @@ Two steps keep reruns exact:
 
 * :func:`draw_pool` fixes, once per category, the test subset and the candidate pools of normal and
   anomalous reference images. It depends only on the manifest, the seed and the pool sizes, never on
-  settings or runs, so adding a setting or a run never changes the test set or the feature cache.
+  settings or runs, so adding a setting or a run never changes the test set or the feature store.
 * :func:`draw_split` takes one (setting, run)'s references and validation images from the pools.
 
 Each run uses a different training sample (anomalous-samples paper, section 4.1):

@@ -1,1 +1,1 @@
-"""Feature extraction and the per-category HDF5 feature cache."""
+"""Feature extraction and the per-category HDF5 feature store."""

@@ -13,9 +13,9 @@ Layout of the store at ``<name>.h5``:
 
 Values are encoded in float32 and stored as the backbone's ``storage_dtype`` (float16 by default: about
 0.87 MB per image for ViT-B-16-plus-240 with windows 2 and 3, 2.8 MB per layer of ViT-L-14 at 518 px,
-1369 x 1024 tokens; float32 doubles that). :meth:`FeatureCache.load` always returns float32.
+1369 x 1024 tokens; float32 doubles that). :meth:`FeatureStore.load` always returns float32.
 
-The store only grows: :meth:`FeatureCache.update` encodes the images that are missing and, for images
+The store only grows: :meth:`FeatureStore.update` encodes the images that are missing and, for images
 already there, only the window sizes, layers and V-V layers that are missing (windows from the patch
 embedding, without the full-image pass; layers from one pass that stops after the last block asked for).
 It writes them to one new shard (fsynced, renamed into place), then replaces the index atomically, so its
@@ -116,7 +116,7 @@ class _Index:
     shards: list[str]
 
 
-class FeatureCache:
+class FeatureStore:
     """Read and grow one feature store (see the module docstring for its layout)."""
 
     def __init__(self, path: str | Path):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from fsad.backbones.loading import load_backbone
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def extract_category(
 
     The new features go to one new shard of the store, in the spec's ``storage_dtype`` (float16 unless
     it says float32). A store never mixes weights or dtypes: if the weights loaded now differ from the
-    store's (random fallback then, pretrained now), :meth:`FeatureCache.update` stops and says to delete the store.
+    store's (random fallback then, pretrained now), :meth:`FeatureStore.update` stops and says to delete the store.
 
     ``workers`` processes decode images ahead of the encoder; by default ``threads - 1`` on a GPU, none on the CPU
     (there every core is busy encoding, so images are decoded in this process). Batch size and workers are run
@@ -45,7 +45,7 @@ def extract_category(
     backbone = load_backbone(backbone_spec, device, weights_fallback, seed)
     if workers is None:
         workers = max(0, threads - 1) if backbone.device.type == "cuda" else 0
-    summary = FeatureCache(cache_path).update(
+    summary = FeatureStore(cache_path).update(
         backbone, image_paths, window_sizes, batch_size, workers, layers=layers, vv_layers=vv_layers
     )
     log.info("%s: %s", backbone_name, summary)

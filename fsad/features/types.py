@@ -1,4 +1,4 @@
-"""Tensors that pass from the feature cache to the scorers."""
+"""Tensors that pass from the feature store to the scorers."""
 
 from __future__ import annotations
 

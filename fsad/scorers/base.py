@@ -52,7 +52,7 @@ class ScoringContext:
         map_size: side of the anomaly maps the scorer returns (evaluation resolution).
         device: where to compute.
         seed: derived from (config seed, dataset, category, setting, run).
-        encode_images: encodes images that are not in the feature cache (e.g. augmentations) with the
+        encode_images: encodes images that are not in the feature store (e.g. augmentations) with the
             same backbone, ``list[PIL.Image] -> FeatureBatch`` holding the window sizes the scorer declared.
         model: the tensors of the instance's fit (``models/{scorer}/{fit_key}/model.safetensors``), on
             ``device``; empty for methods without a fit.
@@ -136,7 +136,7 @@ class FitContext:
         device: where to compute.
         seed: derived from (config seed, scorer, fit key).
         backbone: loads (once) the backbone the features came from (see :class:`ScoringContext`).
-        encode_images: encodes images that are not in the feature cache (e.g. synthetic anomalies made from the
+        encode_images: encodes images that are not in the feature store (e.g. synthetic anomalies made from the
             references) with the same backbone, ``list[PIL.Image] -> FeatureBatch`` holding what the method's
             ``features(fit params)`` declares (see :class:`ScoringContext`).
     """

@@ -40,10 +40,10 @@ class CategoryFiles:
 
 
 def _training_category(files: CategoryFiles, class_name: str, device: torch.device, reader: str) -> TrainingCategory:
-    from fsad.features.cache import FeatureCache
+    from fsad.features.cache import FeatureStore
     from fsad.features.types import read_by
 
-    store = FeatureCache(files.features_store)
+    store = FeatureStore(files.features_store)
     return TrainingCategory(
         dataset=files.dataset,
         category=files.category,
@@ -87,13 +87,13 @@ def run_fit(
     """
     from safetensors.torch import save_file
 
-    from fsad.features.cache import FeatureCache
+    from fsad.features.cache import FeatureStore
 
     method = load_method(method_module)
     reader = f"scorers.{scorer} (fit)"
     if method.fit is None:
         raise ValueError(f"method {method.name!r} declares no fit, so scorer {scorer!r} has nothing to fit")
-    stores = {str(files.features_store): FeatureCache(files.features_store).weights for files in categories}
+    stores = {str(files.features_store): FeatureStore(files.features_store).weights for files in categories}
     if len(set(stores.values())) != 1:
         raise ValueError(f"the feature stores of fit {scorer}/{fit_key} hold features of different weights: {stores}; delete the stale ones and rerun")
     weights = next(iter(stores.values()))

@@ -125,10 +125,10 @@ def read_generated(
     if directory is None:
         return None
     from fsad.diffusion.image_sets import read_image_set
-    from fsad.features.cache import FeatureCache
+    from fsad.features.cache import FeatureStore
     from fsad.features.types import read_by
 
-    store = FeatureCache(store_path)
+    store = FeatureStore(store_path)
     if store.weights != weights:
         raise ValueError(f"{store_path}: features of weights {store.weights!r}, the test images' have {weights!r}; delete it and rerun")
     return GeneratedImages(read_image_set(directory), read_by(lambda ids: store.load(ids, device=device), reader))
@@ -163,14 +163,14 @@ def run_scorer(
         generated: the generated images the method declares it reads: ``pool`` and ``pool_features`` (directory and
             feature store), ``personalized`` and ``personalized_features``.
     """
-    from fsad.features.cache import FeatureCache
+    from fsad.features.cache import FeatureStore
     from fsad.features.types import read_by
 
     method: Method = load_method(method_module)
     reader = f"scorers.{scorer}"
     split = read_split(split_path)
     manifest = read_manifest(manifest_path, split.category).set_index("image_id", drop=False)
-    store = FeatureCache(features_store)
+    store = FeatureStore(features_store)
     weights = store.weights
     generated = generated or {}
     session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)

@@ -11,7 +11,7 @@ In-process (unit tests)::
         stage(...)
     audit.files_read()           # resolved paths opened for reading (builtins.open, os.open, io.open_code, ...)
     audit.pil_paths()            # resolved paths given to PIL.Image.open
-    audit.store_ids(store_path)  # ids FeatureCache.load was asked for from that store (every store without one)
+    audit.store_ids(store_path)  # ids FeatureStore.load was asked for from that store (every store without one)
     audit.stores()               # the stores loaded from
 
 Whole processes (workflow jobs run their scripts in their own interpreters): put ``tests/tools/read_audit`` on
@@ -20,7 +20,7 @@ so every Python process records the same things and writes ``<dir>/<pid>.json`` 
 ``[{"path", "mode"}]``, ``pil``, ``loads``: store -> ids), read back with :func:`read_process_audits`.
 
 Why both an audit hook and patches: the ``open`` audit event sees every file a process opens, whatever the
-library, but not HDF5's own file access (C code), so feature-store reads are recorded at ``FeatureCache.load``,
+library, but not HDF5's own file access (C code), so feature-store reads are recorded at ``FeatureStore.load``,
 with the ids asked for. This module imports neither PIL nor fsad at import time (sitecustomize loads it first).
 """
 
@@ -148,9 +148,9 @@ def _patch_pil(module: ModuleType) -> Callable[[], None]:
 
 
 def _patch_store(module: ModuleType) -> Callable[[], None]:
-    original = module.FeatureCache.load
-    module.FeatureCache.load = _recording_load(original)
-    return lambda: setattr(module.FeatureCache, "load", original)
+    original = module.FeatureStore.load
+    module.FeatureStore.load = _recording_load(original)
+    return lambda: setattr(module.FeatureStore, "load", original)
 
 
 PATCHES: dict[str, Callable[[ModuleType], Callable[[], None]]] = {"PIL.Image": _patch_pil, "fsad.features.cache": _patch_store}

@@ -10,7 +10,7 @@ from PIL import Image
 from fsad.backbones.loading import load_backbone
 from fsad.backbones.spec import backbone_key
 from fsad.features import cache as cache_module
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 # Float32 storage where a test compares features encoded in two ways (float16 rounding could tell them apart).
@@ -51,7 +51,7 @@ def count_encodes(monkeypatch):
 
 
 def test_a_rerun_encodes_nothing_and_new_images_only_themselves(tiny, images, tmp_path, monkeypatch):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     first = dict(list(images.items())[:3])
     assert store.update(tiny, first, [2, 3], batch_size=8)["encoded"] == 3
     calls = count_encodes(monkeypatch)
@@ -62,7 +62,7 @@ def test_a_rerun_encodes_nothing_and_new_images_only_themselves(tiny, images, tm
 
 
 def test_a_new_window_size_adds_windows_without_the_full_image_pass(tiny32, images, tmp_path, monkeypatch):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny32, images, [2, 3])
     before = store.load(["img1"])
     calls = count_encodes(monkeypatch)
@@ -71,13 +71,13 @@ def test_a_new_window_size_adds_windows_without_the_full_image_pass(tiny32, imag
     after = store.load(["img1"])
     assert store.window_sizes == [2, 3, 7]
     torch.testing.assert_close(after.windows[2], before.windows[2])
-    fresh = FeatureCache(tmp_path / "fresh.h5")
+    fresh = FeatureStore(tmp_path / "fresh.h5")
     fresh.update(tiny32, {"img1": images["img1"]}, [2, 3, 7])
     torch.testing.assert_close(after.windows[7], fresh.load(["img1"]).windows[7], atol=1e-5, rtol=1e-5)
 
 
 def test_load_returns_the_asked_order_and_names_missing_images(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2])
     batch = store.load(["img4", "img0"])
     assert batch.image_ids == ["img4", "img0"] and batch.patch_tokens.shape == (2, 49, 64)
@@ -88,7 +88,7 @@ def test_load_returns_the_asked_order_and_names_missing_images(tiny, images, tmp
 
 
 def test_a_store_of_another_backbone_is_refused(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2])
     other = load_backbone({**TINY, "image_size": 96}, "cpu")
     with pytest.raises(ValueError, match="delete it and rerun"):
@@ -97,7 +97,7 @@ def test_a_store_of_another_backbone_is_refused(tiny, images, tmp_path):
 
 def test_a_killed_update_leaves_the_previous_store_intact(tiny, images, tmp_path, monkeypatch):
     path = tmp_path / "c.h5"
-    store = FeatureCache(path)
+    store = FeatureStore(path)
     store.update(tiny, dict(list(images.items())[:2]), [2])
     before = {p.name: p.read_bytes() for p in [path, *store.shard_dir.iterdir()]}
     features = store.load(["img0", "img1"])
@@ -117,11 +117,11 @@ def test_a_corrupt_image_is_named(tiny, images, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png"):
-        FeatureCache(tmp_path / "c.h5").update(tiny, {"bad": str(bad)}, [2])
+        FeatureStore(tmp_path / "c.h5").update(tiny, {"bad": str(bad)}, [2])
 
 
 def test_prefetching_workers_store_the_same_features_and_name_a_corrupt_image(tiny, images, tmp_path):
-    inline, prefetched = FeatureCache(tmp_path / "a.h5"), FeatureCache(tmp_path / "b.h5")
+    inline, prefetched = FeatureStore(tmp_path / "a.h5"), FeatureStore(tmp_path / "b.h5")
     inline.update(tiny, images, [2, 3], batch_size=2)
     prefetched.update(tiny, images, [2, 3], batch_size=2, workers=2)
     ids = sorted(images)
@@ -131,7 +131,7 @@ def test_prefetching_workers_store_the_same_features_and_name_a_corrupt_image(ti
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png"):
-        FeatureCache(tmp_path / "c.h5").update(tiny, {"a": images["img0"], "bad": str(bad)}, [2], workers=1)
+        FeatureStore(tmp_path / "c.h5").update(tiny, {"a": images["img0"], "bad": str(bad)}, [2], workers=1)
 
 
 def test_backbone_keys_follow_the_weights_not_the_window_sizes():
@@ -153,7 +153,7 @@ def test_extract_category_reports_what_it_encoded(images, tmp_path):
 
 
 def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_features(tiny32, images, tmp_path, monkeypatch):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny32, images, [2])
     before = store.load(["img1"])
     calls = count_encodes(monkeypatch)
@@ -164,7 +164,7 @@ def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_feature
     assert store.update(tiny32, images, [2], layers=[1], vv_layers=[2])["extended"] == 0 and len(calls) == 1
     after = store.load(["img1"])
     assert torch.equal(after.patch_tokens, before.patch_tokens) and torch.equal(after.windows[2], before.windows[2])
-    fresh = FeatureCache(tmp_path / "fresh.h5")
+    fresh = FeatureStore(tmp_path / "fresh.h5")
     fresh.update(tiny32, {"img1": images["img1"]}, [2], layers=[1], vv_layers=[2])
     expected = fresh.load(["img1"])
     torch.testing.assert_close(after.layers[1], expected.layers[1], atol=1e-5, rtol=1e-5)
@@ -176,7 +176,7 @@ def test_layers_do_not_change_the_backbone_key():
 
 
 def test_new_images_get_every_part_the_store_already_holds(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, dict(list(images.items())[:2]), [2, 3], layers=[2])
     store.update(tiny, images, [2])
     batch = store.load(sorted(images))
@@ -185,7 +185,7 @@ def test_new_images_get_every_part_the_store_already_holds(tiny, images, tmp_pat
 
 
 def test_an_image_left_out_of_a_layer_update_gets_its_layers_when_asked_again(tiny, images, tmp_path, monkeypatch):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2])
     store.update(tiny, dict(list(images.items())[:3]), [2], layers=[1])
     assert store.layers == []  # not every image holds layer 1 yet
@@ -195,7 +195,7 @@ def test_an_image_left_out_of_a_layer_update_gets_its_layers_when_asked_again(ti
 
 
 def test_load_names_the_config_key_of_missing_layers(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2], layers=[1])
     assert list(store.load(["img0"], layers=[]).layers) == [] and list(store.load(["img0"]).layers) == [1]
     with pytest.raises(KeyError, match="layers \\[2\\] are not cached; add them to the backbone's layers"):
@@ -205,7 +205,7 @@ def test_load_names_the_config_key_of_missing_layers(tiny, images, tmp_path):
 
 
 def test_features_of_cached_images_are_unchanged_when_images_are_added(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     first = ["img0", "img1"]
     store.update(tiny, {i: images[i] for i in first}, [2, 3], layers=[1], vv_layers=[2])
     before = store.load(first)
@@ -220,7 +220,7 @@ def test_a_store_of_other_weights_is_refused(images, tmp_path):
     checkpoint = tmp_path / "weights" / "open_clip_pytorch_model.bin"
     spec = {**TINY, "pretrained": str(checkpoint), "quick_gelu": False}
     fallback = load_backbone(spec, "cpu", weights_fallback="random")
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(fallback, images, [2])
     checkpoint.parent.mkdir()
     torch.save(fallback.model.state_dict(), checkpoint)
@@ -231,7 +231,7 @@ def test_a_store_of_other_weights_is_refused(images, tmp_path):
 
 
 def test_an_update_removes_what_killed_updates_left_behind(tiny, images, tmp_path, caplog):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, dict(list(images.items())[:2]), [2])
     # index temporaries beside the store; in the shard directory, an unlisted shard and a shard's temporary
     stale = [tmp_path / ".c.h5.k3x_9zq1.h5", tmp_path / ".c.h5.00000000.h5", tmp_path / "c.shards/.00002.h5.abcd1234.h5"]
@@ -260,7 +260,7 @@ def shard_contents(path) -> dict[str, np.dtype]:
 
 def test_float16_stores_half_the_bytes_and_loads_float32_equal_to_the_rounded_float32_store(tiny, tiny32, images, tmp_path):
     parts = {"layers": [1], "vv_layers": [2]}
-    half, full = FeatureCache(tmp_path / "half.h5"), FeatureCache(tmp_path / "full.h5")
+    half, full = FeatureStore(tmp_path / "half.h5"), FeatureStore(tmp_path / "full.h5")
     summary = half.update(tiny, images, [2, 3], **parts)
     full.update(tiny32, images, [2, 3], **parts)
     assert (half.storage_dtype, full.storage_dtype, summary["storage_dtype"]) == ("float16", "float32", "float16")
@@ -283,7 +283,7 @@ def test_float16_stores_half_the_bytes_and_loads_float32_equal_to_the_rounded_fl
 
 
 def test_an_update_writes_one_shard_of_what_it_adds_and_never_touches_the_others(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     first = {i: images[i] for i in ("img0", "img1", "img2", "img3")}
     store.update(tiny, first, [2, 3])
     (shard1,) = store.shard_paths()
@@ -313,7 +313,7 @@ def snapshot(path) -> tuple[bytes, int, int]:
 
 
 def test_a_missing_shard_is_named_with_the_fix(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, dict(list(images.items())[:2]), [2])
     store.update(tiny, images, [2])
     store.shard_paths()[1].unlink()
@@ -323,7 +323,7 @@ def test_a_missing_shard_is_named_with_the_fix(tiny, images, tmp_path):
 
 
 def test_a_deleted_index_starts_the_store_over_without_reading_the_old_shards(tiny, images, tmp_path, caplog):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2, 3])
     store.update(tiny, images, [2, 3, 7])
     store.path.unlink()
@@ -338,7 +338,7 @@ def test_a_deleted_index_starts_the_store_over_without_reading_the_old_shards(ti
 
 
 def test_a_store_of_the_other_storage_dtype_is_refused_with_the_fix(tiny, images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(tiny, images, [2])
     with pytest.raises(ValueError, match=r"c\.h5: stores float16 values but the backbone's storage_dtype is float32; .*delete .*c\.h5 and .*c\.shards"):
         store.update(load_backbone(TINY32, "cpu"), images, [2])
@@ -351,7 +351,7 @@ def test_a_single_file_store_of_the_old_layout_is_refused_with_the_fix(tiny, ima
     with h5py.File(path, "w") as h5:
         h5.attrs.update(backbone_spec="{}", weights="random", grid=7)
         h5.create_group("img0")
-    for read in (lambda: FeatureCache(path).load(["img0"]), lambda: FeatureCache(path).update(tiny, images, [2])):
+    for read in (lambda: FeatureStore(path).load(["img0"]), lambda: FeatureStore(path).update(tiny, images, [2])):
         with pytest.raises(ValueError, match=r"c\.h5: not a feature store index .*delete it and rerun extract_features"):
             read()
 
@@ -365,7 +365,7 @@ def test_values_beyond_float16_are_refused_with_the_fix(tiny, images, tmp_path, 
         return features
 
     monkeypatch.setattr(cache_module, "encode_images", huge)
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     with pytest.raises(ValueError, match="patch_tokens .* exceeds the range of float16 .*set storage_dtype: float32"):
         store.update(tiny, images, [2])
     assert store.image_ids() == [] and not store.path.exists()

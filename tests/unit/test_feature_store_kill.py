@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from fsad.backbones.loading import load_backbone
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 PARTS = {"window_sizes": [2, 3], "layers": [1], "vv_layers": [2]}
@@ -42,8 +42,8 @@ def then_wait(real):
 if where == "encoding":
     cache.encode_images = then_wait(cache.encode_images)
 else:
-    cache.FeatureCache._write_index = then_wait(lambda *args: None)
-cache.FeatureCache(store).update(load_backbone(spec, "cpu"), paths, parts["window_sizes"], batch_size=1,
+    cache.FeatureStore._write_index = then_wait(lambda *args: None)
+cache.FeatureStore(store).update(load_backbone(spec, "cpu"), paths, parts["window_sizes"], batch_size=1,
                                  layers=parts["layers"], vv_layers=parts["vv_layers"])
 """
 
@@ -59,12 +59,12 @@ def images(tmp_path):
     return paths
 
 
-def update(store: FeatureCache, paths: dict[str, str]) -> None:
+def update(store: FeatureStore, paths: dict[str, str]) -> None:
     backbone = load_backbone(TINY, "cpu")
     store.update(backbone, paths, PARTS["window_sizes"], batch_size=1, layers=PARTS["layers"], vv_layers=PARTS["vv_layers"])
 
 
-def kill_during_update(store: FeatureCache, paths: dict[str, str], marker, where: str) -> None:
+def kill_during_update(store: FeatureStore, paths: dict[str, str], marker, where: str) -> None:
     args = [str(store.path), str(marker), where, json.dumps(TINY), json.dumps(paths), json.dumps(PARTS)]
     process = subprocess.Popen([sys.executable, "-c", UPDATE_UNTIL_KILLED, *args])
     try:
@@ -92,7 +92,7 @@ def files(directory) -> dict[str, bytes]:
 @pytest.mark.slow  # a fresh Python with torch, killed: seconds
 @pytest.mark.parametrize("where", ["encoding", "committing"])
 def test_a_sigkilled_update_leaves_a_readable_store_and_the_rerun_gives_the_same_features(images, tmp_path, where):
-    store = FeatureCache(tmp_path / "store" / "c.h5")
+    store = FeatureStore(tmp_path / "store" / "c.h5")
     first = {i: images[i] for i in ("img0", "img1")}
     update(store, first)
     index, shards, features = store.path.read_bytes(), files(store.shard_dir), tensors(store.load(list(first)))
@@ -112,7 +112,7 @@ def test_a_sigkilled_update_leaves_a_readable_store_and_the_rerun_gives_the_same
     assert list(files(store.shard_dir)) == ["00001.h5", "00002.h5"]  # no orphan shard, no temporary
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["c.h5", "c.shards"]
     assert files(store.shard_dir)["00001.h5"] == shards["00001.h5"]
-    uninterrupted = FeatureCache(tmp_path / "fresh" / "c.h5")
+    uninterrupted = FeatureStore(tmp_path / "fresh" / "c.h5")
     update(uninterrupted, images)
     ids = sorted(images)
     rerun, expected = tensors(store.load(ids)), tensors(uninterrupted.load(ids))

@@ -30,7 +30,7 @@ from fsad.data.splits import Split, pool_image_ids, read_split
 from fsad.diffusion import stages
 from fsad.diffusion.config import generator_params
 from fsad.diffusion.image_sets import read_image_set
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.io import read_json
 from fsad.scorers.run import BackboneSession
 
@@ -156,7 +156,7 @@ def spy_encoded_images(mp: pytest.MonkeyPatch, calls: list) -> None:
 def test_the_recorder_sees_every_way_of_reading_and_puts_the_library_back(world, tmp_path):
     import os
 
-    original_open, original_load = Image.open, FeatureCache.load
+    original_open, original_load = Image.open, FeatureStore.load
     raw = tmp_path / "raw.bin"
     raw.write_bytes(b"x")
     image = dataset(world, "k1").image_file(read_split(world.splits["k1"]).test[0])
@@ -164,11 +164,11 @@ def test_the_recorder_sees_every_way_of_reading_and_puts_the_library_back(world,
         os.close(os.open(raw, os.O_RDONLY))
         with read_audit() as inner:
             Image.open(image).load()
-        FeatureCache(world.store).load(read_split(world.splits["k1"]).normal_refs)
+        FeatureStore(world.store).load(read_split(world.splits["k1"]).normal_refs)
     assert {raw.resolve(), image} <= outer.files_read() and outer.pil_paths() == {image}
     assert inner.files_read() & {raw.resolve(), image} == {image} and not inner.loads
     assert outer.store_ids(world.store) == set(read_split(world.splits["k1"]).normal_refs) and not outer.store_ids(tmp_path / "other.h5")
-    assert Image.open is original_open and FeatureCache.load is original_load
+    assert Image.open is original_open and FeatureStore.load is original_load
     with read_audit() as after:
         pass
     assert not after.opened
@@ -199,7 +199,7 @@ def test_the_two_datasets_share_ids_but_no_image(two_datasets):
     training, other = two_datasets
     assert list(training.manifest.index) == list(other.manifest.index)
     assert not set(training.digests(list(training.manifest.index)).values()) & set(other.digests(list(other.manifest.index)).values())
-    assert training.world.store != other.world.store and FeatureCache(other.world.store).image_ids() == FeatureCache(training.world.store).image_ids()
+    assert training.world.store != other.world.store and FeatureStore(other.world.store).image_ids() == FeatureStore(training.world.store).image_ids()
 
 
 # --- run-scope fit: devprompt --------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_devprompts_calibration_and_training_see_the_normal_shots_tokens(world, 
     refs, block = data.split.normal_refs, DEVPROMPT["vv_block"]
     visual_proj = load_file(devprompt_fit.result)["visual_proj"]
     candidates = [*data.split.test, *refs, *data.split.validation]
-    tokens = FeatureCache(world.store).load(candidates, vv_layers=[block]).vv_layers[block]
+    tokens = FeatureStore(world.store).load(candidates, vv_layers=[block]).vv_layers[block]
     projected = torch.nn.functional.normalize(tokens.float() @ visual_proj.float(), dim=-1)
     ((normal, anomalous_shape),) = devprompt_fit.calls["training"]
     assert anomalous_shape[0] == DEVPROMPT["synthetic_anomalies"]

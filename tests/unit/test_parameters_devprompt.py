@@ -32,7 +32,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.score_files import write_score_table
 from fsad.scorers.devprompt import anomalies as anomalies_module
 from fsad.scorers.devprompt import fit as fit_module
@@ -208,7 +208,7 @@ def spied(world):
 
 
 def stored(world: World, ids: list[str]):
-    return FeatureCache(world.store).load(ids)
+    return FeatureStore(world.store).load(ids)
 
 
 def project(tokens: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from fsad.backbones.loading import load_backbone
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip.method import METHOD
 from fsad.text import class_names
@@ -97,7 +97,7 @@ def expected_zero_shot(world: World, backbone, image_ids: list[str], preset: str
                        name: str = CATEGORY) -> np.ndarray:
     """WinCLIP Eq. 1 written out: softmax over (normal, anomalous) of cos(image, class mean) / temperature."""
     text = F.normalize(class_embeddings(backbone, preset, normalisation, name), dim=-1)
-    images = F.normalize(FeatureCache(world.store).load(image_ids).image_embeddings.float(), dim=-1)
+    images = F.normalize(FeatureStore(world.store).load(image_ids).image_embeddings.float(), dim=-1)
     return ((images @ text.T) / temperature).softmax(dim=-1)[:, 1].numpy()
 
 
@@ -181,7 +181,7 @@ def test_the_window_sizes_choose_the_memory_scales_and_the_zero_shot_map(world, 
     # the scales both runs share are the same numbers; the image-level zero-shot score reads no window
     pd.testing.assert_frame_equal(out.scores[["zero_shot", "memory_patch", "memory_w2"]], default.scores[["zero_shot", "memory_patch", "memory_w2"]])
     # a 7-patch window on the 7x7 grid is one window covering every patch: its map's maximum is its distance
-    store, split = FeatureCache(world.store), read_split(world.splits["k1"])
+    store, split = FeatureStore(world.store), read_split(world.splits["k1"])
     tests, refs = store.load(split.test, window_sizes=[7]), store.load(split.normal_refs, window_sizes=[7])
     assert tests.grid == 7
     np.testing.assert_allclose(out.scores["memory_w7"], nearest_distance(tests.windows[7], refs.windows[7])[:, 0].numpy(), atol=1e-5)
@@ -218,7 +218,7 @@ def pool(world, backbone) -> dict[str, Path]:
     pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
                   "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
     store = world.root / "pools" / "gen_a.h5"
-    FeatureCache(store).update(backbone, {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS)
+    FeatureStore(store).update(backbone, {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS)
     return {"pool": directory, "pool_features": store, "copy_of": copy_of, "unused": unused}
 
 
@@ -243,9 +243,9 @@ def test_the_generator_names_the_pool_whose_images_join_the_references(world, ru
 def test_generated_references_counts_the_pool_images_joining_the_memory(world, pool, count):
     out = with_pool(world, pool, {"generator": "gen_a", "generated_references": count}, f"pool_{count}").scores.set_index("image_id")
     # independently: the patch-scale distance to the reference plus the first ``count`` pool images, in pool order
-    store = FeatureCache(world.store)
+    store = FeatureStore(world.store)
     split = read_split(world.splits["k1"])
-    generated = FeatureCache(pool["pool_features"]).load(["g0", "g1"][:count], window_sizes=[])
+    generated = FeatureStore(pool["pool_features"]).load(["g0", "g1"][:count], window_sizes=[])
     refs = torch.cat([store.load(split.normal_refs, window_sizes=[]).patch_tokens, generated.patch_tokens])
     tests = store.load(split.test, window_sizes=[]).patch_tokens
     want = nearest_distance(tests, refs).amax(dim=-1).numpy()

@@ -19,7 +19,7 @@ from PIL import Image
 import fsad
 from fsad import provenance
 from fsad.backbones.loading import load_backbone
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.provenance import EnvironmentMismatchError, environment, environment_line
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
@@ -63,7 +63,7 @@ def images(tmp_path):
 
 
 def test_a_store_records_the_versions_it_was_written_under(images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     summary = store.update(load_backbone(TINY, "cpu"), images, [2])
     with h5py.File(store.path) as h5:
         recorded = json.loads(h5.attrs["environment"])
@@ -81,7 +81,7 @@ def _rewrite_environment(path: Path, **changes) -> None:
 @pytest.mark.parametrize("change", [{"torch": "2.3.0"}, {"open_clip": "2.24.0"}, {"remove": True}])
 def test_a_store_of_other_torch_or_open_clip_versions_is_refused_naming_both_and_the_fix(images, tmp_path, change):
     backbone = load_backbone(TINY, "cpu")
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(backbone, dict(list(images.items())[:2]), [2])
     _rewrite_environment(store.path, **change)
     stored = change.get("torch") or change.get("open_clip") or "unrecorded"
@@ -96,7 +96,7 @@ def test_a_store_of_other_torch_or_open_clip_versions_is_refused_naming_both_and
 
 
 def test_other_versions_of_libraries_that_do_not_compute_features_are_accepted(images, tmp_path):
-    store = FeatureCache(tmp_path / "c.h5")
+    store = FeatureStore(tmp_path / "c.h5")
     store.update(load_backbone(TINY, "cpu"), images, [2])
     _rewrite_environment(store.path, numpy="1.26.4", fsad="0.0.1")
     assert store.load(["img0"]).image_embeddings.shape == (1, 32)

@@ -21,7 +21,7 @@ from PIL import Image
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
 from fsad.data.splits import Split
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.io import write_json
 from fsad.score_files import read_score_keys
 from fsad.scorers.base import ScoreResult
@@ -47,7 +47,7 @@ def job(tmp_path_factory) -> dict:
     write_manifest(pd.DataFrame(rows), root / "manifest.csv")
     write_json(root / "split.json", {"dataset": "toy", "category": "widget", "setting": "k1", "run": 0, "seed": 5,
                                      "normal_refs": ["widget-train-good-0"], "anomalous_refs": [], "validation": [], "test": TEST_IDS})
-    FeatureCache(root / "features" / "widget.h5").update(load_backbone(TINY, "cpu"), {r["image_id"]: r["image_path"] for r in rows}, [2, 3])
+    FeatureStore(root / "features" / "widget.h5").update(load_backbone(TINY, "cpu"), {r["image_id"]: r["image_path"] for r in rows}, [2, 3])
     arguments = dict(
         method_module="fsad.scorers.winclip.method", split_path=str(root / "split.json"), manifest_path=str(root / "manifest.csv"),
         features_store=str(root / "features" / "widget.h5"), text_cache_dir=str(root / "text"), backbone_spec=TINY,

@@ -26,7 +26,7 @@ from scipy import ndimage
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
 from fsad.data.splits import draw_pool, draw_split, pool_image_ids
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 from fsad.io import write_json
 from fsad.scorers.fit import CategoryFiles, run_fit
 from fsad.scorers.registry import get_method, method_modules, method_params
@@ -142,6 +142,6 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
         write_json(splits[name], draw_split(pool, setting, 0))
     paths = manifest.set_index("image_id")["image_path"]
     store = root / "features" / f"{CATEGORY}.h5"
-    FeatureCache(store).update(load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
+    FeatureStore(store).update(load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
     return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset)

@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 from .conftest import ROOT, TINY, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
@@ -62,13 +62,13 @@ def test_a_run_scoped_fit_learns_its_references_mean_and_the_score_reads_it(plug
 
     split = read_split(results / "splits/textile/textile/k1/run0.json")
     (store,) = (results / "cache/features").glob("vitb16plus-*/textile/textile.h5")
-    references = FeatureCache(store).load(split.normal_refs).image_embeddings
+    references = FeatureStore(store).load(split.normal_refs).image_embeddings
     # each step of lr 0.25 on the mean squared distance moves the mean half way to the references' mean
     expected = references.mean(dim=0) * (1 - 0.5**3)
     torch.testing.assert_close(load_file(fit_dir / "model.safetensors")["mean"], expected, rtol=1e-5, atol=1e-6)
 
     scores = pd.read_parquet(results / "scores/toy/textile/textile/k1/run0.parquet")
-    test = FeatureCache(store).load(list(scores["image_id"])).image_embeddings
+    test = FeatureStore(store).load(list(scores["image_id"])).image_embeddings
     np.testing.assert_allclose(scores["score"], (test - expected).norm(dim=1).numpy(), rtol=1e-5)
 
 
@@ -83,7 +83,7 @@ def test_a_dataset_scoped_fit_trains_once_on_the_training_dataset(plugin_run):
     normals = [i for i in ids if manifest.loc[i, "label"] == 0]
     assert info["details"]["images"] == len(normals)
     (store,) = (results / "cache/features").glob("vitb16plus-*/synthetic/textile.h5")
-    expected = FeatureCache(store).load(normals).image_embeddings.mean(dim=0)
+    expected = FeatureStore(store).load(normals).image_embeddings.mean(dim=0)
     torch.testing.assert_close(load_file(results / "models/toy_cross/synthetic/model.safetensors")["mean"], expected)
     assert (results / "scores/toy_cross/textile/textile/zs/run0.parquet").exists()
 
@@ -122,11 +122,11 @@ def test_a_feature_store_deleted_by_hand_is_rebuilt_by_the_next_job_that_reads_i
     (store,) = (results / "cache/features").glob("vitb16plus-*/textile/textile.h5")
     before = pd.read_parquet(results / "scores/toy/textile/textile/k1/run0.parquet")
     ids = list(before["image_id"])
-    features = FeatureCache(store).load(ids)
+    features = FeatureStore(store).load(ids)
 
     store.unlink()  # asked for by name, the store is made again, with the same features
     snakemake(workdir, "--cores", "2", str(store.relative_to(workdir)), configfiles=(overlay,), env=PLUGINS)
-    rebuilt = FeatureCache(store).load(ids)
+    rebuilt = FeatureStore(store).load(ids)
     torch.testing.assert_close(rebuilt.image_embeddings, features.image_embeddings)
     torch.testing.assert_close(rebuilt.windows[2], features.windows[2])
 

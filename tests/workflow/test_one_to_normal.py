@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 from .conftest import DEFAULT_CONFIG, merged, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
@@ -57,10 +57,10 @@ def test_the_run_writes_the_model_pool_personalized_images_their_features_and_th
     assert {"s_p", "s_n", "s_text", "s_p_fixed", "score_fixed"} <= set(scores.columns)
 
     (store_path,) = (results / "cache/features").glob(f"tiny_tokens-*/personalized/{RUN}.h5")
-    store = FeatureCache(store_path)
+    store = FeatureStore(store_path)
     assert len(store.image_ids()) == 2 * len(personalized) and store.layers == [1, 2]
     (pool_path,) = (results / "cache/features").glob(f"tiny_tokens-*/pools/{RUN}.h5")
-    pool_store = FeatureCache(pool_path)  # generated images only (the references are in the dataset's store), windows for winclip_pool
+    pool_store = FeatureStore(pool_path)  # generated images only (the references are in the dataset's store), windows for winclip_pool
     assert pool_store.image_ids() == ["i2i_0000", "t2i_0000", "t2i_0001"] and pool_store.window_sizes == [2, 3]
 
     for table in ("kshot", "branch_ablation", "prompt_ablation", "transfer"):

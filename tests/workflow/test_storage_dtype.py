@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsad.features.cache import FeatureCache
+from fsad.features.cache import FeatureStore
 
 from .conftest import TINY, snakemake
 
@@ -52,7 +52,7 @@ def store_dtypes(workdir: Path) -> dict[Path, set[str]]:
     for index in sorted(root.glob("*/**/*.h5")):
         if index.parent.suffix == ".shards" or "_text" in index.parts:
             continue
-        store = FeatureCache(index)
+        store = FeatureStore(index)
         found[index.relative_to(root)] = {store.storage_dtype} | {dtype for shard in store.shard_paths() for dtype in dataset_dtypes(shard)}
     return found
 

@@ -1,7 +1,7 @@
 """Read audit of every Python process started with this folder on ``PYTHONPATH`` and ``FSAD_READ_AUDIT`` set.
 
 ``FSAD_READ_AUDIT=<dir>``: the process records every file it opens (path and mode), every ``PIL.Image.open`` and the
-ids each ``FeatureCache.load`` asks for per store, and writes ``<dir>/<pid>.json`` at exit (with ``sys.argv``, to tell
+ids each ``FeatureStore.load`` asks for per store, and writes ``<dir>/<pid>.json`` at exit (with ``sys.argv``, to tell
 the Snakemake jobs apart). The recording is :mod:`tests/unit/read_audit.py`'s, loaded by path so that no ``tests``
 package needs to be importable. Without the variable this file does nothing.
 """
