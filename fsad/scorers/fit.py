@@ -88,6 +88,7 @@ def run_fit(
     from safetensors.torch import save_file
 
     from fsad.features.cache import FeatureStore
+    from fsad.features.types import read_by
 
     method = load_method(method_module)
     reader = f"scorers.{scorer} (fit)"
@@ -107,7 +108,7 @@ def run_fit(
         seed=derive_seed(seed, "fit", scorer, fit_key),
         backbone=lambda: session.backbone,
         # Lazy: only a fit that encodes images evaluates its method's features() on the fit parameters.
-        encode_images=lambda images: session.image_encoder(method.features(fit_params))(images).read_by(reader),
+        encode_images=read_by(lambda images: session.image_encoder(method.features(fit_params))(images), reader),
     )
     started = time.perf_counter()
     result: FitResult = resolve(method.fit.run)(ctx)

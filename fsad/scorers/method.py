@@ -223,15 +223,15 @@ def schema_stages(schema: Path) -> dict[str, tuple[str, ...]]:
     """
     import yaml
 
-    document = yaml.safe_load(Path(schema).read_text())
-    default = document.get("x-stages", ["fit", "score"])
-    stages: dict[str, list[str]] = {stage: [] for stage in STAGES}
-    for name, prop in [(None, {"x-stages": default}), *document.get("properties", {}).items()]:
-        declared = prop.get("x-stages", default) if isinstance(prop, dict) else default
+    def checked(declared: Any, where: str) -> list[str]:
         if not isinstance(declared, list) or not declared or not set(declared) <= set(STAGES):
-            where = "its top level" if name is None else f"property {name!r}"
             raise ValueError(f"{schema}: x-stages of {where} is {declared!r}; give a non-empty list of {list(STAGES)}")
-        if name is not None:
-            for stage in declared:
-                stages[stage].append(name)
+        return declared
+
+    document = yaml.safe_load(Path(schema).read_text())
+    default = checked(document.get("x-stages", ["fit", "score"]), "its top level")
+    stages: dict[str, list[str]] = {stage: [] for stage in STAGES}
+    for name, prop in document.get("properties", {}).items():
+        for stage in checked(prop.get("x-stages", default) if isinstance(prop, dict) else default, f"property {name!r}"):
+            stages[stage].append(name)
     return {stage: tuple(names) for stage, names in stages.items()}
