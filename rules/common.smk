@@ -166,8 +166,7 @@ def score_inputs(wildcards):
         "features": feature_file(backbone_dir_of_scorer(wildcards.scorer), wildcards.dataset, wildcards.category, ".h5"),
     }
     if METHODS[wildcards.scorer].fit is not None:
-        key = fit_key(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
-        inputs |= {"model": model_path(wildcards.scorer, key, "model.safetensors")}
+        inputs |= {"model": fitted_model(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
     return inputs | generated_inputs(wildcards)
 
 
@@ -201,10 +200,6 @@ def generator_stage(stage):
     return lambda wildcards: canonical(stage_params(GENERATORS[wildcards.generator], stage))
 
 
-def generator_model_dir(generator, dataset, category, setting, run):
-    return f"{R}/models/{generator}/{dataset}/{category}/{setting}/run{run}"
-
-
 def class_images_dir(generator, dataset, category):
     """DreamBooth's prior-preservation images of a category, shared by its settings and runs."""
     return f"{R}/models/{generator}/{dataset}/{category}/class_images"
@@ -228,7 +223,7 @@ def dreambooth_inputs(wildcards):
 
 def generation_inputs(wildcards):
     """A pool's or personalization's inputs: the run's split, manifest and fine-tuned model."""
-    return run_files(wildcards) | {"model": generator_model_dir(wildcards.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
+    return run_files(wildcards) | {"model": model_dir(wildcards.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
 
 
 @cache
@@ -251,7 +246,20 @@ def generated_feature_param(part):
     return lambda wildcards: generated_feature_needs(wildcards.backbone, wildcards.kind, wildcards.generator, wildcards.dataset)[part]
 
 
-# --- fit jobs ---------------------------------------------------------------------------------
+# --- learned artifacts (rules/fit.smk): method fits and DreamBooth models ----------------------
+
+
+def model_dir(owner, dataset, category=None, setting=None, run=None):
+    """Where a learned artifact of ``owner`` (a scorer instance or a generator) lives: ``models/{owner}/{dataset}``
+    for a dataset-scope model, ``models/{owner}/{dataset}/{category}/{setting}/run{run}`` for a run-scope one."""
+    if category is None:
+        return f"{R}/models/{owner}/{dataset}"
+    return f"{R}/models/{owner}/{dataset}/{category}/{setting}/run{run}"
+
+
+def scorers_with_fit(scope):
+    """Scorer instances whose method fits one model per ``scope`` (run or dataset)."""
+    return [scorer for scorer in SCORERS if METHODS[scorer].fit is not None and METHODS[scorer].fit.scope == scope]
 
 
 def train_dataset(scorer, dataset):
@@ -261,30 +269,22 @@ def train_dataset(scorer, dataset):
     return choice if isinstance(choice, str) else choice.get(dataset, choice.get("default"))
 
 
-def fit_key(scorer, dataset, category, setting, run):
-    """The scope one score job's fit covers: ``{dataset}/{category}/{setting}/run{run}`` or the training dataset."""
+def fitted_model(scorer, dataset, category, setting, run):
+    """The model one score job reads: its run's, or that of the dataset its instance trains on."""
     if METHODS[scorer].fit.scope == "dataset":
-        return train_dataset(scorer, dataset)
-    return f"{dataset}/{category}/{setting}/run{run}"
-
-
-def model_path(scorer, key, name):
-    return f"{R}/models/{scorer}/{key}/{name}"
-
-
-RUN_FIT_KEY = re.compile(r"(?P<dataset>[^/]+)/(?P<category>[^/]+)/(?P<setting>[^/]+)/run(?P<run>\d+)")
+        return f"{model_dir(scorer, train_dataset(scorer, dataset))}/model.safetensors"
+    return f"{model_dir(scorer, dataset, category, setting, run)}/model.safetensors"
 
 
 def fit_categories(wildcards):
-    """(dataset, category) pairs a fit learns from: the run's category, or every category of the training dataset."""
-    if METHODS[wildcards.scorer].fit.scope == "dataset":
-        return [(wildcards.fit_key, category) for category in CATEGORIES[wildcards.fit_key]]
-    match = RUN_FIT_KEY.fullmatch(wildcards.fit_key)
-    return [(match["dataset"], match["category"])]
+    """(dataset, category) pairs a fit learns from: its run's category, or every category of its training dataset."""
+    if "run" in wildcards.keys():
+        return [(wildcards.dataset, wildcards.category)]
+    return [(wildcards.dataset, category) for category in CATEGORIES[wildcards.dataset]]
 
 
 def fit_inputs(wildcards):
-    """Named inputs of a fit job: manifests, pools and feature stores of its categories, and the run's split (scope run)."""
+    """Named inputs of a fit job: manifests, pools and feature stores of its categories, and its run's split (scope run)."""
     pairs = fit_categories(wildcards)
     backbone = backbone_dir_of_scorer(wildcards.scorer)
     inputs = {
@@ -292,9 +292,8 @@ def fit_inputs(wildcards):
         "pools": [f"{R}/splits/{dataset}/{category}/pool.json" for dataset, category in pairs],
         "features": [feature_file(backbone, dataset, category, ".h5") for dataset, category in pairs],
     }
-    if METHODS[wildcards.scorer].fit.scope == "run":
-        match = RUN_FIT_KEY.fullmatch(wildcards.fit_key)
-        inputs["split"] = f"{R}/splits/{match['dataset']}/{match['category']}/{match['setting']}/run{match['run']}.json"
+    if "run" in wildcards.keys():
+        inputs |= {"split": run_files(wildcards)["split"]}
     return inputs
 
 

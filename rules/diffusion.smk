@@ -29,29 +29,6 @@ rule class_images:
         "../workflow_scripts/class_images.py"
 
 
-rule dreambooth:
-    input:
-        unpack(dreambooth_inputs),
-    output:
-        model=directory(generator_model_dir("{generator}", "{dataset}", "{category}", "{setting}", "{run}")),
-    params:
-        generator=generator_stage("dreambooth"),
-        seed=config["seed"],
-    log:
-        f"{R}/logs/dreambooth/{{generator}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
-    benchmark:
-        f"{R}/benchmarks/dreambooth/{{generator}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.tsv"
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=120,
-    conda:
-        "../envs/fsad.yaml"
-    script:
-        "../workflow_scripts/dreambooth.py"
-
-
 rule generate_pool:
     input:
         unpack(generation_inputs),

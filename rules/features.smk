@@ -1,7 +1,7 @@
 # Features stage: CLIP features of every image a category's jobs may need (test subset and reference pools)
 # in one append-only HDF5 store per (backbone, dataset, category): the window sizes, block outputs and V-V
 # tokens that the backbone and every scorer instance using it declare. The declared `.h5` is the store's small
-# index (its features live in append-only shards under `<category>.shards/`, see fsad/features/cache.py). It is an
+# index (its features live in append-only shards under `<category>.shards/`, see fsad/features/store.py). It is an
 # `update` output: Snakemake keeps it when the job reruns (so only what is missing is encoded, into a new shard)
 # and rebuilds it when a job that reads it runs and it is gone. The JSON beside it records what the last update did.
 

@@ -1,14 +1,16 @@
-# Fit stage: methods that learn something (prompts, a linear map, DreamBooth) fit it here, one job per scope
-# their declaration names: a run (`{dataset}/{category}/{setting}/run{run}`) or a training dataset. Only the
-# parameters the method declares as fit parameters reach a fit job, so a score-only change never reruns it.
+# Fit stage: everything learned. A learned artifact lives at `models/{owner}/{scope}`: the owner is a scorer instance
+# whose method has a fit (prompts, a linear map) or a generator (its DreamBooth model); the scope is a run
+# (`{dataset}/{category}/{setting}/run{run}`, from that run's few shots) or a training dataset (`{dataset}`), each
+# with its own wildcards. Only the parameters a method declares as fit parameters reach its fit jobs, and only its
+# DreamBooth section a DreamBooth job, so a score-only change never reruns a fit.
 
 
-rule fit:
+rule fit_run:
     input:
         unpack(fit_inputs),
     output:
-        model=model_path("{scorer}", "{fit_key}", "model.safetensors"),
-        info=model_path("{scorer}", "{fit_key}", "fit.json"),
+        model=f"{model_dir('{scorer}', '{dataset}', '{category}', '{setting}', '{run}')}/model.safetensors",
+        info=f"{model_dir('{scorer}', '{dataset}', '{category}', '{setting}', '{run}')}/fit.json",
     params:
         method_module=scorer_method_module,
         fit_params=fit_params,
@@ -18,11 +20,11 @@ rule fit:
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],
     wildcard_constraints:
-        fit_key=r"[^/]+(/[^/]+/[^/]+/run\d+)?",
+        scorer=_alternation(scorers_with_fit("run")),
     log:
-        f"{R}/logs/fit/{{scorer}}/{{fit_key}}.log",
+        f"{R}/logs/fit/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
     benchmark:
-        f"{R}/benchmarks/fit/{{scorer}}/{{fit_key}}.tsv"
+        f"{R}/benchmarks/fit/{{scorer}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.tsv"
     threads: 4
     resources:
         gpu=1,
@@ -32,3 +34,40 @@ rule fit:
         "../envs/fsad.yaml"
     script:
         "../workflow_scripts/fit.py"
+
+
+use rule fit_run as fit_dataset with:
+    output:
+        model=f"{model_dir('{scorer}', '{dataset}')}/model.safetensors",
+        info=f"{model_dir('{scorer}', '{dataset}')}/fit.json",
+    wildcard_constraints:
+        scorer=_alternation(scorers_with_fit("dataset")),
+    log:
+        f"{R}/logs/fit/{{scorer}}/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/fit/{{scorer}}/{{dataset}}.tsv"
+
+
+# One-to-Normal's DreamBooth model of a run, fine-tuned on the run's normal references (rules/diffusion.smk makes
+# its class images and uses it).
+rule dreambooth:
+    input:
+        unpack(dreambooth_inputs),
+    output:
+        model=directory(model_dir("{generator}", "{dataset}", "{category}", "{setting}", "{run}")),
+    params:
+        generator=generator_stage("dreambooth"),
+        seed=config["seed"],
+    log:
+        f"{R}/logs/dreambooth/{{generator}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/dreambooth/{{generator}}/{{dataset}}/{{category}}/{{setting}}/run{{run}}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=120,
+    conda:
+        "../envs/fsad.yaml"
+    script:
+        "../workflow_scripts/dreambooth.py"

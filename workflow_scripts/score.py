@@ -2,26 +2,26 @@
 
 from fsad.devices import claim_device
 from fsad.logs import job_logging
-from fsad.scorers.run import run_scorer
+from fsad.scorers.run import ScoreJob, run_scorer
 
 smk = snakemake  # noqa: F821
+job = ScoreJob(
+    smk.wildcards.scorer,
+    method_module=smk.params.method_module,
+    split_path=smk.input.split,
+    manifest_path=smk.input.manifest,
+    features_store=smk.input.features,
+    text_cache_dir=smk.params.text_cache,
+    backbone_spec=smk.params.backbone,
+    scorer_params=smk.params.scorer_params,
+    map_size=smk.params.map_size,
+    weights_fallback=smk.params.weights_fallback,
+    seed=smk.params.seed,
+    out_scores=smk.output.scores,
+    out_maps=smk.output.maps,
+    out_details=smk.output.details,
+    model_path=smk.input.get("model"),
+    generated={key: smk.input[key] for key in ("pool", "pool_features", "personalized", "personalized_features") if key in smk.input.keys()},
+)
 with job_logging(smk.log[0]), claim_device() as device:
-    run_scorer(
-        smk.wildcards.scorer,
-        method_module=smk.params.method_module,
-        split_path=smk.input.split,
-        manifest_path=smk.input.manifest,
-        features_store=smk.input.features,
-        text_cache_dir=smk.params.text_cache,
-        backbone_spec=smk.params.backbone,
-        scorer_params=smk.params.scorer_params,
-        map_size=smk.params.map_size,
-        weights_fallback=smk.params.weights_fallback,
-        seed=smk.params.seed,
-        device=device,
-        out_scores=smk.output.scores,
-        out_maps=smk.output.maps,
-        out_details=smk.output.details,
-        model_path=smk.input.get("model"),
-        generated={key: smk.input.get(key) for key in ("pool", "pool_features", "personalized", "personalized_features") if smk.input.get(key)},
-    )
+    run_scorer(job, device)

@@ -1,4 +1,4 @@
-"""Run one fit job: build the fit context from its files, call the method's fit, write ``models/{scorer}/{fit_key}/``.
+"""Run one fit job: build the fit context from its files, call the method's fit, write ``models/{scorer}/{scope}/``.
 
 The artifact is ``model.safetensors`` (the learned tensors) and ``fit.json`` (parameters, loss per epoch,
 seconds, weights provenance, the software versions: :func:`fsad.provenance.environment`). Both are written atomically, the tensors first, so a killed job never leaves
@@ -40,7 +40,7 @@ class CategoryFiles:
 
 
 def _training_category(files: CategoryFiles, class_name: str, device: torch.device, reader: str) -> TrainingCategory:
-    from fsad.features.cache import FeatureStore
+    from fsad.features.store import FeatureStore
     from fsad.features.types import read_by
 
     store = FeatureStore(files.features_store)
@@ -62,50 +62,82 @@ def _check_result(result: FitResult, scorer: str) -> None:
         raise RuntimeError(f"the fit of scorer {scorer!r} learned non-finite values in {bad}; lower its learning rate or check its inputs")
 
 
-def run_fit(
-    scorer: str,
-    *,
-    method_module: str,
-    fit_key: str,
-    categories: list[CategoryFiles],
-    split_path: str | Path | None,
-    text_cache_dir: str | Path,
-    backbone_spec: dict[str, Any],
-    fit_params: dict[str, Any],
-    weights_fallback: str,
-    seed: int,
-    device: torch.device,
-    out_model: str | Path,
-    out_info: str | Path,
-) -> dict[str, Any]:
-    """Fit scorer instance ``scorer`` on ``categories`` (and the run's split for scope ``run``); write the artifact.
+@dataclass(frozen=True)
+class FitScope:
+    """What one fit covers: a training dataset (dataset scope), or one run of a category (run scope)."""
 
-    Args:
-        fit_key: the fit's scope as named in its path (``{dataset}/{category}/{setting}/run{run}`` or a training dataset).
+    dataset: str
+    category: str | None = None
+    setting: str | None = None
+    run: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "dataset" if self.category is None else "run"
+
+    @property
+    def path(self) -> str:
+        """The scope as its model folder below ``models/{scorer}/`` names it (also the fit's seed and log label)."""
+        return self.dataset if self.category is None else f"{self.dataset}/{self.category}/{self.setting}/run{self.run}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One fit job, as rules/fit.smk declares it (workflow_scripts/fit.py builds it from the rule).
+
+    Attributes:
+        scorer: the instance's name; method_module: the module declaring its method.
+        scope: the dataset or run the fit covers, from the rule's wildcards.
+        categories: the files of each category it learns from; split_path: the run's split (run scope only).
+        text_cache_dir, backbone_spec: the prompt-embedding cache and network of the instance's backbone.
         fit_params: the instance's fit parameters, defaults filled in.
-        seed: the config seed; the fit's own is derived from (seed, scorer, fit_key).
+        weights_fallback, seed: the config's; the fit's own seed is derived from (seed, scorer, scope).
+        out_model, out_info: the ``model.safetensors`` and ``fit.json`` it writes.
     """
+
+    scorer: str
+    method_module: str
+    scope: FitScope
+    categories: list[CategoryFiles]
+    split_path: str | Path | None
+    text_cache_dir: str | Path
+    backbone_spec: dict[str, Any]
+    fit_params: dict[str, Any]
+    weights_fallback: str
+    seed: int
+    out_model: str | Path
+    out_info: str | Path
+
+
+def run_fit(job: FitJob, device: torch.device | str) -> dict[str, Any]:
+    """Fit the job's scorer instance on its categories (and the run's split for scope ``run``); write the artifact."""
     from safetensors.torch import save_file
 
-    from fsad.features.cache import FeatureStore
+    from fsad.features.store import FeatureStore
     from fsad.features.types import read_by
 
-    method = load_method(method_module)
+    scorer, fit_params, scope, device = job.scorer, job.fit_params, job.scope, torch.device(device)
+    method = load_method(job.method_module)
     reader = f"scorers.{scorer} (fit)"
     if method.fit is None:
         raise ValueError(f"method {method.name!r} declares no fit, so scorer {scorer!r} has nothing to fit")
-    stores = {str(files.features_store): FeatureStore(files.features_store).weights for files in categories}
+    if method.fit.scope != scope.kind:
+        raise ValueError(f"method {method.name!r} fits one model per {method.fit.scope}, but the fit job of {scorer!r} covers the {scope.kind} {scope.path}")
+    stores = {str(files.features_store): FeatureStore(files.features_store).weights for files in job.categories}
     if len(set(stores.values())) != 1:
-        raise ValueError(f"the feature stores of fit {scorer}/{fit_key} hold features of different weights: {stores}; delete the stale ones and rerun")
+        raise ValueError(f"the feature stores of fit {scorer}/{scope.path} hold features of different weights: {stores}; delete the stale ones and rerun")
     weights = next(iter(stores.values()))
-    session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
+    session = BackboneSession(job.backbone_spec, weights, job.text_cache_dir, job.weights_fallback, job.seed, device)
     ctx = FitContext(
         params=fit_params,
-        categories=[_training_category(files, method.prompt_class_name(fit_params, files.category), device, reader) for files in categories],
-        split=read_split(split_path) if split_path is not None else None,
+        categories=[_training_category(files, method.prompt_class_name(fit_params, files.category), device, reader) for files in job.categories],
+        split=read_split(job.split_path) if job.split_path is not None else None,
         text_encoder=lambda prompts: session.text_encoder(prompts),
         device=device,
-        seed=derive_seed(seed, "fit", scorer, fit_key),
+        seed=derive_seed(job.seed, "fit", scorer, scope.path),
         backbone=lambda: session.backbone,
         # Lazy: only a fit that encodes images evaluates its method's features() on the fit parameters.
         encode_images=read_by(lambda images: session.image_encoder(method.features(fit_params))(images), reader),
@@ -115,23 +147,23 @@ def run_fit(
     seconds = time.perf_counter() - started
     _check_result(result, scorer)
 
-    with atomic_path(out_model) as tmp:
-        save_file({name: t.detach().float().cpu().contiguous() for name, t in result.tensors.items()}, str(tmp), metadata={"scorer": scorer, "fit_key": fit_key})
+    with atomic_path(job.out_model) as tmp:
+        save_file({name: t.detach().float().cpu().contiguous() for name, t in result.tensors.items()}, str(tmp), metadata={"scorer": scorer, "scope": scope.path})
     info = {
         "scorer": scorer,
         "method": method.name,
-        "fit_key": fit_key,
-        "scope": method.fit.scope,
+        "scope": scope.kind,
+        "fit_for": scope.as_dict(),
         "parameters": fit_params,
         "loss_per_epoch": [round(float(loss), 6) for loss in result.losses],
         "seconds": round(seconds, 3),
         "weights": weights,
         "environment": environment(),
         "device": str(device),
-        "trained_on": [f"{c.dataset}/{c.category}" for c in categories],
+        "trained_on": [f"{c.dataset}/{c.category}" for c in job.categories],
         "tensors": {name: list(t.shape) for name, t in result.tensors.items()},
         "details": result.details,
     }
-    write_json(out_info, info)
-    log.info("fit %s/%s in %.1f s, final loss %s", scorer, fit_key, seconds, info["loss_per_epoch"][-1:] or "n/a")
+    write_json(job.out_info, info)
+    log.info("fit %s/%s in %.1f s, final loss %s", scorer, scope.path, seconds, info["loss_per_epoch"][-1:] or "n/a")
     return info

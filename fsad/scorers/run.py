@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ def read_generated(
     if directory is None:
         return None
     from fsad.diffusion.image_sets import read_image_set
-    from fsad.features.cache import FeatureStore
+    from fsad.features.store import FeatureStore
     from fsad.features.types import read_by
 
     store = FeatureStore(store_path)
@@ -134,46 +134,55 @@ def read_generated(
     return GeneratedImages(read_image_set(directory), read_by(lambda ids: store.load(ids, device=device), reader))
 
 
-def run_scorer(
-    scorer: str,
-    *,
-    method_module: str,
-    split_path: str | Path,
-    manifest_path: str | Path,
-    features_store: str | Path,
-    text_cache_dir: str | Path,
-    backbone_spec: dict[str, Any],
-    scorer_params: dict[str, Any],
-    map_size: int,
-    weights_fallback: str,
-    seed: int,
-    device: torch.device,
-    out_scores: str | Path,
-    out_maps: str | Path,
-    out_details: str | Path,
-    model_path: str | Path | None = None,
-    generated: dict[str, str | Path] | None = None,
-) -> dict[str, Any]:
-    """Score the split's test images with scorer instance ``scorer`` and write scores, maps and a details JSON.
+@dataclass(frozen=True)
+class ScoreJob:
+    """One score job, as rules/scores.smk declares it (workflow_scripts/score.py builds it from the rule).
 
-    Args:
-        method_module: the module declaring the instance's method (``fsad.scorers.winclip.method``).
+    Attributes:
+        scorer: the instance's name; method_module: the module declaring its method (``fsad.scorers.winclip.method``).
+        split_path, manifest_path, features_store: the run's split, the dataset's manifest, the category's feature store.
+        text_cache_dir: the prompt-embedding cache of the instance's backbone; backbone_spec: that backbone's network.
         scorer_params: the instance's parameters as its method's score step receives them (defaults filled in).
+        map_size: side of the anomaly maps; weights_fallback, seed: the config's.
+        out_scores, out_maps, out_details: the score parquet, the maps' HDF5 and the details JSON it writes.
         model_path: the instance's fitted ``model.safetensors`` when its method has a fit.
         generated: the generated images the method declares it reads: ``pool`` and ``pool_features`` (directory and
             feature store), ``personalized`` and ``personalized_features``.
     """
-    from fsad.features.cache import FeatureStore
+
+    scorer: str
+    method_module: str
+    split_path: str | Path
+    manifest_path: str | Path
+    features_store: str | Path
+    text_cache_dir: str | Path
+    backbone_spec: dict[str, Any]
+    scorer_params: dict[str, Any]
+    map_size: int
+    weights_fallback: str
+    seed: int
+    out_scores: str | Path
+    out_maps: str | Path
+    out_details: str | Path
+    model_path: str | Path | None = None
+    generated: dict[str, str | Path] = field(default_factory=dict)
+
+
+def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
+    """Score the split's test images with the job's scorer instance and write scores, maps and a details JSON."""
+    from fsad.features.store import FeatureStore
     from fsad.features.types import read_by
 
-    method: Method = load_method(method_module)
+    method: Method = load_method(job.method_module)
+    scorer, scorer_params, map_size = job.scorer, job.scorer_params, job.map_size
+    device = torch.device(device)
     reader = f"scorers.{scorer}"
-    split = read_split(split_path)
-    manifest = read_manifest(manifest_path, split.category).set_index("image_id", drop=False)
-    store = FeatureStore(features_store)
+    split = read_split(job.split_path)
+    manifest = read_manifest(job.manifest_path, split.category).set_index("image_id", drop=False)
+    store = FeatureStore(job.features_store)
     weights = store.weights
-    generated = generated or {}
-    session = BackboneSession(backbone_spec, weights, text_cache_dir, weights_fallback, seed, device)
+    generated = job.generated
+    session = BackboneSession(job.backbone_spec, weights, job.text_cache_dir, job.weights_fallback, job.seed, device)
     ctx = ScoringContext(
         split=split,
         manifest=manifest,
@@ -185,7 +194,7 @@ def run_scorer(
         device=device,
         seed=split.seed,
         encode_images=read_by(session.image_encoder(method.features(scorer_params)), reader),
-        model=read_model(model_path, device),
+        model=read_model(job.model_path, device),
         backbone=lambda: session.backbone,
         pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device, reader),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
@@ -210,20 +219,20 @@ def run_scorer(
         "weights": weights,
         "environment": environment(),
     }
-    for out in (out_maps, out_details, out_scores):
+    for out in (job.out_maps, job.out_details, job.out_scores):
         for stale in remove_stale_temporaries(out):
             log.warning("removed %s, left by a score job that was killed", stale)
-    write_maps(result.maps, split.test, out_maps)
+    write_maps(result.maps, split.test, job.out_maps)
     details = {
         **keys,
         "n_test": len(split.test),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(split.test) / seconds, 3) if seconds > 0 else None,
-        "model": None if model_path is None else str(model_path),
+        "model": None if job.model_path is None else str(job.model_path),
         "scorer_details": result.extra or {},
     }
-    write_json(out_details, details)
+    write_json(job.out_details, details)
     # The scores go last: a job killed at any point leaves no score file whose maps or details are missing.
-    write_scores(result, manifest, keys, out_scores)
+    write_scores(result, manifest, keys, job.out_scores)
     log.info("scored %d images in %.1f s (%s weights)", len(split.test), seconds, weights)
     return details

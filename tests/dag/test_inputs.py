@@ -18,11 +18,11 @@ from .dag_build import ROOT, build_dag
 BACKBONE = {"winclip": "vitb16plus", "anomalous_memory": "vitb16plus", "devprompt": "vitb16plus", "promptad": "vitb16plus",
             "faprompt": "vitb16plus", "anomalyclip": "vitb16plus", "one_to_normal": "tiny_tokens"}
 FITS = {
-    "fit:faprompt/synthetic": ("synthetic", ["textile"]),
-    "fit:anomalyclip/synthetic": ("synthetic", ["textile"]),
-    "fit:one_to_normal/elpv": ("elpv", ["mono"]),
-    "fit:devprompt/synthetic/textile/k1/run0": ("synthetic", ["textile"]),
-    "fit:promptad/synthetic/textile/k1/run0": ("synthetic", ["textile"]),
+    "fit_dataset:faprompt/synthetic": ("synthetic", ["textile"]),
+    "fit_dataset:anomalyclip/synthetic": ("synthetic", ["textile"]),
+    "fit_dataset:one_to_normal/elpv": ("elpv", ["mono"]),
+    "fit_run:devprompt/synthetic/textile/k1/0": ("synthetic", ["textile"]),
+    "fit_run:promptad/synthetic/textile/k1/0": ("synthetic", ["textile"]),
 }
 # What each store must hold: the backbone's own window sizes, plus each reader's declaration (anomalous_memory: window
 # sizes 2, 3, 7 on synthetic; faprompt/anomalyclip: V-V block 12 where they score (textile, elpv) and train (synthetic);
@@ -48,7 +48,7 @@ def test_builds_in_one_process_do_not_leak_into_each_other(dag):
 
 
 def test_each_fit_reads_the_manifest_pool_and_stores_of_the_dataset_its_declaration_names(dag):
-    fits = {job.label: job for job in dag.of_rule("fit")}
+    fits = {job.label: job for job in [*dag.of_rule("fit_run"), *dag.of_rule("fit_dataset")]}
     assert sorted(fits) == sorted(FITS)
     for label, (dataset, categories) in FITS.items():
         job = fits[label]
@@ -58,17 +58,16 @@ def test_each_fit_reads_the_manifest_pool_and_stores_of_the_dataset_its_declarat
         assert [p for p in job.input if p.endswith("manifest.csv")] == [f"results/data/{dataset}/manifest.csv"] * len(categories)
         assert sorted(p for p in job.input if p.endswith("pool.json")) == [f"results/splits/{dataset}/{c}/pool.json" for c in categories]
         splits = [p for p in job.input if p.endswith(".json") and "/splits/" in p and not p.endswith("pool.json")]
-        run_scope = label.count("/") > 1
-        assert splits == ([f"results/splits/{label.split(':')[1].split('/', 1)[1].replace('/run0', '/run0.json')}"] if run_scope else [])
+        assert splits == (["results/splits/synthetic/textile/k1/run0.json"] if label.startswith("fit_run:") else [])
 
 
 def test_a_train_dataset_mapping_sends_each_target_to_its_own_training_dataset():
     datasets = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["datasets"]
     mapped = build_dag({"datasets": [*datasets, {"name": "synthetic2", "kind": "synthetic", "source": "textile", "seed": 5}],
                         "scorers": {"faprompt": {"train_dataset": {"default": "synthetic", "elpv": "synthetic2"}}}})
-    fits = sorted(job.label for job in mapped.of_rule("fit") if job.label.startswith("fit:faprompt/"))
-    assert fits == ["fit:faprompt/synthetic", "fit:faprompt/synthetic2"]
-    (fit,) = mapped.labelled("fit:faprompt/synthetic2")
+    fits = sorted(job.label for job in mapped.of_rule("fit_dataset") if job.label.startswith("fit_dataset:faprompt/"))
+    assert fits == ["fit_dataset:faprompt/synthetic", "fit_dataset:faprompt/synthetic2"]
+    (fit,) = mapped.labelled("fit_dataset:faprompt/synthetic2")
     assert [p for p in fit.input if p.endswith(".h5")] == [f"results/cache/features/{dag_backbone_dir(mapped, 'vitb16plus')}/synthetic2/textile.h5"]
     for job in mapped.of_rule("score"):
         if job.wildcards["scorer"] == "faprompt":

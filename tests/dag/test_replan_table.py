@@ -77,7 +77,7 @@ def after_score(*instances: str) -> list[str]:
 
 
 def after_fit(*instances: str) -> list[str]:
-    return [f"fit:{name}/*" for name in instances] + after_score(*instances)
+    return [f"fit_*:{name}/*" for name in instances] + after_score(*instances)
 
 
 def report_of(instance: str) -> list[str]:
@@ -126,7 +126,7 @@ AFTER_ELPV = [*ELPV_DATA, "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv
 SYNTHETIC_DATA = ["prepare_dataset:synthetic", "draw_pool:synthetic/*", "draw_split:synthetic/*", "extract_features:*/synthetic/*"]
 # synthetic is scored by winclip, anomalous_memory, devprompt and promptad; faprompt and anomalyclip train on it.
 AFTER_SYNTHETIC = [
-    *SYNTHETIC_DATA, "score:*/synthetic/*", "evaluate:*/synthetic/*", "gallery:*/synthetic/*", "fit:*/synthetic*",
+    *SYNTHETIC_DATA, "score:*/synthetic/*", "evaluate:*/synthetic/*", "gallery:*/synthetic/*", "fit_*:*/synthetic*",
     *after_score("faprompt", "anomalyclip"), *AFTER_METRICS,
 ]
 TEXTILE_DATA = ["prepare_dataset:textile", "draw_pool:textile/*", "draw_split:textile/*", "extract_features:*/textile/*"]
@@ -137,15 +137,15 @@ AFTER_TEXTILE = [
 ]
 # A backbone's numbers change: its stores move to a new directory (new jobs, the old ones removed) and every reader reruns.
 VITB_STORES = ["extract_features:vitb16plus/*"]
-AFTER_VITB = [*VITB_STORES, "fit:devprompt/*", "fit:promptad/*", "fit:faprompt/*", "fit:anomalyclip/*",
+AFTER_VITB = [*VITB_STORES, "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*",
               *after_score("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip")]
 TINY_STORES = ["extract_features:tiny_tokens/*", *GENERATED]
 AFTER_TINY = [*TINY_STORES, *after_fit("one_to_normal")]
 EVERY_SEEDED = ["*", "!prepare_dataset:*"]
-SETTING_K1 = ["draw_split:*/k1/*", "fit:devprompt/*", "fit:promptad/*", "dreambooth:*", "generate_pool:*", "personalize:*",
+SETTING_K1 = ["draw_split:*/k1/*", "fit_*:devprompt/*", "fit_*:promptad/*", "dreambooth:*", "generate_pool:*", "personalize:*",
               *GENERATED, "score:*/k1/*", "evaluate:*/k1/*", "gallery:*/k1", *AFTER_METRICS]
 # runs: 2 adds run1 of k1 and a1 (zs keeps its own runs: 1), and the aggregates read the new files.
-RUN1 = ["draw_split:*/k1/1", "fit:*/run1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
+RUN1 = ["draw_split:*/k1/1", "fit_run:*/1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
         "extract_generated_features:*/1", "score:*/1", "evaluate:*/1", *AFTER_METRICS]
 
 ROWS: list[Row] = [
@@ -170,16 +170,16 @@ ROWS: list[Row] = [
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
     Row("datasets.kind", "default", datasets_with("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
-        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:*"]),
+        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
-    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:*"]),
+    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
     Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit:devprompt/*", "fit:promptad/*", "fit:faprompt/*", "fit:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit:faprompt/*", "!fit:anomalyclip/*"]),
+    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),
@@ -302,8 +302,8 @@ ROWS: list[Row] = [
 ]
 
 REMOVALS = {
-    "scorers.faprompt.train_dataset": ["fit:faprompt/synthetic"],
-    "scorers.one_to_normal.train_dataset": ["fit:one_to_normal/elpv", "prepare_dataset:elpv", "draw_pool:elpv/*", "extract_features:*/elpv/*"],
+    "scorers.faprompt.train_dataset": ["fit_*:faprompt/synthetic"],
+    "scorers.one_to_normal.train_dataset": ["fit_*:one_to_normal/elpv", "prepare_dataset:elpv", "draw_pool:elpv/*", "extract_features:*/elpv/*"],
     "scorers.one_to_normal.generator": ["*:tiny/*", "extract_generated_features:*/tiny/*"],
 }
 ROWS = [row._replace(removes=REMOVALS.get(row.key, row.removes)) for row in ROWS]

@@ -153,7 +153,7 @@ def _patch_store(module: ModuleType) -> Callable[[], None]:
     return lambda: setattr(module.FeatureStore, "load", original)
 
 
-PATCHES: dict[str, Callable[[ModuleType], Callable[[], None]]] = {"PIL.Image": _patch_pil, "fsad.features.cache": _patch_store}
+PATCHES: dict[str, Callable[[ModuleType], Callable[[], None]]] = {"PIL.Image": _patch_pil, "fsad.features.store": _patch_store}
 _patched: dict[str, Callable[[], None]] = {}  # module -> undo, while in-process recorders are active
 _users = 0
 

@@ -18,7 +18,8 @@ from scipy.stats import spearmanr
 from fsad.backbones.loading import load_backbone
 from fsad.backbones.window_embeddings import encode_images
 from fsad.devices import claim_device, visible_devices
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
 from fsad.text.prompt_ensembles import text_embeddings
 
@@ -92,7 +93,7 @@ def test_feature_store_written_on_cuda_reads_back_like_the_cpu_one(tmp_path):
     for device in ("cpu", "cuda"):
         backbone = load_backbone(TINY | {"precision": "fp32"}, device)
         store = FeatureStore(tmp_path / f"{device}.h5")
-        store.update(backbone, paths, [2, 3], batch_size=2)
+        update_store(store, backbone, paths, [2, 3], batch_size=2)
         stores[device] = store.load(list(paths), [2, 3])
     for k in (2, 3):
         assert cosine(stores["cuda"].windows[k], stores["cpu"].windows[k]).min() > 0.9999

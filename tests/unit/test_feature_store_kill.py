@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from fsad.backbones.loading import load_backbone
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 PARTS = {"window_sizes": [2, 3], "layers": [1], "vv_layers": [2]}
@@ -27,7 +28,9 @@ PARTS = {"window_sizes": [2, 3], "layers": [1], "vv_layers": [2]}
 UPDATE_UNTIL_KILLED = """
 import json, sys, time
 from fsad.backbones.loading import load_backbone
-from fsad.features import cache
+from fsad.features import extract, store as store_module
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 
 store, marker, where, spec, paths, parts = sys.argv[1], sys.argv[2], sys.argv[3], *map(json.loads, sys.argv[4:])
 
@@ -40,11 +43,11 @@ def then_wait(real):
     return wrapper
 
 if where == "encoding":
-    cache.encode_images = then_wait(cache.encode_images)
+    extract.encode_images = then_wait(extract.encode_images)
 else:
-    cache.FeatureStore._write_index = then_wait(lambda *args: None)
-cache.FeatureStore(store).update(load_backbone(spec, "cpu"), paths, parts["window_sizes"], batch_size=1,
-                                 layers=parts["layers"], vv_layers=parts["vv_layers"])
+    store_module.FeatureStore._write_index = then_wait(lambda *args: None)
+update_store(FeatureStore(store), load_backbone(spec, "cpu"), paths, parts["window_sizes"], batch_size=1,
+             layers=parts["layers"], vv_layers=parts["vv_layers"])
 """
 
 
@@ -61,7 +64,7 @@ def images(tmp_path):
 
 def update(store: FeatureStore, paths: dict[str, str]) -> None:
     backbone = load_backbone(TINY, "cpu")
-    store.update(backbone, paths, PARTS["window_sizes"], batch_size=1, layers=PARTS["layers"], vv_layers=PARTS["vv_layers"])
+    update_store(store, backbone, paths, PARTS["window_sizes"], batch_size=1, layers=PARTS["layers"], vv_layers=PARTS["vv_layers"])
 
 
 def kill_during_update(store: FeatureStore, paths: dict[str, str], marker, where: str) -> None:

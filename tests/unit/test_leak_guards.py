@@ -30,7 +30,7 @@ from fsad.data.splits import Split, pool_image_ids, read_split
 from fsad.diffusion import stages
 from fsad.diffusion.config import generator_params
 from fsad.diffusion.image_sets import read_image_set
-from fsad.features.cache import FeatureStore
+from fsad.features.store import FeatureStore
 from fsad.io import read_json
 from fsad.scorers.run import BackboneSession
 

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from fsad.data.splits import Split
-from fsad.features.cache import FORMAT
+from fsad.features.store import FORMAT
 from fsad.io import write_json
 from fsad.provenance import environment
 from fsad.scorers.base import FitResult
-from fsad.scorers.fit import CategoryFiles, run_fit
+from fsad.scorers.fit import CategoryFiles, FitJob, FitScope, run_fit
 from fsad.scorers.method import Fit, Method, Needs, Report
 from fsad.scorers.registry import MethodError, get_method, load_method, method_modules, method_params
 
@@ -117,7 +117,7 @@ def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFil
             group = shard.create_group(image_id)
             group["image_embedding"] = embedding.astype(np.float32)
             group["patch_tokens"] = np.zeros((4, 3), np.float32)
-    with h5py.File(store, "w") as h5:  # the index listing that one shard (see fsad.features.cache)
+    with h5py.File(store, "w") as h5:  # the index listing that one shard (see fsad.features.store)
         h5.attrs.update(format=FORMAT, backbone_spec="{}", weights="random", grid=2, storage_dtype="float32", window_sizes=[], layers=[], vv_layers=[],
                         environment=json.dumps(environment()))
         h5.create_dataset("shards", data=["00001.h5"], dtype=h5py.string_dtype())
@@ -132,11 +132,11 @@ def _category_files(tmp_path: Path, embeddings: np.ndarray) -> tuple[CategoryFil
 
 
 def _fit(tmp_path, files, split, **params):
-    return run_fit(
-        "toy", method_module="toy_mean", fit_key="d/c/k1/run0", categories=[files], split_path=split,
+    return run_fit(FitJob(
+        "toy", method_module="toy_mean", scope=FitScope("d", "c", "k1", 0), categories=[files], split_path=split,
         text_cache_dir=tmp_path / "_text", backbone_spec={"arch": "fsad-tiny"}, fit_params={"epochs": 2, "lr": 0.25, **params},
-        weights_fallback="error", seed=0, device=torch.device("cpu"), out_model=tmp_path / "m/model.safetensors", out_info=tmp_path / "m/fit.json",
-    )
+        weights_fallback="error", seed=0, out_model=tmp_path / "m/model.safetensors", out_info=tmp_path / "m/fit.json",
+    ), torch.device("cpu"))
 
 
 def test_a_fit_writes_its_tensors_and_a_fit_json_with_losses_and_provenance(plugins_on_path, tmp_path):
@@ -149,7 +149,7 @@ def test_a_fit_writes_its_tensors_and_a_fit_json_with_losses_and_provenance(plug
     # loss = mean squared distance of the references: 2 + |m - (1,1)|^2 at m = 0, then at m = (0.5, 0.5)
     assert info["loss_per_epoch"] == [4.0, 2.5]
     assert info | {"seconds": 0} == info | {
-        "scorer": "toy", "method": "toy_mean", "fit_key": "d/c/k1/run0", "scope": "run", "parameters": {"epochs": 2, "lr": 0.25},
+        "scorer": "toy", "method": "toy_mean", "scope": "run", "fit_for": {"dataset": "d", "category": "c", "setting": "k1", "run": 0}, "parameters": {"epochs": 2, "lr": 0.25},
         "weights": "random", "trained_on": ["d/c"], "tensors": {"mean": [2]}, "seconds": 0,
     }
     assert info["environment"]["torch"] == torch.__version__ and info["environment"]["python"] == sys.version.split()[0]

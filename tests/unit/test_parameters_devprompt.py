@@ -32,7 +32,7 @@ from scipy import ndimage
 from torch.nn import functional as F
 
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureStore
+from fsad.features.store import FeatureStore
 from fsad.score_files import write_score_table
 from fsad.scorers.devprompt import anomalies as anomalies_module
 from fsad.scorers.devprompt import fit as fit_module

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from fsad.backbones.loading import load_backbone
 from fsad.diffusion.image_sets import IMAGE_TO_IMAGE, REFERENCE, TEXT_TO_IMAGE, generated_image_paths, write_image_set
 from fsad.evaluation.collect import evaluate_run
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.score_files import write_score_table
 from fsad.scorers.fit import CategoryFiles
 from fsad.scorers.method import ReportContext, resolve
@@ -93,7 +94,7 @@ def _copy(world: World, image_id: str, target: Path) -> Image.Image:
 
 
 def _encode(directory: Path, store: Path) -> None:
-    FeatureStore(store).update(load_backbone(TINY, "cpu"), generated_image_paths(directory), WINDOW_SIZES, layers=LAYERS)
+    update_store(FeatureStore(store), load_backbone(TINY, "cpu"), generated_image_paths(directory), WINDOW_SIZES, layers=LAYERS)
 
 
 def _generated(world: World) -> dict[str, Path]:

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 
 from fsad.backbones.loading import load_backbone
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip.method import METHOD
 from fsad.text import class_names
@@ -218,7 +219,7 @@ def pool(world, backbone) -> dict[str, Path]:
     pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
                   "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
     store = world.root / "pools" / "gen_a.h5"
-    FeatureStore(store).update(backbone, {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS)
+    update_store(FeatureStore(store), backbone, {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS)
     return {"pool": directory, "pool_features": store, "copy_of": copy_of, "unused": unused}
 
 

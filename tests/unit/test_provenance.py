@@ -19,7 +19,8 @@ from PIL import Image
 import fsad
 from fsad import provenance
 from fsad.backbones.loading import load_backbone
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.provenance import EnvironmentMismatchError, environment, environment_line
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
@@ -64,7 +65,7 @@ def images(tmp_path):
 
 def test_a_store_records_the_versions_it_was_written_under(images, tmp_path):
     store = FeatureStore(tmp_path / "c.h5")
-    summary = store.update(load_backbone(TINY, "cpu"), images, [2])
+    summary = update_store(store, load_backbone(TINY, "cpu"), images, [2])
     with h5py.File(store.path) as h5:
         recorded = json.loads(h5.attrs["environment"])
     assert recorded == environment() == store.environment == summary["environment"]
@@ -82,10 +83,10 @@ def _rewrite_environment(path: Path, **changes) -> None:
 def test_a_store_of_other_torch_or_open_clip_versions_is_refused_naming_both_and_the_fix(images, tmp_path, change):
     backbone = load_backbone(TINY, "cpu")
     store = FeatureStore(tmp_path / "c.h5")
-    store.update(backbone, dict(list(images.items())[:2]), [2])
+    update_store(store, backbone, dict(list(images.items())[:2]), [2])
     _rewrite_environment(store.path, **change)
     stored = change.get("torch") or change.get("open_clip") or "unrecorded"
-    for attempt in (lambda: store.load(["img0"]), lambda: store.update(backbone, images, [2])):
+    for attempt in (lambda: store.load(["img0"]), lambda: update_store(store, backbone, images, [2])):
         with pytest.raises(EnvironmentMismatchError) as err:
             attempt()
         message = str(err.value)
@@ -97,7 +98,7 @@ def test_a_store_of_other_torch_or_open_clip_versions_is_refused_naming_both_and
 
 def test_other_versions_of_libraries_that_do_not_compute_features_are_accepted(images, tmp_path):
     store = FeatureStore(tmp_path / "c.h5")
-    store.update(load_backbone(TINY, "cpu"), images, [2])
+    update_store(store, load_backbone(TINY, "cpu"), images, [2])
     _rewrite_environment(store.path, numpy="1.26.4", fsad="0.0.1")
     assert store.load(["img0"]).image_embeddings.shape == (1, 32)
 

@@ -21,12 +21,13 @@ from PIL import Image
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
 from fsad.data.splits import Split
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.io import write_json
 from fsad.score_files import read_score_keys
 from fsad.scorers.base import ScoreResult
 from fsad.scorers.registry import get_method, method_params
-from fsad.scorers.run import _check_result, run_scorer, write_scores
+from fsad.scorers.run import ScoreJob, _check_result, run_scorer, write_scores
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 MAP_SIZE = 16
@@ -47,7 +48,7 @@ def job(tmp_path_factory) -> dict:
     write_manifest(pd.DataFrame(rows), root / "manifest.csv")
     write_json(root / "split.json", {"dataset": "toy", "category": "widget", "setting": "k1", "run": 0, "seed": 5,
                                      "normal_refs": ["widget-train-good-0"], "anomalous_refs": [], "validation": [], "test": TEST_IDS})
-    FeatureStore(root / "features" / "widget.h5").update(load_backbone(TINY, "cpu"), {r["image_id"]: r["image_path"] for r in rows}, [2, 3])
+    update_store(FeatureStore(root / "features" / "widget.h5"), load_backbone(TINY, "cpu"), {r["image_id"]: r["image_path"] for r in rows}, [2, 3])
     arguments = dict(
         method_module="fsad.scorers.winclip.method", split_path=str(root / "split.json"), manifest_path=str(root / "manifest.csv"),
         features_store=str(root / "features" / "widget.h5"), text_cache_dir=str(root / "text"), backbone_spec=TINY,
@@ -61,7 +62,7 @@ def outputs(directory: Path) -> dict[str, str]:
 
 
 def score(job: dict, directory: Path) -> dict:
-    return run_scorer("winclip", **job["arguments"], device="cpu", **outputs(directory))
+    return run_scorer(ScoreJob("winclip", **job["arguments"], **outputs(directory)), "cpu")
 
 
 def read_outputs(directory: Path) -> tuple[pd.DataFrame, np.ndarray, list[str], dict]:
@@ -93,7 +94,7 @@ def test_a_missing_window_size_names_the_instance_that_asks_for_it_not_its_metho
     """The store holds window sizes [2, 3]; an instance named wide (method winclip) asking for 4 is named in the hint."""
     arguments = {**job["arguments"], "scorer_params": {**job["arguments"]["scorer_params"], "window_sizes": [2, 4]}}
     with pytest.raises(ValueError, match=r"^scorers\.wide asks for window sizes \[4\].*has \[2, 3\].*parameters of scorers\.wide "):
-        run_scorer("wide", **arguments, device="cpu", **outputs(tmp_path))
+        run_scorer(ScoreJob("wide", **arguments, **outputs(tmp_path)), "cpu")
     assert not list(tmp_path.iterdir())
 
 
@@ -173,13 +174,13 @@ else:  # the file at `point` is written in full beside its target, and not yet r
     run.atomic_path = written_then_wait
     import fsad.score_files
     fsad.score_files.atomic_path = written_then_wait
-run.run_scorer("winclip", **arguments)
+run.run_scorer(run.ScoreJob("winclip", **arguments), "cpu")
 """
 
 
 def kill_score_job(job: dict, directory: Path, point: str) -> None:
     marker = directory.parent / f"{directory.name}.reached"
-    arguments = {**job["arguments"], "device": "cpu", **outputs(directory)}
+    arguments = {**job["arguments"], **outputs(directory)}
     process = subprocess.Popen([sys.executable, "-c", SCORE_UNTIL_KILLED, str(marker), point, json.dumps(arguments)])
     try:
         deadline = time.monotonic() + 120
@@ -228,9 +229,9 @@ def test_a_sigkilled_score_job_leaves_no_score_file_and_its_rerun_equals_an_unin
 # A score job of warm caches, as a fresh process: which heavy packages did it import by the end?
 SCORE_AND_LIST_IMPORTS = """
 import json, sys
-from fsad.scorers.run import run_scorer
+from fsad.scorers.run import ScoreJob, run_scorer
 arguments, outputs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-run_scorer("winclip", **arguments, device="cpu", **outputs)
+run_scorer(ScoreJob("winclip", **arguments, **outputs), "cpu")
 print(json.dumps(sorted(name for name in ("open_clip", "timm", "transformers", "sklearn", "diffusers") if name in sys.modules)))
 """
 

@@ -26,11 +26,12 @@ from scipy import ndimage
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
 from fsad.data.splits import draw_pool, draw_split, pool_image_ids
-from fsad.features.cache import FeatureStore
+from fsad.features.extract import update_store
+from fsad.features.store import FeatureStore
 from fsad.io import write_json
-from fsad.scorers.fit import CategoryFiles, run_fit
+from fsad.scorers.fit import CategoryFiles, FitJob, FitScope, run_fit
 from fsad.scorers.registry import get_method, method_modules, method_params
-from fsad.scorers.run import run_scorer
+from fsad.scorers.run import ScoreJob, run_scorer
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 CATEGORY = "widget"
@@ -85,10 +86,12 @@ class World:
         declared = get_method(method, self.plugins)
         filled = self.params(method, params)
         out = out or self.root / "models" / f"{method}-{abs(hash(repr(sorted(filled.items()))))}-{setting}"
-        run_fit(method, method_module=method_modules(self.plugins)[method], fit_key=f"{self.dataset}/{CATEGORY}/{setting}/run0",
-                categories=categories or [self.category_files()], split_path=self.splits[setting] if declared.fit.scope == "run" else None,
-                text_cache_dir=self.root / "text", backbone_spec=TINY, fit_params=declared.fit_params(filled), weights_fallback="error",
-                seed=seed, device=torch.device("cpu"), out_model=out / "model.safetensors", out_info=out / "fit.json")
+        run_scope = declared.fit.scope == "run"
+        scope = FitScope(self.dataset, CATEGORY, setting, 0) if run_scope else FitScope(self.dataset)
+        run_fit(FitJob(method, method_module=method_modules(self.plugins)[method], scope=scope, categories=categories or [self.category_files()],
+                       split_path=self.splits[setting] if run_scope else None, text_cache_dir=self.root / "text", backbone_spec=TINY,
+                       fit_params=declared.fit_params(filled), weights_fallback="error", seed=seed, out_model=out / "model.safetensors",
+                       out_info=out / "fit.json"), torch.device("cpu"))
         return out / "model.safetensors"
 
     def score(self, method: str, params: dict[str, Any] | None = None, setting: str = "k1", model: Path | None = None,
@@ -97,10 +100,10 @@ class World:
         declared = get_method(method, self.plugins)
         filled = self.params(method, params)
         out = out or self.root / "scores" / f"{method}-{abs(hash(repr(sorted(filled.items()))))}-{setting}-{seed}"
-        run_scorer(method, method_module=method_modules(self.plugins)[method], split_path=self.splits[setting], manifest_path=self.manifest,
-                   features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=TINY, scorer_params=declared.score_params(filled),
-                   map_size=self.map_size, weights_fallback="error", seed=seed, device=torch.device("cpu"), out_scores=out / "run0.parquet",
-                   out_maps=out / "run0.maps.h5", out_details=out / "run0.json", model_path=model, generated=generated)
+        run_scorer(ScoreJob(method, method_module=method_modules(self.plugins)[method], split_path=self.splits[setting], manifest_path=self.manifest,
+                            features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=TINY, scorer_params=declared.score_params(filled),
+                            map_size=self.map_size, weights_fallback="error", seed=seed, out_scores=out / "run0.parquet", out_maps=out / "run0.maps.h5",
+                            out_details=out / "run0.json", model_path=model, generated=generated or {}), torch.device("cpu"))
         maps = None
         with h5py.File(out / "run0.maps.h5") as h5:
             if "maps" in h5:
@@ -142,6 +145,6 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
         write_json(splits[name], draw_split(pool, setting, 0))
     paths = manifest.set_index("image_id")["image_path"]
     store = root / "features" / f"{CATEGORY}.h5"
-    FeatureStore(store).update(load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
+    update_store(FeatureStore(store), load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
     return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset)

@@ -56,7 +56,7 @@ def expected_cross_dataset(datasets, learned_instances, training_datasets, backb
         "draw_pool": categories,
         "extract_features": categories * backbones,
         "draw_split": categories,
-        "fit": learned_instances * len(training_datasets),
+        "fit_dataset": learned_instances * len(training_datasets),
         "score": scores,
         "evaluate": scores,
         "collect_metrics": 1,
@@ -78,7 +78,7 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
         "generate_pool": per_run,
         "personalize": per_run,
         "extract_generated_features": per_run * 3,  # pools on both backbones, personalized images on One-to-Normal's
-        "fit": len(training_datasets),
+        "fit_dataset": len(training_datasets),
         "score": per_run * 3,
         "evaluate": per_run * 3,
         "collect_metrics": 1,
@@ -90,7 +90,7 @@ def expected_devprompt(datasets, sweep_dataset, sweep_instances, runs=3):
     instances (lambda, K, a) on ``sweep_dataset``; every DevPrompt/PromptAD score job reads its own run's fit."""
     counts = expected(datasets, ["k1"], [datasets], [], runs)
     fits = (2 * sum(CATEGORIES[d] for d in datasets) + sweep_instances * CATEGORIES[sweep_dataset]) * runs
-    return counts | {"fit": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
+    return counts | {"fit_run": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
 
 
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
@@ -143,7 +143,7 @@ def test_all_benchmarks_plan_at_most_100_slurm_submissions(tmp_path):
     groups = re.findall(r"^\[[^\]]+\] Group job (\w+) ", text, re.M)
     # Jobs outside groups (group members are indented); the dry run prints local rules (draw_split, tables, ...) the
     # same way, so only the rules that run on the cluster are counted (tests/workflow/test_slurm.py counts real sbatch calls).
-    cluster_rules = {"prepare_dataset", "extract_features", "fit", "score", "evaluate"}
+    cluster_rules = {"prepare_dataset", "extract_features", "fit_run", "fit_dataset", "score", "evaluate"}
     single = [rule for rule in re.findall(r"^rule (\w+):$", text, re.M) if rule in cluster_rules]
     per_group = {name: int(n) for name, n in (entry.split("=") for entry in profile["group-components"])}
     protocol = CASES["winclip_anomalous_samples.yaml"]

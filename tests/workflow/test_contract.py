@@ -15,6 +15,7 @@ from ``tests/plugins`` (the toy methods): a new method gets the contract by bein
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -185,12 +186,13 @@ def fit_keys(name: str) -> list[str]:
 
 
 def fit_jobs_run(log: str) -> list[str]:
-    """``scorer/fit_key`` of every fit job a Snakemake log says it started."""
+    """``scorer/scope`` of every fit job a Snakemake log says it started (scope: a dataset, or dataset/category/setting/run<n>)."""
     started = []
-    for block in log.split("rule fit:")[1:]:
+    for block in re.split(r"\brule fit_(?:run|dataset):", log)[1:]:
         wildcards = block.split("wildcards:", 1)[1].splitlines()[0]
         fields = dict(part.strip().split("=", 1) for part in wildcards.split(","))
-        started.append(f"{fields['scorer']}/{fields['fit_key']}")
+        scope = [fields["dataset"]] + ([fields["category"], fields["setting"], f"run{fields['run']}"] if "run" in fields else [])
+        started.append("/".join([fields["scorer"], *scope]))
     return sorted(started)
 
 
@@ -320,7 +322,7 @@ def rescored(contract_run, tmp_path_factory):
 
 def test_a_score_only_change_rescores_every_instance_and_reuses_every_fit_untouched(contract_run, rescored):
     workdir, planned, before, log = rescored
-    assert "fit" not in set(planned["rule"]) and fit_jobs_run(log) == []
+    assert not {"fit_run", "fit_dataset"} & set(planned["rule"]) and fit_jobs_run(log) == []
     assert before and {p: p.stat().st_mtime_ns for p in before} == before
     for name in INSTANCES:
         for job in score_jobs(name):

@@ -63,8 +63,8 @@ def test_a_sweep_over_lambda_k_and_a_reruns_only_fit_and_score_jobs(devprompt_ru
     }
     table = pending(summary(workdir, overlay, write_overlay(tmp_path / "sweep.yaml", {"scorers": sweep})))
     assert not set(table["rule"]) & UPSTREAM
-    for rule, folder in (("fit", "models"), ("score", "scores")):
+    for rule, folder in (("fit_run", "models"), ("score", "scores")):
         outputs = table[table["rule"] == rule]["output_file"]
         assert set(outputs.str.extract(rf"/{folder}/(\w+)/")[0]) == {"devprompt", "devprompt_k30"}
     reports = {f"method_report_{name}" for name in ("devprompt", "devprompt_k30")}
-    assert set(table["rule"]) <= {"fit", "score", "evaluate"} | AGGREGATES | reports
+    assert set(table["rule"]) <= {"fit_run", "score", "evaluate"} | AGGREGATES | reports

@@ -62,7 +62,7 @@ def test_a_changed_fit_parameter_of_one_ablation_instance_reruns_its_fit_and_sco
     workdir, overlay = faprompt_run
     change = write_overlay(tmp_path / "sweep.yaml", {"scorers": {"anomalyclip": {"static_map_weight": 2.0}}})
     table = pending(summary(workdir, overlay, change))
-    fits = table[table["rule"] == "fit"]["output_file"]
+    fits = table[table["rule"] == "fit_dataset"]["output_file"]
     assert len(fits) and fits.str.contains("/models/anomalyclip/synthetic/").all()
     scored = table[table["rule"] == "score"]["output_file"]
     assert len(scored) and scored.str.contains("/scores/anomalyclip/").all()

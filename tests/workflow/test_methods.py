@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fsad.data.splits import read_split
-from fsad.features.cache import FeatureStore
+from fsad.features.store import FeatureStore
 
 from .conftest import ROOT, TINY, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
@@ -102,7 +102,7 @@ def test_a_fit_parameter_reruns_its_fits_and_scores_but_no_features(plugin_run, 
     workdir, overlay = plugin_run
     change = write_overlay(tmp_path / "epochs.yaml", {"scorers": {"toy": {"epochs": 4}}})
     table = rules_pending(workdir, overlay, change)
-    assert set(table[table["rule"] == "fit"]["output_file"].str.extract(r"/models/(\w+)/")[0]) == {"toy"}
+    assert set(table[table["rule"] == "fit_run"]["output_file"].str.extract(r"/models/(\w+)/")[0]) == {"toy"}
     assert table[table["rule"] == "score"]["output_file"].str.contains("/scores/toy/").all()
     assert not set(table["rule"]) & {"prepare_dataset", "draw_pool", "draw_split", "extract_features"}
 
@@ -111,7 +111,7 @@ def test_a_score_parameter_reruns_scores_and_never_a_fit(plugin_run, tmp_path):
     workdir, overlay = plugin_run
     change = write_overlay(tmp_path / "scale.yaml", {"scorers": {"toy": {"scale": 2.0}, "toy_cross": {"scale": 3.0}}})
     table = rules_pending(workdir, overlay, change)
-    assert "fit" not in set(table["rule"])
+    assert not {"fit_run", "fit_dataset"} & set(table["rule"])
     scored = table[(table["rule"] == "score") & table["output_file"].str.endswith(".parquet")]["output_file"]
     assert sorted(scored.str.extract(r"/scores/(\w+)/")[0]) == ["toy", "toy_cross"]
 

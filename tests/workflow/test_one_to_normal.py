@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from fsad.features.cache import FeatureStore
+from fsad.features.store import FeatureStore
 
 from .conftest import DEFAULT_CONFIG, merged, snakemake, write_config
 from .test_reruns import pending, summary, write_overlay
@@ -77,7 +77,7 @@ def _pending_by_rule(workdir, overlay, change) -> dict[str, list[str]]:
 def test_a_changed_pool_parameter_reruns_the_pool_and_its_readers_but_not_dreambooth(generated_run):
     workdir, overlay = generated_run
     rules = _pending_by_rule(workdir, overlay, {"generators": {"tiny": {"pool": {"guidance_scale": 5.0}}}})
-    assert not set(rules) & {"dreambooth", "class_images", "personalize", "fit", "extract_features", "draw_split"}
+    assert not set(rules) & {"dreambooth", "class_images", "personalize", "fit_run", "fit_dataset", "extract_features", "draw_split"}
     assert rules["generate_pool"] == [f"results/pools/{RUN}"]
     assert all("/pools/" in path for path in rules["extract_generated_features"])
     scored = {path.split("/")[2] for path in rules["score"]}
@@ -87,7 +87,7 @@ def test_a_changed_pool_parameter_reruns_the_pool_and_its_readers_but_not_dreamb
 def test_a_changed_personalization_parameter_reruns_personalization_and_one_to_normal_only(generated_run):
     workdir, overlay = generated_run
     rules = _pending_by_rule(workdir, overlay, {"generators": {"tiny": {"personalization": {"strength": 0.4}}}})
-    assert not set(rules) & {"dreambooth", "class_images", "generate_pool", "fit"}
+    assert not set(rules) & {"dreambooth", "class_images", "generate_pool", "fit_run", "fit_dataset"}
     assert rules["personalize"] == [f"results/personalized/{RUN}"]
     assert {path.split("/")[2] for path in rules["score"]} == {"one_to_normal"}
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsad.features.cache import FeatureStore
+from fsad.features.store import FeatureStore
 
 from .conftest import TINY, snakemake
 

@@ -35,7 +35,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import reduce
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Encodes images for an update: (paths by image id, parts, with_image) -> batches of (image ids, their features).
+Encoder = Callable[[dict[str, str], Parts, bool], Iterable[tuple[list[str], FeatureBatch]]]
+
 FORMAT = "fsad-feature-store/sharded-1"
 STORAGE_DTYPES = ("float16", "float32")
 DEFAULT_STORAGE_DTYPE = "float16"
@@ -67,28 +70,6 @@ def storage_dtype(spec: dict[str, Any]) -> str:
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"backbone {spec.get('arch')}: storage_dtype {dtype!r} is not one of {list(STORAGE_DTYPES)}; fix it in the config")
     return dtype
-
-
-def encode_images(backbone: Backbone, pixels: torch.Tensor, window_sizes: list[int], **kwargs: Any) -> FeatureBatch:
-    """:func:`fsad.backbones.window_embeddings.encode_images`, imported when first needed (it pulls in open_clip)."""
-    from fsad.backbones.window_embeddings import encode_images as encode
-
-    return encode(backbone, pixels, window_sizes, **kwargs)
-
-
-class _PreprocessedImages:
-    """Images of ``paths`` in order, read and preprocessed (a map-style dataset a DataLoader can prefetch from)."""
-
-    def __init__(self, paths: list[str], preprocess: Callable[[Any], torch.Tensor]):
-        self.paths, self.preprocess = paths, preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        from fsad.data.images import read_image
-
-        return self.preprocess(read_image(self.paths[index]))
 
 
 def _datasets(features: FeatureBatch, with_image: bool) -> dict[str, np.ndarray]:
@@ -328,19 +309,19 @@ class FeatureStore:
         backbone: Backbone,
         image_paths: dict[str, str],
         window_sizes: Collection[int],
-        batch_size: int = 8,
-        workers: int = 0,
+        encode: Encoder,
         *,
         layers: Collection[int] = (),
         vv_layers: Collection[int] = (),
     ) -> dict[str, Any]:
-        """Encode what is missing: new images (every part) and the missing parts of cached images.
+        """Store what is missing, encoded by ``encode``: new images (every part) and the missing parts of cached images.
 
         Args:
+            backbone: the network ``encode`` runs (its spec, weights and grid are checked against the store's).
             window_sizes, layers, vv_layers: what every image of ``image_paths`` must hold (parts the store
                 already holds are kept, never dropped).
-            workers: processes that decode and preprocess the next batches while the device encodes
-                (0: in this process; worth it on a GPU, where decoding would otherwise keep it waiting).
+            encode: ``(paths by image id, parts, with_image) -> (image ids, FeatureBatch)`` batches, in any
+                order (:func:`fsad.features.extract.batch_encoder`).
 
         Returns:
             a summary: counts (``encoded`` new images, ``extended`` cached images given the ``added`` parts),
@@ -377,9 +358,12 @@ class FeatureStore:
         with atomic_path(self.shard_dir / name) as tmp:
             # HDF5 1.10's compact groups: about 4 kB less per image than the 1.8 format's B-trees
             with h5py.File(tmp, "w", libver=("v110", "latest")) as h5:
-                self._encode(h5, backbone, {i: image_paths[i] for i in plan.new_ids}, plan.new_parts, batch_size, workers, True, dtype)
+                arch = backbone.spec.get("arch")
+                if plan.new_ids:
+                    self._write(h5, encode({i: image_paths[i] for i in plan.new_ids}, plan.new_parts, True), True, dtype, arch)
                 for missing, ids in plan.extensions.items():
-                    self._encode(h5, backbone, {i: image_paths[i] for i in ids}, missing, batch_size, workers, False, dtype)
+                    if ids:
+                        self._write(h5, encode({i: image_paths[i] for i in ids}, missing, False), False, dtype, arch)
             _fsync(tmp)
         _fsync(self.shard_dir)
         attrs = {
@@ -414,48 +398,16 @@ class FeatureStore:
         _fsync(self.path.parent)
 
     @staticmethod
-    def _encode(
-        h5: h5py.File,
-        backbone: Backbone,
-        paths: dict[str, str],
-        parts: Parts,
-        batch_size: int,
-        workers: int,
-        with_image: bool,
-        dtype: str,
-    ) -> None:
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
-        ids = list(paths)
-        if not ids:
-            return
-        what = "images" if with_image else ", ".join(f"{name} {values}" for name, values in parts.as_dict().items() if values)
-        batches = DataLoader(
-            _PreprocessedImages([paths[i] for i in ids], backbone.preprocess),
-            batch_size=batch_size,
-            num_workers=workers,
-            pin_memory=backbone.device.type == "cuda",
-            # fork: the workers only decode images (no CUDA), and the preprocessing holds lambdas
-            multiprocessing_context="fork" if workers else None,
-        )
-        for start, pixels in zip(range(0, len(ids), batch_size), tqdm(batches, desc=f"encoding {what}", unit="batch")):
-            features = encode_images(
-                backbone,
-                pixels,
-                list(parts.window_sizes),
-                with_image=with_image,
-                layers=list(parts.layers),
-                vv_layers=list(parts.vv_layers),
-            )
-            batch_ids = ids[start : start + batch_size]
+    def _write(h5: h5py.File, batches: Iterable[tuple[list[str], FeatureBatch]], with_image: bool, dtype: str, arch: str | None) -> None:
+        """Write each batch's values, one group per image, in ``dtype``; refuse values that overflow it."""
+        for batch_ids, features in batches:
             for name, values in _datasets(features, with_image).items():
                 with np.errstate(over="ignore"):
                     stored = values.astype(dtype)
                 if not np.isfinite(stored).all() and np.isfinite(values).all():
                     raise ValueError(
                         f"{name} of {batch_ids} exceeds the range of {dtype} (largest magnitude {np.abs(values).max():.4g}); "
-                        f"set storage_dtype: float32 for backbone {backbone.spec.get('arch')} in the config"
+                        f"set storage_dtype: float32 for backbone {arch} in the config"
                     )
                 for row, image_id in enumerate(batch_ids):
                     h5.require_group(image_id).create_dataset(name, data=stored[row])
