@@ -284,12 +284,12 @@ def fit_categories(wildcards):
 
 
 def fit_inputs(wildcards):
-    """Named inputs of a fit job: manifests, pools and feature stores of its categories, and its run's split (scope run)."""
+    """Named inputs of a fit job: manifests, reference pools and feature stores of its categories, and its run's split (scope run)."""
     pairs = fit_categories(wildcards)
     backbone = backbone_dir_of_scorer(wildcards.scorer)
     inputs = {
         "manifests": [f"{R}/data/{dataset}/manifest.csv" for dataset, _ in pairs],
-        "pools": [f"{R}/splits/{dataset}/{category}/pool.json" for dataset, category in pairs],
+        "reference_pools": [f"{R}/splits/{dataset}/{category}/pool.json" for dataset, category in pairs],
         "features": [feature_file(backbone, dataset, category, ".h5") for dataset, category in pairs],
     }
     if "run" in wildcards.keys():

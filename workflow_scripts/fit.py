@@ -12,8 +12,8 @@ job = FitJob(
     method_module=smk.params.method_module,
     scope=FitScope(wildcards.dataset, wildcards.category, wildcards.setting, int(wildcards.run)) if run_scope else FitScope(wildcards.dataset),
     categories=[
-        CategoryFiles(c["dataset"], c["category"], manifest, pool, store)
-        for c, manifest, pool, store in zip(smk.params.categories, smk.input.manifests, smk.input.pools, smk.input.features, strict=True)
+        CategoryFiles(c["dataset"], c["category"], manifest, reference_pool, store)
+        for c, manifest, reference_pool, store in zip(smk.params.categories, smk.input.manifests, smk.input.reference_pools, smk.input.features, strict=True)
     ],
     split_path=smk.input.split if run_scope else None,
     text_cache_dir=smk.params.text_cache,

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from fsad.data.manifest import read_manifest
-from fsad.evaluation.metrics import evaluate_scores, load_masks
+from fsad.data.images import load_masks
+from fsad.evaluation.metrics import evaluate_scores
 from fsad.io import atomic_path
 from fsad.provenance import environment_line
 from fsad.score_files import read_score_keys

@@ -1,4 +1,4 @@
-"""Image- and pixel-level anomaly detection metrics, and ground-truth masks at evaluation resolution.
+"""Image- and pixel-level anomaly detection metrics.
 
 Metric names (the ``metric`` column of ``metrics.csv``):
 
@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
@@ -223,28 +220,3 @@ def evaluate_scores(
         values["pixel_auroc"] = pixel_auroc(maps, masks)
         values["pixel_pro"] = pixel_pro(maps, masks, fpr_limit, num_thresholds)
     return values
-
-
-def load_masks(mask_paths: Sequence[str], labels: Sequence[int], size: int) -> np.ndarray | None:
-    """Ground-truth masks at evaluation resolution, ``(N, size, size)`` bool (nearest-neighbour resize, pixel > 0).
-
-    A normal image without a mask path gets an empty mask. When any anomalous image has no mask (a dataset
-    with image-level labels only), pixel metrics are undefined for the whole set: returns ``None``.
-    """
-    paths = ["" if path is None or (isinstance(path, float) and np.isnan(path)) else str(path) for path in mask_paths]
-    labels = [int(label) for label in labels]
-    if len(paths) != len(labels):
-        raise ValueError(f"{len(paths)} mask paths but {len(labels)} labels")
-    unmasked = sum(1 for path, label in zip(paths, labels) if label == 1 and not path)
-    if unmasked:
-        log.info("%d anomalous image(s) have no mask; pixel metrics are skipped for this set", unmasked)
-        return None
-    masks = np.zeros((len(paths), size, size), dtype=bool)
-    for index, path in enumerate(paths):
-        if not path:
-            continue
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: mask file listed in the manifest is missing; rerun the dataset's prepare step")
-        with Image.open(path) as mask:
-            masks[index] = np.asarray(mask.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 0
-    return masks

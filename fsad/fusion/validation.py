@@ -7,7 +7,7 @@ for the ``score`` column), and the test AUROCs of the uniform draws give the "on
 row (mean ± std over draws).
 
 Ties: with ten augmented images many draws reach validation AUROC 1.0. Both the choice and the oracle
-break ties by :data:`fsad.fusion.weights.TIE_BREAK` (largest validation margin, then lowest index), and
+break ties by :data:`fsad.fusion.score_weights.TIE_BREAK` (largest validation margin, then lowest index), and
 the report records how many draws tied (``n_tied``) and which (``tied_draws``).
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fsad.fusion.weights import TIE_BREAK, Selection, draw_weights, monte_carlo_select, sub_score_aurocs
+from fsad.fusion.score_weights import TIE_BREAK, Selection, draw_weights, monte_carlo_select, sub_score_aurocs
 from fsad.seeding import derive_seed
 
 
@@ -68,7 +68,7 @@ def validate_weights(
         test_scores: ``(N, S)`` sub-scores of the test images.
         test_labels: ``(N,)``; only used for the oracle and random-draw rows.
         names: the ``S`` sub-score names.
-        distributions: names from :data:`fsad.fusion.weights.DISTRIBUTIONS`.
+        distributions: names from :data:`fsad.fusion.score_weights.DISTRIBUTIONS`.
         n_draws: weight vectors drawn per distribution.
         seed: draws of distribution ``d`` use ``derive_seed(seed, "weights", d)``.
 

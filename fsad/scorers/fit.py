@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fsad.backbones.session import BackboneSession
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import pool_image_ids, read_split
 from fsad.io import atomic_path, read_json, write_json
@@ -22,7 +23,6 @@ from fsad.provenance import environment
 from fsad.scorers.base import FitContext, FitResult, TrainingCategory
 from fsad.scorers.method import resolve
 from fsad.scorers.registry import load_method
-from fsad.scorers.run import BackboneSession
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CategoryFiles:
-    """The files of one category a fit reads: its manifest, its pool (which images have features) and feature store."""
+    """The files of one category a fit reads: its manifest, its reference pool (``pool.json``: which images have
+    features; not a generator's pool) and its feature store."""
 
     dataset: str
     category: str
     manifest: str | Path
-    pool: str | Path
+    reference_pool: str | Path
     features_store: str | Path
 
 
@@ -47,7 +48,7 @@ def _training_category(files: CategoryFiles, class_name: str, device: torch.devi
     return TrainingCategory(
         dataset=files.dataset,
         category=files.category,
-        image_ids=pool_image_ids(read_json(files.pool)),
+        image_ids=pool_image_ids(read_json(files.reference_pool)),
         manifest=read_manifest(files.manifest, files.category).set_index("image_id", drop=False),
         features=read_by(lambda ids: store.load(ids, device=device), reader),
         class_name=class_name,

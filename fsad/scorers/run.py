@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,11 @@ import torch
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
 from fsad.io import atomic_path, remove_stale_temporaries, write_json
+from fsad.backbones.session import BackboneSession
 from fsad.logs import seconds_since_process_start
 from fsad.provenance import environment
 from fsad.scorers.base import GeneratedImages, ScoreResult, ScoringContext
-from fsad.scorers.method import FeatureNeeds, Method, resolve
+from fsad.scorers.method import Method, resolve
 from fsad.scorers.registry import load_method
 from fsad.score_files import write_score_table
 
@@ -67,46 +67,6 @@ def write_maps(maps: np.ndarray | None, image_ids: list[str], path: str | Path) 
         h5.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
         if maps is not None:
             h5.create_dataset("maps", data=maps.astype(np.float16), compression="gzip", compression_opts=4)
-
-
-@dataclass
-class BackboneSession:
-    """The backbone behind a feature store, loaded only when a job needs to encode something.
-
-    Prompt embeddings are memoised in ``text_cache_dir`` (shared by every job of the backbone), so a job
-    whose prompts are cached never builds the model. The text tower is rebuilt with the store's weights,
-    so text and image features always come from the same model.
-    """
-
-    spec: dict[str, Any]
-    weights: str
-    text_cache_dir: str | Path
-    weights_fallback: str
-    seed: int
-    device: torch.device
-
-    @cached_property
-    def backbone(self):
-        from fsad.backbones.loading import load_backbone
-
-        return load_backbone(self.spec, self.device, self.weights_fallback, self.seed, weights=self.weights)
-
-    @cached_property
-    def text_encoder(self):
-        from fsad.backbones.spec import canonical_spec
-        from fsad.text.cache import cached_text_encoder
-
-        return cached_text_encoder(lambda prompts: self.backbone.encode_text(prompts), self.text_cache_dir, [canonical_spec(self.spec), self.weights])
-
-    def image_encoder(self, needs: FeatureNeeds):
-        """``list[PIL.Image] -> FeatureBatch`` holding what ``needs`` names, for images outside the feature store."""
-        def encode(images: list) -> Any:
-            from fsad.backbones.window_embeddings import encode_images  # open_clip: only for jobs that encode
-
-            pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-            return encode_images(self.backbone, pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers)
-
-        return encode
 
 
 def read_model(path: str | Path | None, device: torch.device) -> dict[str, torch.Tensor]:

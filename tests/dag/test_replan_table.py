@@ -252,7 +252,7 @@ ROWS: list[Row] = [
     *method_rows("anomalous_memory", "anomalous_memory", {
         **{key: (value, after_score("anomalous_memory")) for key, value in {
             "prompt_preset": "anomalib", "temperature": 0.05, "coverage_threshold": 0.3, "partial_windows": "normal", "text_normalisation": "raw_mean",
-            "class_name_mode": "verbatim", "n_augmentations": 3, "n_draws": 7, "distributions": ["uniform"], "weights": "normal"}.items()},
+            "class_name_mode": "verbatim", "n_augmentations": 3, "n_draws": 7, "distributions": ["uniform"], "score_weights": "normal"}.items()},
         "window_sizes": ([2, 3, 5], ["extract_features:vitb16plus/synthetic/*", *after_score("anomalous_memory", "winclip", "winclip_b")]),
         "baseline_scorer": ("winclip_b", report_of("anomalous_memory")),
         "baseline_setting": ("zs", report_of("anomalous_memory")),

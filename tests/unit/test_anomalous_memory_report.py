@@ -20,7 +20,7 @@ from fsad.scorers.anomalous_memory.report import (
     weight_validation_table,
     write_report,
 )
-from fsad.fusion.weights import TIE_BREAK
+from fsad.fusion.score_weights import TIE_BREAK
 from fsad.score_files import write_score_table
 from fsad.scorers.method import ReportContext
 

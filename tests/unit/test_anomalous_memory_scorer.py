@@ -116,9 +116,9 @@ def searched(monkeypatch):
     return draws, calls
 
 
-def test_weights_mode_scores_with_the_draw_that_separates_the_augmented_validation_set_best(manifest, searched):
+def test_score_weights_score_with_the_draw_that_separates_the_augmented_validation_set_best(manifest, searched):
     draws, calls = searched
-    result = anomalous_scorer.score(make_context(manifest, {"weights": "uniform", "distributions": ["uniform"], "n_draws": 40}))
+    result = anomalous_scorer.score(make_context(manifest, {"score_weights": "uniform", "distributions": ["uniform"], "n_draws": 40}))
     [(validation_scores, validation_labels)] = calls
     # 5 augmentations of the anomalous reference, 5 of the validation normal
     assert sorted(validation_labels) == [0] * 5 + [1] * 5 and validation_scores.shape == (10, len(SUB_SCORES))
@@ -136,7 +136,7 @@ def test_weights_mode_scores_with_the_draw_that_separates_the_augmented_validati
 
 def test_the_test_labels_never_reach_the_chosen_weights(manifest, searched):
     _, calls = searched
-    params = {"weights": "uniform", "distributions": ["uniform"], "n_draws": 40}
+    params = {"score_weights": "uniform", "distributions": ["uniform"], "n_draws": 40}
     first = anomalous_scorer.score(make_context(manifest, params))
     flipped = manifest.copy()
     tests = [f"test{i}" for i in range(6)]
@@ -173,8 +173,8 @@ def test_validation_needs_an_encoder_and_a_validation_normal(manifest):
         anomalous_scorer.score(make_context(manifest, validation=()))
     baseline_only = anomalous_scorer.score(make_context(manifest, {"distributions": []}, encode=None, validation=()))
     assert baseline_only.extra["validation"] is None
-    with pytest.raises(ValueError, match="weights is 'normal'"):
-        anomalous_scorer.score(make_context(manifest, {"weights": "normal", "distributions": ["uniform"]}))
+    with pytest.raises(ValueError, match="score_weights is 'normal'"):
+        anomalous_scorer.score(make_context(manifest, {"score_weights": "normal", "distributions": ["uniform"]}))
 
 
 def test_an_empty_reference_mask_names_the_mask_file(manifest):

@@ -32,7 +32,7 @@ from fsad.diffusion.config import generator_params
 from fsad.diffusion.image_sets import read_image_set
 from fsad.features.store import FeatureStore
 from fsad.io import read_json
-from fsad.scorers.run import BackboneSession
+from fsad.backbones.session import BackboneSession
 
 from .diffusion_fixtures import one_thread  # noqa: F401
 from .read_audit import ReadAudit, read_audit
@@ -42,7 +42,7 @@ RESOLUTION = 32
 DEVPROMPT = {"epochs": 2, "synthetic_anomalies": 4, "reference_draws": 64, "vv_block": 2, "defect_types": ["spot", "cutpaste"]}
 FAPROMPT = {"train_dataset": "toy", "vv_layers": [2], "epochs": 1, "batch_size": 4, "dap_patches": 5}
 ONE_TO_NORMAL = {"layers": [1, 2], "text_map_epochs": 1, "text_map_batch_size": 4}
-ANOMALOUS_MEMORY = {"window_sizes": [2, 3], "n_augmentations": 4, "n_draws": 8, "distributions": ["uniform"], "weights": "uniform"}
+ANOMALOUS_MEMORY = {"window_sizes": [2, 3], "n_augmentations": 4, "n_draws": 8, "distributions": ["uniform"], "score_weights": "uniform"}
 GENERATOR = {
     "base_model": "tiny", "resolution": RESOLUTION, "precision": "fp32",
     "class_images": {"count": 2, "steps": 2, "batch_size": 2},

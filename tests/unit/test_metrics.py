@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryPrecisionRecallCurve
 
+from fsad.data.images import load_masks
 from fsad.score_files import write_score_table
 from fsad.evaluation.collect import METRICS_COLUMNS, combine_metrics, evaluate_run, read_metrics, write_metrics
 from fsad.evaluation.metrics import (
@@ -23,7 +24,6 @@ from fsad.evaluation.metrics import (
     image_ap,
     image_auroc,
     label_regions,
-    load_masks,
     pixel_auroc,
     pixel_pro,
     pro_curve,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fsad.features.types import FeatureBatch
-from fsad.fusion.weights import auroc
+from fsad.fusion.score_weights import auroc
 from fsad.scorers.base import FitContext, TrainingCategory
 from fsad.scorers.one_to_normal.fit import fit
 from fsad.scorers.one_to_normal.torch_model import TextMaps, image_score, text_probabilities

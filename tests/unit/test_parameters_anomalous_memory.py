@@ -41,7 +41,7 @@ COVERED: dict[str, str] = {
     "anomalous_memory.n_augmentations": "test_the_weight_search_parameters_reach_the_validation",
     "anomalous_memory.n_draws": "test_the_weight_search_parameters_reach_the_validation",
     "anomalous_memory.distributions": "test_the_weight_search_parameters_reach_the_validation",
-    "anomalous_memory.weights": "test_the_weight_search_parameters_reach_the_validation",
+    "anomalous_memory.score_weights": "test_the_weight_search_parameters_reach_the_validation",
     "anomalous_memory.baseline_scorer": "test_table_1_compares_with_the_configured_baseline_scorer_and_setting",
     "anomalous_memory.baseline_setting": "test_table_1_compares_with_the_configured_baseline_scorer_and_setting",
 }
@@ -209,8 +209,8 @@ def test_partial_windows_normal_puts_the_touching_windows_into_the_reference_mem
 # Two searches whose counts differ from each other and from the defaults (10 augmentations, 100 draws, three
 # distributions, baseline weights).
 SEARCHES = [
-    {"distributions": ["normal", "uniform"], "weights": "uniform", "n_augmentations": 5, "n_draws": 7},
-    {"distributions": ["student_t"], "weights": "student_t", "n_augmentations": 4, "n_draws": 3},
+    {"distributions": ["normal", "uniform"], "score_weights": "uniform", "n_augmentations": 5, "n_draws": 7},
+    {"distributions": ["student_t"], "score_weights": "student_t", "n_augmentations": 4, "n_draws": 3},
 ]
 
 
@@ -251,8 +251,8 @@ def test_the_weight_search_parameters_reach_the_validation(runs, searches, case)
         weights = np.array(report["distributions"][distribution]["weights"])
         np.testing.assert_allclose(out.scores[f"score_{distribution}"], subs @ weights, atol=1e-5)
     # ``weights`` picks the total of ``score`` and the weights of the fused map
-    chosen = np.array(report["distributions"][params["weights"]]["weights"])
-    assert out.details["scorer_details"]["weights_mode"] == params["weights"]
+    chosen = np.array(report["distributions"][params["score_weights"]]["weights"])
+    assert out.details["scorer_details"]["score_weights"] == params["score_weights"]
     np.testing.assert_allclose(out.scores["score"], subs @ chosen, atol=1e-5)
     assert not np.allclose(out.scores["score"], out.scores["score_baseline"], atol=1e-4)
     assert len(fused_with) == 1

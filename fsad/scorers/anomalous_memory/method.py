@@ -14,8 +14,8 @@ TABLES = ("table1_one_sample", "table2_sub_scores_test", "table3_sub_scores_vali
 
 
 def _check(params: Params, config: dict[str, Any]) -> str | None:
-    if params["weights"] != "baseline" and params["weights"] not in params["distributions"]:
-        return f"weights is {params['weights']!r} but distributions are {params['distributions']}; use baseline or one of them"
+    if params["score_weights"] != "baseline" and params["score_weights"] not in params["distributions"]:
+        return f"score_weights is {params['score_weights']!r} but distributions are {params['distributions']}; use baseline or one of them"
     baseline = config["scorers"].get(params["baseline_scorer"])
     if baseline is None:
         return (

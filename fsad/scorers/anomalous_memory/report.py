@@ -25,7 +25,7 @@ from PIL import Image
 from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.evaluation.metrics import SUB_SCORE_PREFIX
 from fsad.evaluation.tables import MEAN_ROW, MISSING, category_means, mean_std_cells, over_runs, percent, stats_cells, write_table
-from fsad.fusion.weights import DISTRIBUTIONS, TIE_BREAK
+from fsad.fusion.score_weights import DISTRIBUTIONS, TIE_BREAK
 from fsad.io import read_json, save_figure
 from fsad.scorers.anomalous_memory.method import TABLES
 from fsad.scorers.method import ReportContext

@@ -3,7 +3,7 @@
 Params (``schema.yaml`` beside this module, defaults filled in): ``window_sizes`` (the patch scale is always
 added), ``coverage_threshold``, ``partial_windows`` (see
 :func:`~fsad.scorers.anomalous_memory.torch_model.split_by_coverage`), ``n_augmentations``, ``n_draws``,
-``distributions``, ``weights`` (``baseline`` or a distribution: which total fills ``score`` and the fused
+``distributions``, ``score_weights`` (``baseline`` or a distribution: which total fills ``score`` and the fused
 map), ``prompt_preset``, ``temperature``, ``text_normalisation`` (as winclip).
 
 The zero-shot map (part of the fused map) aggregates the windows of every size in ``window_sizes``; the
@@ -27,7 +27,7 @@ from PIL import Image
 
 from fsad.data.augment import augment
 from fsad.fusion.validation import WeightValidation, validate_weights
-from fsad.fusion.weights import baseline_weights
+from fsad.fusion.score_weights import baseline_weights
 from fsad.scorers.anomalous_memory.torch_model import (
     DualMemory,
     anomalous_memory_scores,
@@ -100,7 +100,7 @@ def _validate(
     if not ctx.split.validation:
         raise ValueError(
             f"anomalous_memory weight validation needs a normal validation image, {ctx.split.label} has none; use a setting "
-            f"with validation_normals >= 1 (e.g. a1), or set scorers.anomalous_memory.distributions to [] and weights to baseline"
+            f"with validation_normals >= 1 (e.g. a1), or set scorers.anomalous_memory.distributions to [] and score_weights to baseline"
         )
     images, labels = _augmented_set(ctx, image, mask, params["n_augmentations"])
     features = ctx.encode_images(images).to(ctx.device)
@@ -126,10 +126,10 @@ def score(ctx: ScoringContext) -> ScoreResult:
     temperature = preset_temperature(params["prompt_preset"], params["temperature"])
     names = sub_score_names(window_sizes)
     distributions = list(params["distributions"])
-    mode = params["weights"]
+    mode = params["score_weights"]
     coverage_threshold = float(params["coverage_threshold"])
     if mode != "baseline" and mode not in distributions:
-        raise ValueError(f"anomalous_memory: weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
+        raise ValueError(f"anomalous_memory: score_weights is {mode!r} but distributions are {distributions}; use baseline or one of them")
 
     ref_id, image, mask = _anomalous_sample(ctx)
     reference = ctx.features([ref_id])
@@ -169,7 +169,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     maps = upsample_maps(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
     extra = {
         "anomalous_ref": ref_id,
-        "weights_mode": mode,
+        "score_weights": mode,
         "sub_scores": names,
         "baseline_weights": [float(w) for w in weights["baseline"]],
         "memory": {scale: choice.summary() for scale, choice in memory.choices.items()},

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fsad.evaluation.metrics import load_masks
+from fsad.data.images import load_masks
 from fsad.scorers.base import IMAGES_PER_STEP, FitContext, FitResult, TrainingCategory
 from fsad.scorers.faprompt.losses import training_loss
 from fsad.scorers.faprompt.params import build_learner, loss_config, score_config, token_levels

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fsad.fusion.validation import validate_weights
-from fsad.fusion.weights import auroc, baseline_weights, draw_weights, monte_carlo_select
+from fsad.fusion.score_weights import auroc, baseline_weights, draw_weights, monte_carlo_select
 
 
 def test_baseline_gives_a_third_to_zero_shot_and_a_twelfth_to_each_of_four_scales_per_memory():
