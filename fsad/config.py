@@ -31,6 +31,18 @@ def check_complete(config: dict[str, Any]) -> None:
         )
 
 
+def check_datasets(config: dict[str, Any]) -> None:
+    """Each dataset's options against its kind's schema (``fsad/data/adapters/<kind>.schema.yaml``).
+
+    Raises:
+        ConfigError: ``config: datasets.<name>.<key>: ...`` for an option the kind does not have or a bad value.
+    """
+    from fsad.data.registry import get_adapter
+
+    for spec in config["datasets"]:
+        get_adapter(spec["kind"]).options(spec)
+
+
 def canonical(value: Any) -> Any:
     """Recursively key-sorted copy of ``value``.
 

@@ -8,13 +8,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from fsad.backbones.spec import backbone_key, network_spec
-from fsad.config import canonical, check_complete, check_config
+from fsad.config import canonical, check_complete, check_config, check_datasets
 from fsad.data.registry import dataset_categories
 from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
 check_complete(config)
 validate(config, schema="../config/schema.yaml")
+check_datasets(config)  # each kind's options: fsad/data/adapters/<kind>.schema.yaml
 
 R = config["results_dir"]
 PLUGINS = config.get("plugins", [])

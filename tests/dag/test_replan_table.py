@@ -1,7 +1,7 @@
 """Each config key replans exactly the stages it belongs to: one DAG build per key, against a base DAG, no job run.
 
-The keys come from the schemas (config/schema.yaml, every method's schema.yaml, fsad/diffusion/schema.yaml):
-:func:`test_every_config_key_has_a_row` fails naming any key without a row here. Each row gives a changed value and
+The keys come from the schemas (config/schema.yaml, every dataset adapter's and every method's schema.yaml,
+fsad/diffusion/schema.yaml): :func:`test_every_config_key_has_a_row` fails naming any key without a row here. Each row gives a changed value and
 the jobs it must replan (and remove), as label patterns (``rule:wildcards``, see tests/dag/dag_build.py) written
 from what each stage reads, never computed with rules/common.smk.
 """
@@ -115,6 +115,12 @@ def datasets_with(which: str, /, **fields: Any) -> dict[str, Any]:
     return {"datasets": [d | fields if d["name"] == which else d for d in default]}
 
 
+def dataset_replaced(which: str, /, **fields: Any) -> dict[str, Any]:
+    """The default's datasets with entry ``which`` replaced by ``fields`` under the same name: another kind takes
+    other options (its adapter's schema refuses the old kind's)."""
+    return {"datasets": [{"name": which, **fields} if d["name"] == which else d for d in datasets_with(which)["datasets"]]}
+
+
 def settings_with(which: str, /, **fields: Any) -> dict[str, Any]:
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["settings"]
     return {"settings": [s | fields if s["name"] == which else s for s in default]}
@@ -169,7 +175,7 @@ ROWS: list[Row] = [
         {**datasets_with("elpv", name="cells"), "scorers": {"faprompt": {"datasets": ["textile", "cells"]}, "anomalyclip": {"datasets": ["textile", "cells"]},
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
-    Row("datasets.kind", "default", datasets_with("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
+    Row("datasets.kind", "default", dataset_replaced("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
         ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
     Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
@@ -326,11 +332,14 @@ def schema_keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def declared_keys() -> set[str]:
+    from fsad.data.registry import adapters
     from fsad.diffusion.config import SCHEMA as GENERATOR_SCHEMA
     from fsad.scorers.registry import builtin_method_modules, load_method
 
     config = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     keys = schema_keys(config)
+    # a dataset's options, declared by its kind's adapter (fsad/data/adapters/<kind>.schema.yaml)
+    keys |= {f"datasets.{key}" for adapter in adapters().values() for key in schema_keys(adapter.option_schema())}
     # a section that only holds sub-keys has no row of its own
     keys -= {"reference_pool", "evaluation"}
     keys |= {f"generators.{key}" for key in schema_keys(yaml.safe_load(Path(GENERATOR_SCHEMA).read_text()))}

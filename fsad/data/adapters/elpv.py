@@ -5,8 +5,8 @@ with, per cell, the experts' defect probability (0, 1/3, 2/3 or 1) and the cell 
 Categories are the cell types ``mono`` and ``poly``.
 
 * normal: probability 0 (label 0, defect_type ``good``);
-* anomalous: probability above ``spec['anomaly_threshold']`` (default 0.5; label 1, defect_type
-  the rounded probability, ``p0.67`` or ``p1.00``);
+* anomalous: probability above ``spec['anomaly_threshold']`` (declared in ``elpv.schema.yaml``; label 1,
+  defect_type the rounded probability, ``p0.67`` or ``p1.00``);
 * cells in between (0 < p <= threshold; 1/3 at the default) are uncertain and dropped.
 
 There are no pixel masks. The package has no train/test split: normal cells are assigned by the
@@ -26,7 +26,6 @@ from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, register
 
 CELL_TYPES = ["mono", "poly"]
-DEFAULT_ANOMALY_THRESHOLD = 0.5
 
 
 def elpv_categories(spec: DatasetSpec) -> list[str]:
@@ -63,9 +62,7 @@ def read_elpv_labels(labels_csv: Path) -> pd.DataFrame:
 @register("elpv", categories=elpv_categories, has_masks=False)
 def prepare_elpv(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     """Manifest rows: normal (p = 0) and anomalous (p > threshold) cells, uncertain ones dropped."""
-    threshold = float(spec.get("anomaly_threshold", DEFAULT_ANOMALY_THRESHOLD))
-    if not 0 <= threshold < 1:
-        raise ValueError(f"dataset {spec.get('name', 'elpv')!r}: anomaly_threshold must be in [0, 1), got {threshold}")
+    threshold = spec["anomaly_threshold"]  # in [0, 1): elpv.schema.yaml
     root = elpv_root(spec)
     labels = read_elpv_labels(root / "labels.csv")
     rows = []
