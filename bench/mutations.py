@@ -69,8 +69,8 @@ MUTATIONS = [
     Mutation("devprompt_margin_and_topk_swapped", "fsad/scorers/devprompt/fit.py",
              'margin=params["margin"],\n        topk_ratio=params["topk_ratio"],', 'margin=params["topk_ratio"],\n        topk_ratio=params["margin"],',
              (U + "test_parameters_devprompt.py",)),
-    Mutation("devprompt_smoothing_dropped", "fsad/scorers/devprompt/scorer.py", 'smooth_maps(_numpy(maps), params["smoothing_sigma"])',
-             "smooth_maps(_numpy(maps), 4.0)", (U + "test_parameters_devprompt.py",)),
+    Mutation("devprompt_smoothing_dropped", "fsad/scorers/devprompt/scorer.py", 'smooth(concat_numpy(maps), params["smoothing_sigma"])',
+             "smooth(concat_numpy(maps), 4.0)", (U + "test_parameters_devprompt.py",)),
     Mutation("devprompt_alignment_weight_at_its_default", "fsad/scorers/devprompt/fit.py", 'alignment_weight=params["alignment_weight"]',
              "alignment_weight=0.001", (U + "test_parameters_devprompt.py",)),
     # --- One-to-Normal and the generators ----------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from fsad.data.augment import augment
+from fsad.maps import upsample
 from fsad.fusion.validation import WeightValidation, validate_weights
 from fsad.fusion.weights import baseline_weights
 from fsad.scorers.anomalous_memory.torch_model import (
@@ -37,7 +38,6 @@ from fsad.scorers.anomalous_memory.torch_model import (
     weighted_total,
 )
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.seeding import derive_seed
 from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
@@ -166,7 +166,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     columns: dict[str, object] = {"image_id": ids, "score": weighted_total(test_sub_scores, chosen).cpu().numpy()}
     columns |= {name: test_sub_scores[:, i].cpu().numpy() for i, name in enumerate(names)}
     columns |= {f"score_{name}": weighted_total(test_sub_scores, torch.as_tensor(w, dtype=torch.float32)).cpu().numpy() for name, w in weights.items()}
-    maps = upsample_maps(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
+    maps = upsample(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
     extra = {
         "anomalous_ref": ref_id,
         "weights_mode": mode,

@@ -13,14 +13,13 @@ holds the memory's make-up and each test image's personalized file, prompt and S
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
 from fsad.diffusion.image_sets import FIXED_SUFFIX, pool_generated_ids
+from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.one_to_normal.torch_model import BRANCHES, TextMaps, branch_pair_columns, build_memory, combine, image_score, position_distances, triplet_scores
-from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 NAME = "one_to_normal"
@@ -66,9 +65,9 @@ def score(ctx: ScoringContext) -> ScoreResult:
             columns.setdefault(name, []).append(value)
         grid = features.grid
         combined = combine(out.maps, params["alpha"], params["beta"]).reshape(-1, grid, grid)
-        maps.append(upsample_maps(combined, ctx.map_size))
+        maps.append(upsample(combined, ctx.map_size))
 
-    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: concat_numpy(parts) for name, parts in columns.items()}})
     frame = frame.assign(**branch_pair_columns({b: frame[b].to_numpy() for b in BRANCHES}, params["alpha"], params["beta"]))
     shown = personalized_index.loc[list(ctx.split.test)]
     extra = {
@@ -80,8 +79,4 @@ def score(ctx: ScoringContext) -> ScoreResult:
             for image_id, row in zip(shown.index, shown.itertuples())
         },
     }
-    return ScoreResult(frame, _numpy(maps), extra)
-
-
-def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).float().cpu().numpy()
+    return ScoreResult(frame, concat_numpy(maps), extra)

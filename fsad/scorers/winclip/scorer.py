@@ -9,14 +9,14 @@ of the run's pool (``generated_references`` of them, all when null) join the ref
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
 from fsad.diffusion.image_sets import pool_generated_ids
 from fsad.features.types import FeatureBatch
+from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
+from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
 from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
 
 
@@ -41,13 +41,13 @@ def score(ctx: ScoringContext) -> ScoreResult:
         out = winclip_scores(features, text, window_sizes, temperature, memory)
         image_scores.append(out.image_scores)
         sub_scores.append(out.sub_scores)
-        maps.append(upsample_maps(out.maps, ctx.map_size))
+        maps.append(upsample(out.maps, ctx.map_size))
 
-    columns = {"image_id": ids, "score": _cat_numpy(image_scores)}
+    columns = {"image_id": ids, "score": concat_numpy(image_scores)}
     for name in sub_scores[0]:
-        columns[name] = _cat_numpy([step[name] for step in sub_scores])
+        columns[name] = concat_numpy([step[name] for step in sub_scores])
     frame = pd.DataFrame(columns)
-    return ScoreResult(frame, _cat_numpy(maps))
+    return ScoreResult(frame, concat_numpy(maps))
 
 
 def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | None) -> FeatureBatch:
@@ -62,7 +62,3 @@ def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | 
         references.grid,
         reader=references.reader,
     )
-
-
-def _cat_numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).float().cpu().numpy()
