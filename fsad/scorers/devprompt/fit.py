@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 
 from fsad.data.images import read_image
+from fsad.features.projection import project_tokens
 from fsad.scorers.base import FitContext, FitResult, TrainingCategory
 from fsad.scorers.devprompt.anomalies import synthetic_anomalies
 from fsad.scorers.devprompt.deviation import reference_statistics
 from fsad.scorers.devprompt.prompt_learner import PromptLearner
 from fsad.scorers.devprompt.prompt_texts import ABNORMAL_PLACEHOLDER, NORMAL_PLACEHOLDER, abnormal_states, prompt_texts, tokenize_checked
-from fsad.scorers.devprompt.torch_model import patch_tokens, project_tokens
+from fsad.scorers.devprompt.torch_model import patch_tokens
 from fsad.scorers.devprompt.training import TrainingConfig, train_prompts
 
 log = logging.getLogger(__name__)

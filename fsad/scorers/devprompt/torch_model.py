@@ -26,11 +26,6 @@ def patch_tokens(features: FeatureBatch, vv_block: int | None) -> torch.Tensor:
     return features.patch_tokens if vv_block is None else features.vv_layers[vv_block]
 
 
-def project_tokens(tokens: torch.Tensor, visual_proj: torch.Tensor) -> torch.Tensor:
-    """``(N, P, W)`` patch tokens after ``ln_post`` -> ``(N, P, D)`` normalised joint-space patch embeddings."""
-    return F.normalize(tokens.float() @ visual_proj.float(), dim=-1)
-
-
 def prompt_cosines(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """``(..., 2)`` cosines with the normal and abnormal prototypes (``(2, D)``, normalised) of ``(..., D)`` embeddings."""
     return F.normalize(embeddings, dim=-1) @ prototypes.T
