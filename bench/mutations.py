@@ -43,7 +43,7 @@ U, DAG = "tests/unit/", "tests/dag/"
 MUTATIONS = [
     # --- WinCLIP and the anomalous memory ---------------------------------------------------------
     Mutation("winclip_temperature_replaced_by_the_presets", "fsad/scorers/winclip/scorer.py",
-             'preset_temperature(params["prompt_preset"], params["temperature"])', 'preset_temperature(params["prompt_preset"], None)',
+             "temperature = prompt_temperature(params)", 'temperature = prompt_temperature({**params, "temperature": None})',
              (U + "test_parameters_winclip.py",)),
     Mutation("winclip_window_sizes_cut_to_the_first", "fsad/scorers/winclip/scorer.py",
              'window_sizes = list(params["window_sizes"])', 'window_sizes = list(params["window_sizes"])[:1]', (U + "test_parameters_winclip.py",)),

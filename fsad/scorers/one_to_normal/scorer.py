@@ -3,7 +3,7 @@ anomaly-free pool and the prompts (see :mod:`fsad.scorers.one_to_normal.torch_mo
 
 Params (``schema.yaml`` beside this module, defaults filled in): ``layers``, ``alpha``, ``beta``, ``memory_size``
 (the pool memory: the run's references, then generated images in pool order, up to this many images),
-``prompt_preset``, ``temperature``, ``text_normalisation``. ``ctx.model`` holds the fitted text maps.
+``prompt_preset``, ``temperature``, ``text_normalisation`` (:mod:`fsad.text.prompt_params`). ``ctx.model`` holds the fitted text maps.
 
 Columns: ``score`` (A), ``s_p``, ``s_n``, ``s_text`` and, when the generator personalized under a fixed prompt too,
 ``s_p_fixed`` (S_P against that image) and ``score_fixed`` (A with it): the prompt ablation; and
@@ -20,7 +20,7 @@ from fsad.diffusion.image_sets import FIXED_SUFFIX, pool_generated_ids
 from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.one_to_normal.torch_model import BRANCHES, TextMaps, branch_pair_columns, build_memory, combine, image_score, position_distances, triplet_scores
-from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 NAME = "one_to_normal"
 
@@ -42,8 +42,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
         raise ValueError(f"{NAME} reads its generator's pool and personalized images; the score job got none (check Method.generated)")
     params = ctx.params
     levels = list(params["layers"])
-    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
-    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
+    temperature = prompt_temperature(params)
+    text = class_text_embeddings(params, ctx.text_encoder, ctx.class_name, ctx.device)
     text_maps = TextMaps.from_tensors(ctx.model).to(ctx.device).requires_grad_(False)
     memory, make_up = _memory(ctx, levels)
     personalized_index = ctx.personalized.index.set_index("image_id")

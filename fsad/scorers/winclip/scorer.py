@@ -1,8 +1,8 @@
 """The ``winclip`` scorer: text embeddings and reference memory from the context, scores of the test images.
 
-Params (``schema.yaml`` beside this module, defaults filled in): ``prompt_preset``, ``temperature`` (None:
-the preset's), ``window_sizes``, ``text_normalisation`` (None: the preset's). ``class_name_mode`` is
-resolved into ``ctx.class_name`` by :mod:`fsad.scorers.run`.
+Params (``schema.yaml`` beside this module, defaults filled in): ``window_sizes``, and the shared prompt parameters
+``prompt_preset``, ``temperature`` (None: the preset's), ``text_normalisation`` (None: the preset's)
+(:mod:`fsad.text.prompt_params`). ``class_name_mode`` is resolved into ``ctx.class_name`` by :mod:`fsad.scorers.run`.
 Zero-shot when the split has no normal references, WinCLIP+ otherwise. With ``generator`` set, the generated images
 of the run's pool (``generated_references`` of them, all when null) join the references (One-to-Normal's transfer).
 """
@@ -17,15 +17,15 @@ from fsad.features.types import FeatureBatch
 from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
-from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 
 def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with WinCLIP (no normal references) or WinCLIP+ (``split.normal_refs``)."""
     params = ctx.params
     window_sizes = list(params["window_sizes"])
-    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
-    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
+    temperature = prompt_temperature(params)
+    text = class_text_embeddings(params, ctx.text_encoder, ctx.class_name, ctx.device)
 
     memory = None
     if ctx.split.normal_refs:
