@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 
 from fsad.data.augment import augment
-from fsad.maps import upsample
 from fsad.fusion.validation import WeightValidation, validate_weights
 from fsad.fusion.weights import baseline_weights
+from fsad.maps import upsample
 from fsad.scorers.anomalous_memory.torch_model import (
     DualMemory,
     anomalous_memory_scores,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.devprompt.deviation import top_k_count
 from fsad.features.projection import project_tokens
 from fsad.maps import concat_numpy, smooth, upsample
+from fsad.scorers.base import ScoreResult, ScoringContext
+from fsad.scorers.devprompt.deviation import top_k_count
 from fsad.scorers.devprompt.torch_model import devprompt_scores, patch_tokens, textual_anomaly
 
 

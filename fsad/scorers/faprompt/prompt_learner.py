@@ -1,8 +1,9 @@
 """Learned prompts of FAPrompt (CAP, DAP) and AnomalyCLIP, and their templates on the frozen open_clip text tower.
 
-Pure torch; the open_clip ``CLIP`` model is read, never changed (the forward: :mod:`fsad.text.learned_prompts`). Sources: the FAPrompt paper (Sec. 3.3-3.4),
-mala-lab/FAPrompt ``FAPrompt.py`` and zqhang/AnomalyCLIP ``prompt_ensemble.py`` / ``AnomalyCLIP_lib/AnomalyCLIP.py``
-(``ResidualAttentionBlock_learnable_token``, ``encode_text_learn``).
+Pure torch; the open_clip ``CLIP`` model is read, never changed (its forward: :mod:`fsad.text.learned_prompts`).
+Sources: the FAPrompt paper (Sec. 3.3-3.4), mala-lab/FAPrompt ``FAPrompt.py`` and zqhang/AnomalyCLIP
+``prompt_ensemble.py`` / ``AnomalyCLIP_lib/AnomalyCLIP.py`` (``ResidualAttentionBlock_learnable_token``,
+``encode_text_learn``).
 
 Prompts, as token sequences (``[N]`` learnable normal tokens, ``[A]`` learnable abnormal tokens):
 
