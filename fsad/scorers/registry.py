@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from fsad.scorers.method import SELECTION_KEYS, Method, Params
+from fsad.scorers.method_schema import load_schema
 
 BUILTIN_PACKAGE = "fsad.scorers"
 
@@ -103,11 +104,6 @@ def _copy(value: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-@cache
-def _schema(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
-
-
 def method_params(method: Method, params: Params, where: str = "scorer") -> Params:
     """``params`` (without the instance's selection keys) checked against the method's schema, defaults filled in.
 
@@ -119,13 +115,13 @@ def method_params(method: Method, params: Params, where: str = "scorer") -> Para
 
 
 def validated(schema_path: Path, params: Params, where: str, owner: str) -> Params:
-    """``params`` checked against the YAML JSON schema at ``schema_path``, defaults filled in and numbers in the
+    """``params`` checked against the YAML JSON schema at ``schema_path`` (its fragments included), defaults filled in and numbers in the
     declared type (:func:`_as_declared`), in place.
 
     Raises:
         MethodError: naming ``where``, the offending key, ``owner`` (what the schema belongs to) and the schema's rule.
     """
-    schema = _schema(schema_path)
+    schema = load_schema(schema_path)
     validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: list(e.path))
     if errors:

@@ -334,6 +334,7 @@ def schema_keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
 def declared_keys() -> set[str]:
     from fsad.data.registry import adapters
     from fsad.diffusion.config import SCHEMA as GENERATOR_SCHEMA
+    from fsad.scorers.method_schema import load_schema
     from fsad.scorers.registry import builtin_method_modules, load_method
 
     config = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
@@ -346,7 +347,7 @@ def declared_keys() -> set[str]:
     keys -= {"generators.class_images", "generators.dreambooth", "generators.pool", "generators.personalization", "generators.dreambooth.augment"}
     for module in builtin_method_modules().values():
         method = load_method(module)
-        schema = yaml.safe_load(Path(method.schema).read_text())
+        schema = load_schema(method.schema)  # its included fragments' properties too
         keys |= {f"scorers.{method.name}.{name}" for name in schema["properties"]}
     return keys
 

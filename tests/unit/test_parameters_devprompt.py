@@ -434,9 +434,9 @@ def prompt_fits(world):
         for name, extra in (("readable", {}), ("verbatim", {"class_states": False, "class_name_mode": "verbatim"})):
             calls: dict[str, list] = {}
             with pytest.MonkeyPatch.context() as inner:
-                spy(inner, fit_module, "tokenize_checked", calls)
+                spy(inner, fit_module, "tokenize_with_placeholders", calls)
                 fitted = run_fit(world, {**PROMPT_PARAMS, **extra}, f"prompts-{name}")
-            out[name] = fitted, [c["prompts"] for c in calls["tokenize_checked"]]
+            out[name] = fitted, [c["prompts"] for c in calls["tokenize_with_placeholders"]]
     return out
 
 

@@ -17,13 +17,15 @@ import torch
 from PIL import Image
 
 from fsad.data.images import read_image
+from fsad.features.projection import project_tokens
 from fsad.scorers.base import FitContext, FitResult, TrainingCategory
 from fsad.scorers.devprompt.anomalies import synthetic_anomalies
 from fsad.scorers.devprompt.deviation import reference_statistics
 from fsad.scorers.devprompt.prompt_learner import PromptLearner
-from fsad.scorers.devprompt.prompt_texts import ABNORMAL_PLACEHOLDER, NORMAL_PLACEHOLDER, abnormal_states, prompt_texts, tokenize_checked
-from fsad.scorers.devprompt.torch_model import patch_tokens, project_tokens
+from fsad.scorers.devprompt.prompt_texts import ABNORMAL_PLACEHOLDER, NORMAL_PLACEHOLDER, abnormal_states, prompt_texts
+from fsad.scorers.devprompt.torch_model import patch_tokens
 from fsad.scorers.devprompt.training import TrainingConfig, train_prompts
+from fsad.text.learned_prompts import tokenize_with_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,9 @@ def build_learner(backbone, category: TrainingCategory, params: dict, generator:
     normal_places = [(NORMAL_PLACEHOLDER, 1, n_ctx)]
     return PromptLearner(
         backbone.model.token_embedding,
-        tokenize_checked(backbone.tokenizer, texts.normal, normal_places),
-        tokenize_checked(backbone.tokenizer, texts.handcrafted, normal_places),
-        tokenize_checked(backbone.tokenizer, texts.learned, [*normal_places, (ABNORMAL_PLACEHOLDER, 1 + n_ctx, n_abnormal_ctx)]),
+        tokenize_with_placeholders(backbone.tokenizer, texts.normal, normal_places),
+        tokenize_with_placeholders(backbone.tokenizer, texts.handcrafted, normal_places),
+        tokenize_with_placeholders(backbone.tokenizer, texts.learned, [*normal_places, (ABNORMAL_PLACEHOLDER, 1 + n_ctx, n_abnormal_ctx)]),
         n_ctx, params["n_prompts"], n_abnormal_ctx, params["n_learned_abnormal"],
         generator=generator,
     )

@@ -10,13 +10,14 @@ Maps are upsampled bilinearly to ``ctx.map_size`` and smoothed with PromptAD's G
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
+from fsad.features.projection import project_tokens
+from fsad.maps import concat_numpy, smooth, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.devprompt.deviation import top_k_count
-from fsad.scorers.devprompt.torch_model import devprompt_scores, patch_tokens, project_tokens, smooth_maps, textual_anomaly, upsample_maps
+from fsad.scorers.devprompt.torch_model import devprompt_scores, patch_tokens, textual_anomaly
 
 
 def score(ctx: ScoringContext) -> ScoreResult:
@@ -47,11 +48,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
             patch_map = textual
         for name, values in step.items():
             columns.setdefault(name, []).append(values)
-        maps.append(upsample_maps(patch_map.reshape(-1, grid, grid), ctx.map_size))
+        maps.append(upsample(patch_map.reshape(-1, grid, grid), ctx.map_size))
 
-    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
-    return ScoreResult(frame, smooth_maps(_numpy(maps), params["smoothing_sigma"]))
-
-
-def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).float().cpu().numpy()
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: concat_numpy(parts) for name, parts in columns.items()}})
+    return ScoreResult(frame, smooth(concat_numpy(maps), params["smoothing_sigma"]))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
 from fsad.features.types import FeatureBatch
@@ -26,11 +24,6 @@ DEVIATION_SCORES = ("abnormal", "contrast")
 def patch_tokens(features: FeatureBatch, vv_block: int | None) -> torch.Tensor:
     """``(N, P, W)`` the tokens the prompts score: the final patch tokens, or the V-V path's after block ``vv_block``."""
     return features.patch_tokens if vv_block is None else features.vv_layers[vv_block]
-
-
-def project_tokens(tokens: torch.Tensor, visual_proj: torch.Tensor) -> torch.Tensor:
-    """``(N, P, W)`` patch tokens after ``ln_post`` -> ``(N, P, D)`` normalised joint-space patch embeddings."""
-    return F.normalize(tokens.float() @ visual_proj.float(), dim=-1)
 
 
 def prompt_cosines(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -90,15 +83,3 @@ def devprompt_scores(
 def textual_anomaly(embeddings: torch.Tensor, prototypes: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """PromptAD's textual score: ``softmax(t * [s_n, s_a])`` of the abnormal class; ``(..., D)`` -> ``(...)``."""
     return (prompt_cosines(embeddings, prototypes) * logit_scale).softmax(dim=-1)[..., 1]
-
-
-def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear upsampling of ``(N, G, G)`` maps to ``(N, size, size)`` (PromptAD: ``align_corners=False``)."""
-    return F.interpolate(maps.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
-
-
-def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """PromptAD's Gaussian smoothing (``scipy.ndimage.gaussian_filter``) of each ``(N, S, S)`` map; ``sigma`` 0 leaves them."""
-    if sigma <= 0:
-        return maps
-    return ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma))
