@@ -190,9 +190,9 @@ def generated_inputs(wildcards):
     run = (declared.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
     backbone = backbone_dir_of_scorer(wildcards.scorer)
     inputs = {}
-    for key, kind in (("pool", "pools"), ("personalized", "personalized")):
+    for key, kind, name in (("pool", "pools", "generated_pool"), ("personalized", "personalized", "personalized")):
         if getattr(declared, key):
-            inputs |= {key: generated_dir(kind, *run), f"{key}_features": generated_store(backbone, kind, *run)}
+            inputs |= {name: generated_dir(kind, *run), f"{name}_features": generated_store(backbone, kind, *run)}
     return inputs
 
 

@@ -59,7 +59,8 @@ class ScoringContext:
         backbone: loads (once) the :class:`~fsad.backbones.loading.Backbone` the features came from, for
             methods that run its towers themselves (learned prompts through the text encoder, ``visual.proj``
             of cached layer tokens); jobs that never call it never build the model.
-        pool, personalized: the run's generated images, when the method declares it reads them (``Method.generated``).
+        generated_pool, personalized: the run's generated images (a generator's pool, not the split's reference
+            pools), when the method declares it reads them (``Method.generated``).
     """
 
     split: Split
@@ -74,7 +75,7 @@ class ScoringContext:
     encode_images: Callable[[list[Any]], FeatureBatch] | None = None
     model: dict[str, torch.Tensor] = field(default_factory=dict)
     backbone: Callable[[], Any] | None = None
-    pool: GeneratedImages | None = None
+    generated_pool: GeneratedImages | None = None
     personalized: GeneratedImages | None = None
 
     def test_batches(self, window_sizes: list[int]) -> Iterator[FeatureBatch]:

@@ -122,7 +122,7 @@ def _generated(world: World) -> dict[str, Path]:
     write_image_set(root / "personalized", pd.DataFrame(rows), images)
     for kind in ("pool", "personalized"):
         _encode(root / kind, root / f"{kind}.h5")
-    return {"pool": root / "pool", "pool_features": root / "pool.h5", "personalized": root / "personalized", "personalized_features": root / "personalized.h5"}
+    return {"generated_pool": root / "pool", "generated_pool_features": root / "pool.h5", "personalized": root / "personalized", "personalized_features": root / "personalized.h5"}
 
 
 class O2N:

@@ -28,8 +28,8 @@ NAME = "one_to_normal"
 def _memory(ctx: ScoringContext, levels: list[int]) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
     """Level -> normalised memory of the references and the first generated pool images, up to ``memory_size`` images."""
     refs = ctx.features(ctx.split.normal_refs)
-    generated = pool_generated_ids(ctx.pool.index)[: max(0, ctx.params["memory_size"] - len(ctx.split.normal_refs))]
-    parts = [refs] + ([ctx.pool.features(generated)] if generated else [])
+    generated = pool_generated_ids(ctx.generated_pool.index)[: max(0, ctx.params["memory_size"] - len(ctx.split.normal_refs))]
+    parts = [refs] + ([ctx.generated_pool.features(generated)] if generated else [])
     for part in parts:
         part.require(layers=levels)
     memory = {l: build_memory(torch.cat([part.layers[l] for part in parts])) for l in levels}
@@ -38,7 +38,7 @@ def _memory(ctx: ScoringContext, levels: list[int]) -> tuple[dict[int, torch.Ten
 
 def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with the triplet score (needs the generator's pool and personalized images)."""
-    if ctx.pool is None or ctx.personalized is None:
+    if ctx.generated_pool is None or ctx.personalized is None:
         raise ValueError(f"{NAME} reads its generator's pool and personalized images; the score job got none (check Method.generated)")
     params = ctx.params
     levels = list(params["layers"])

@@ -30,7 +30,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     memory = None
     if ctx.split.normal_refs:
         references = ctx.features(ctx.split.normal_refs)
-        if ctx.pool is not None:
+        if ctx.generated_pool is not None:
             references = _with_generated(references, ctx, params["generated_references"])
         references.require(window_sizes=window_sizes)
         memory = build_reference_memory(references, window_sizes)
@@ -52,7 +52,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
 def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | None) -> FeatureBatch:
     """The references followed by the first ``count`` (all when None) generated images of the run's pool."""
-    generated = ctx.pool.features(pool_generated_ids(ctx.pool.index)[:count])
+    generated = ctx.generated_pool.features(pool_generated_ids(ctx.generated_pool.index)[:count])
     join = lambda a, b: torch.cat([a, b])  # noqa: E731
     return FeatureBatch(
         references.image_ids + generated.image_ids,
