@@ -1,10 +1,21 @@
-"""Config checks beyond the JSON schemas, and canonical forms for Snakemake params."""
+"""The config: parameters checked against their schemas (defaults filled in), checks beyond the schemas, and
+canonical forms for Snakemake params."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fsad.scorers.method import Method, Params
+import jsonschema
+import yaml
+
+from fsad.schemas import load_schema
+
+if TYPE_CHECKING:
+    from fsad.scorers.method import Method
+
+# A scorer instance's, a generator's or a dataset's parameters.
+Params = dict[str, Any]
 
 
 class ConfigError(ValueError):
@@ -41,6 +52,77 @@ def check_datasets(config: dict[str, Any]) -> None:
 
     for spec in config["datasets"]:
         get_adapter(spec["kind"]).options(spec)
+
+
+def validated(schema_path: Path, params: Params, where: str, owner: str) -> Params:
+    """``params`` checked against the YAML JSON schema at ``schema_path`` (its fragments included), defaults filled in and numbers in the
+    declared type (:func:`_as_declared`), in place.
+
+    Raises:
+        ConfigError: naming ``where``, the offending key, ``owner`` (what the schema belongs to) and the schema's rule.
+    """
+    schema = load_schema(schema_path)
+    validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        key = ".".join(map(str, err.absolute_path)) or "(parameters)"
+        raise ConfigError(f"config: {where}.{key}: {err.message}{_yaml_number_hint(err)} ({owner}, schema {schema_path})")
+    params.update(_as_declared(params, schema))
+    return params
+
+
+def _as_declared(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` with every number in the type its schema declares: an int where the schema says ``number``
+    becomes a float, an integral float where it says only ``integer`` an int.
+
+    Snakemake compares params by ``repr``: without this, ``temperature: 1`` and ``temperature: 1.0`` (the same
+    value) would rerun every job of the instance when a config changes one spelling for the other.
+    """
+    types = schema.get("type", ())
+    types = {types} if isinstance(types, str) else set(types)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and "number" in types:
+        return float(value)
+    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
+        return int(value)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _as_declared(v, properties.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_as_declared(v, schema["items"]) for v in value]
+    return value
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills in each property's ``default`` (as Snakemake's ``validate`` does)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, plain_copy(sub["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _yaml_number_hint(err: jsonschema.ValidationError) -> str:
+    """For a number written as ``1e-1``, which YAML 1.1 (PyYAML, Snakemake) reads as a string: how to write it."""
+    if err.validator != "type" or not isinstance(err.instance, str):
+        return ""
+    try:
+        value = float(err.instance)
+    except ValueError:
+        return ""
+    return f"; YAML reads {err.instance} as text, write it with a dot and a signed exponent (1.0e-1) or as {value!r}"
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of ``value`` in plain YAML types (tuples become lists), as a config file would give it."""
+    return yaml.safe_load(yaml.safe_dump(value))
 
 
 def canonical(value: Any) -> Any:

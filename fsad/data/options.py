@@ -40,8 +40,7 @@ def filled_options(spec: dict[str, Any], kind: str, path: Path | None) -> dict[s
     Raises:
         ConfigError: ``config: datasets.<name>.<key>: ...``, naming the key, the rule it breaks and the fix.
     """
-    from fsad.config import ConfigError
-    from fsad.scorers.registry import MethodError, validated
+    from fsad.config import ConfigError, validated
 
     where = f"datasets.{spec.get('name', kind)}"
     schema = load_schema(path)
@@ -49,11 +48,8 @@ def filled_options(spec: dict[str, Any], kind: str, path: Path | None) -> dict[s
     unknown = sorted(set(own) - set(schema["properties"]))
     if unknown:
         raise ConfigError(f"config: {where}.{unknown[0]}: {_unknown_option(kind, schema, path)}")
-    try:
-        if schema["properties"]:  # else own is empty: every key would be unknown
-            own = validated(path, own, where, f"options of dataset kind {kind!r}")
-    except MethodError as err:
-        raise ConfigError(str(err)) from None
+    if schema["properties"]:  # else own is empty: every key would be unknown
+        own = validated(path, own, where, f"options of dataset kind {kind!r}")
     return {**{key: copy.deepcopy(spec[key]) for key in COMMON_KEYS if key in spec}, **own}
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fsad.config import Params
 from fsad.scorers.method_schema import schema_stages
 
-Params = dict[str, Any]
 
 # Instance keys that choose jobs rather than change results: the workflow reads them, methods never see them.
 SELECTION_KEYS = ("method", "backbone", "settings", "datasets")

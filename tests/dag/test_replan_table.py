@@ -334,7 +334,7 @@ def schema_keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
 def declared_keys() -> set[str]:
     from fsad.data.registry import adapters
     from fsad.diffusion.config import SCHEMA as GENERATOR_SCHEMA
-    from fsad.scorers.method_schema import load_schema
+    from fsad.schemas import load_schema
     from fsad.scorers.registry import builtin_method_modules, load_method
 
     config = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())

@@ -100,7 +100,7 @@ def test_config_checks_name_the_wrong_reference(devprompt, error):
 
 
 def test_every_parameter_but_smoothing_and_the_reports_changes_the_fit():
-    from fsad.scorers.method_schema import load_schema
+    from fsad.schemas import load_schema
 
     properties = set(load_schema(METHOD.schema)["properties"])
     score_or_report_only = {"smoothing_sigma", "compare_with", "sensitivity", "sensitivity_metric"}

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from fsad.scorers.method import Fit, Method, Report
-from fsad.scorers.method_schema import load_schema, schema_stages
+from fsad.schemas import load_schema
+from fsad.scorers.method_schema import schema_stages
 from fsad.scorers.registry import MethodError, get_method, load_method, method_params
 
 ROOT = Path(__file__).resolve().parents[2]

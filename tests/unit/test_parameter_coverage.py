@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fsad.scorers.method_schema import load_schema
+from fsad.schemas import load_schema
 from fsad.scorers.registry import builtin_method_modules, load_method
 
 HERE = Path(__file__).parent

@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fsad.data.splits import read_split
 from fsad.score_files import read_score_keys
-from fsad.scorers.method_schema import load_schema
+from fsad.schemas import load_schema
 from fsad.scorers.registry import builtin_method_modules, get_method, method_params
 
 from tests.unit.read_audit import is_read_mode, read_process_audits
