@@ -65,8 +65,9 @@ def expected_cross_dataset(datasets, learned_instances, training_datasets, backb
 
 def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     """One-to-Normal's protocol: per run a DreamBooth model, its pool and personalized test images, class images once
-    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones."""
-    categories = sum(CATEGORIES[d] for d in datasets)
+    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones.
+    ELPV follows InCTRL's partition there (convert_elpv.py): one category."""
+    categories = sum((CATEGORIES | {"elpv": 1})[d] for d in datasets)
     per_run = categories * len(settings) * runs
     return {
         "prepare_dataset": len(datasets),
