@@ -14,8 +14,6 @@ complete. Documented sizes: MNIST 60,000 train / 10,000 test 28x28 digits; CIFAR
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fsad.data.download import remove_stale_staging, staging_folder
+from fsad.data.download import built_once
 from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, raw_root, register
 
@@ -61,25 +59,17 @@ def load_split(source: SemanticSource, root: Path, train: bool) -> tuple[np.ndar
 
 def write_images(source: SemanticSource, root: Path, images_dir: Path) -> dict[str, np.ndarray]:
     """Write both splits as PNGs under ``images_dir`` once; return the class index of every image, per split."""
-    targets_file = images_dir / "targets.npz"
-    if images_dir.exists():
-        with np.load(targets_file) as saved:
-            return {split: saved[split] for split in ("train", "test")}
-    remove_stale_staging(images_dir, "writing")
-    staging = staging_folder(images_dir, "writing")
-    targets = {}
-    try:
+    def build(staging: Path) -> None:
+        targets = {}
         for split in ("train", "test"):
             images, targets[split] = load_split(source, root, split == "train")
             (staging / split).mkdir(parents=True)
             for index, pixels in enumerate(images):
                 Image.fromarray(pixels).save(staging / split / f"{index:05d}.png")
         np.savez(staging / "targets.npz", **targets)
-        os.rename(staging, images_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return targets
+
+    with np.load(built_once(images_dir, "writing", build) / "targets.npz") as saved:
+        return {split: saved[split] for split in ("train", "test")}
 
 
 def one_class_rows(source: SemanticSource, images_dir: Path, targets: dict[str, np.ndarray], categories: list[str]) -> pd.DataFrame:
