@@ -54,3 +54,51 @@ KOLEKTOR_SDD = DownloadSource(
 
 # MPDD has no direct download link (a VUT SharePoint folder), hence no checksum either.
 MPDD_README_URL = "https://github.com/stepanje/MPDD"
+
+
+@dataclass(frozen=True)
+class ManualSource:
+    """A dataset without a stable download URL and published checksum: the user places its files by hand.
+
+    ``how`` says where on ``page`` the files are (a form, a login, a cloud folder); ``licence`` is what the source
+    states, "not stated" where it states nothing, or says that it was not verified.
+    """
+
+    name: str
+    page: str
+    how: str
+    licence: str
+
+    def missing(self, root, layout: str) -> str:
+        """The error when the files are not at ``root``: what to download from where, and where to put it."""
+        return (
+            f"{root}: {self.name} not found (looked for {layout}). It has no download with a published checksum, so "
+            f"it is placed by hand: open {self.page}, {self.how}, and unpack it so that {root} holds {layout} "
+            "(directly or one or two folders down); or set the dataset's `root` to where the files already are."
+        )
+
+
+AITEX = ManualSource(
+    name="AITEX Fabric Image Database (AFID)",
+    page="https://www.aitex.es/afid/",
+    how="download the database's archives from the AITEX page",
+    licence="not verified (the source page could not be reached from here)",
+)
+DAGM = ManualSource(
+    name="DAGM 2007",
+    page="https://hci.iwr.uni-heidelberg.de/content/weakly-supervised-learning-industrial-optical-inspection",
+    how="download the ten classes from the Heidelberg HCI page (or the Kaggle upload AnomalyCLIP reads, DAGM_KaggleUpload)",
+    licence="not verified (the source page could not be reached from here)",
+)
+DTD_SYNTHETIC = ManualSource(
+    name="DTD-Synthetic",
+    page="https://drive.google.com/drive/folders/10OyPzvI3H6llCZBxKxFlKWt1Pw1tkMK1",
+    how="download the DTD-Synthetic folder from the Google Drive folder that Aota et al. (Zero-Shot Versus Many-Shot, WACV 2023) name",
+    licence="not verified (built from the Describable Textures Dataset; the source page could not be reached from here)",
+)
+MPDD = ManualSource(
+    name="MPDD",
+    page=MPDD_README_URL,
+    how="follow its README's download link (a VUT / Brno University of Technology SharePoint folder)",
+    licence="not stated (the README states no licence)",
+)
