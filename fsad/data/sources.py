@@ -102,3 +102,54 @@ MPDD = ManualSource(
     how="follow its README's download link (a VUT / Brno University of Technology SharePoint folder)",
     licence="not stated (the README states no licence)",
 )
+
+# Medical sets (FAPrompt, One-to-Normal): pages named by the papers' code and dataset cards; none publishes a checksum.
+_NOT_VERIFIED = "not verified (the source page could not be reached from here)"
+BRAIN_MRI = ManualSource(
+    name="BrainMRI (Brain MRI Images for Brain Tumor Detection)",
+    page="https://www.kaggle.com/datasets/navoneel/brain-mri-images-for-brain-tumor-detection",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+BR35H = ManualSource(
+    name="Br35H (Brain Tumor Detection 2020)",
+    page="https://www.kaggle.com/datasets/ahmedhamada0/brain-tumor-detection",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+HEAD_CT = ManualSource(
+    name="HeadCT (Head CT - hemorrhage)",
+    page="https://www.kaggle.com/datasets/felipekitamura/head-ct-hemorrhage",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+ISIC_2016 = ManualSource(
+    name="ISIC 2016 (ISBI 2016 challenge, part 1, test data and ground truth)",
+    page="https://challenge.isic-archive.com/data/",
+    how="download the 2016 part 1 test data and its test ground truth",
+    licence=_NOT_VERIFIED,
+)
+CVC_CLINICDB = ManualSource(
+    name="CVC-ClinicDB",
+    page="https://polyp.grand-challenge.org/CVCClinicDB/",
+    how="request the dataset from the page; put the frames in images/ and their masks, with the same names, in masks/",
+    licence=_NOT_VERIFIED,
+)
+CVC_COLONDB = ManualSource(
+    name="CVC-ColonDB",
+    page="https://polyp.grand-challenge.org/CVCColonDB/",
+    how="request the dataset from the page; put the frames in images/ and their masks, with the same names, in masks/",
+    licence=_NOT_VERIFIED,
+)
+KVASIR_SEG = ManualSource(
+    name="Kvasir-SEG",
+    page="https://datasets.simula.no/kvasir-seg/",
+    how="download Kvasir-SEG (its zip holds images/ and masks/)",
+    licence=_NOT_VERIFIED,
+)
+TN3K = ManualSource(
+    name="TN3K (thyroid nodule ultrasound, test set)",
+    page="https://github.com/haifangong/TRFE-Net-for-thyroid-nodule-segmentation",
+    how="follow the README's download link for TN3K",
+    licence=_NOT_VERIFIED,
+)

@@ -158,7 +158,7 @@ def test_every_adapter_schema_loads_and_declares_type_default_and_description(ki
 
 def test_no_schema_file_without_its_adapter():
     kinds = {path.name.removesuffix(".schema.yaml") for path in ADAPTER_DIR.glob("*.schema.yaml")}
-    assert kinds == {kind for kind, adapter in adapters().items() if adapter.option_schema()["properties"]} == {"synthetic", "elpv"}
+    assert kinds == {kind for kind, adapter in adapters().items() if adapter.option_schema()["properties"]} == {"synthetic", "elpv", "brainmri", "headct"}
 
 
 def test_synthetic_enums_follow_the_code():

@@ -7,6 +7,7 @@ from fsad.data.adapters import (  # noqa: F401
     dtd_synthetic,
     elpv,
     folder,
+    medical,
     mpdd,
     mvtec_ad,
     sdd,
