@@ -17,17 +17,9 @@ from PIL import Image
 
 from fsad.data.manifest import validate_manifest
 from fsad.data.registry import dataset_categories, get_adapter, prepare_dataset
-from tests.unit.range_server import RangeServer, serve_directory
+from tests.unit.test_download_adapters import server  # noqa: F401  (the local HTTP fixture)
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture
-def server(tmp_path) -> RangeServer:
-    served = tmp_path / "served"
-    served.mkdir()
-    with serve_directory(served) as running:
-        yield running
 
 
 def md5(path: Path) -> str:

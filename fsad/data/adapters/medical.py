@@ -176,37 +176,16 @@ def prepare_headct(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     return prepare_medical("headct", data_dir, spec, spec["protocol"])
 
 
-@register("br35h", categories=_category("br35h"), has_masks=False)
-def prepare_br35h(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """Br35H, test-only."""
-    return prepare_medical("br35h", data_dir, spec)
+def _register_test_only(kind: str) -> None:
+    layout, source = LAYOUTS[kind]
+
+    def prepare(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
+        return prepare_medical(kind, data_dir, spec)
+
+    prepare.__doc__ = f"{source.name}: manifest rows of the hand-placed files, every image a test image."
+    register(kind, categories=_category(kind), has_masks=layout.has_masks)(prepare)
 
 
-@register("isic2016", categories=_category("isic2016"), has_masks=True)
-def prepare_isic2016(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """ISIC 2016 part 1 test, test-only, every image a lesion."""
-    return prepare_medical("isic2016", data_dir, spec)
-
-
-@register("cvc_clinicdb", categories=_category("cvc_clinicdb"), has_masks=True)
-def prepare_cvc_clinicdb(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """CVC-ClinicDB, test-only, every image a polyp."""
-    return prepare_medical("cvc_clinicdb", data_dir, spec)
-
-
-@register("cvc_colondb", categories=_category("cvc_colondb"), has_masks=True)
-def prepare_cvc_colondb(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """CVC-ColonDB, test-only, every image a polyp."""
-    return prepare_medical("cvc_colondb", data_dir, spec)
-
-
-@register("kvasir", categories=_category("kvasir"), has_masks=True)
-def prepare_kvasir(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """Kvasir-SEG, test-only, every image a polyp."""
-    return prepare_medical("kvasir", data_dir, spec)
-
-
-@register("tn3k", categories=_category("tn3k"), has_masks=True)
-def prepare_tn3k(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """TN3K test set, test-only, every image a thyroid nodule."""
-    return prepare_medical("tn3k", data_dir, spec)
+# The test-only sets take no options.
+for _kind in ("br35h", "isic2016", "cvc_clinicdb", "cvc_colondb", "kvasir", "tn3k"):
+    _register_test_only(_kind)
