@@ -16,9 +16,9 @@ BENCHMARKS = ROOT / "config" / "benchmarks"
 CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2}  # elpv: mono- and polycrystalline cells
 
 
-def dry_run(workdir, configfile) -> tuple[dict[str, int], set[str]]:
+def dry_run(workdir, *configfiles) -> tuple[dict[str, int], set[str]]:
     """A dry run's 'Job stats' table, as rule -> count, and the scorer instances its score jobs belong to."""
-    proc = snakemake(workdir, "-n", "--cores", "8", configfiles=(configfile,))
+    proc = snakemake(workdir, "-n", "--cores", "8", configfiles=configfiles)
     text = proc.stdout + proc.stderr
     table = text[text.index("Job stats:") :].split("\n\n")[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
@@ -162,3 +162,28 @@ def test_snakemake_lint_reports_nothing(name, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in output
+
+
+# The seed papers' further datasets, categories from their own documentation: DAGM 2007's ten classes, DTD-Synthetic's
+# twelve textures, MNIST's ten digits and CIFAR-10's ten classes (one class against the rest each), the rest one class.
+PAPER_DATASETS = {
+    "aitex": 1, "dagm": 10, "dtd_synthetic": 12, "mnist": 10, "cifar10": 10, "brainmri": 1, "headct": 1, "br35h": 1,
+    "isic2016": 1, "cvc_clinicdb": 1, "cvc_colondb": 1, "kvasir": 1, "tn3k": 1,
+}  # fmt: skip
+
+
+def test_the_papers_further_datasets_plan_zero_shot_jobs_per_documented_category(tmp_path):
+    """winclip.yaml's two zero-shot instances on every further dataset (the test-only ones run zero-shot only)."""
+    import yaml
+
+    overlay = tmp_path / "paper_datasets.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "datasets": [{"name": kind, "kind": kind} for kind in PAPER_DATASETS],
+        "scorers": {"winclip": {"settings": ["zs"]}, "winclip_anomalib": {"settings": ["zs"]}},
+    }))  # fmt: skip
+    counts, scorers = dry_run(tmp_path / "run", BENCHMARKS / "winclip.yaml", overlay)
+    assert scorers == {"winclip", "winclip_anomalib"}
+    categories = sum(PAPER_DATASETS.values())
+    assert counts["prepare_dataset"] == len(PAPER_DATASETS)
+    assert counts["draw_pool"] == counts["extract_features"] == counts["draw_split"] == categories
+    assert counts["score"] == counts["evaluate"] == 2 * categories
