@@ -17,7 +17,6 @@ from PIL import Image
 
 from fsad.data.manifest import validate_manifest
 from fsad.data.registry import dataset_categories, get_adapter, prepare_dataset
-from tests.unit.test_download_adapters import server  # noqa: F401  (the local HTTP fixture)
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -49,7 +48,7 @@ def mnist(server, monkeypatch):
 
 
 def test_mnist_downloads_through_torchvision_and_is_one_digit_against_the_rest(tmp_path, server, mnist):
-    images, labels = mnist
+    images, _ = mnist
     assert dataset_categories({"name": "mnist", "kind": "mnist"}) == [f"digit_{d}" for d in range(10)]
     assert not get_adapter("mnist").has_masks
     manifest = prepare_dataset({"name": "mnist", "kind": "mnist"}, tmp_path / "data")

@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
 from sklearn.model_selection import train_test_split
 
 from fsad.data.adapters.normal_split import normal_split
