@@ -11,7 +11,7 @@ PART_NAMES = {
     "window_sizes": ("windows", "window sizes", "the backbone's window_sizes (or the dataset's extra_window_sizes)"),
     "layers": ("layers", "layers", "the backbone's layers"),
     "vv_layers": ("vv_layers", "V-V layers", "the backbone's vv_layers"),
-    "mid_layers": ("mid_layers", "mid-block states", "the scorer's parameters that ask for them (PromptAD's memory_blocks)"),
+    "mid_layers": ("mid_layers", "mid-block states", "memory_blocks of the scorer (PromptAD's visual memory)"),
 }
 
 

@@ -50,7 +50,8 @@ def category(tiny, tmp_path_factory):
 
 
 def _encoder(tiny):
-    return lambda images: encode_images(tiny, torch.stack([tiny.preprocess(image) for image in images]), [])
+    # the mid-block states of both blocks too (full PromptAD's memory); they change no other feature (test_layer_taps.py)
+    return lambda images: encode_images(tiny, torch.stack([tiny.preprocess(image) for image in images]), [], mid_layers=[1, 2])
 
 
 def _fit(tiny, category, encode=True, **params):
@@ -146,3 +147,60 @@ def test_touched_cells_count_the_patch_grid_cells_under_a_mask():
     mask[5, 9] = True  # cell (1, 1)
     assert touched_cells(mask, 2) == 2
     assert touched_cells(mask, 10) == 3
+
+
+@pytest.fixture(scope="module")
+def full_promptad(tiny, category):
+    return _fit(tiny, category, encode=False, deviation_loss=False, epochs=3, memory_blocks=[1, 2], cls_prompts=3)
+
+
+def test_full_promptad_saves_the_galleries_and_a_separate_image_level_model(full_promptad, category):
+    _, _, result = full_promptad
+    tensors = result.tensors
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    assert shapes == {
+        "text_prototypes": (2, 32), "logit_scale": (), "visual_proj": (64, 32), "normal_ctx": (1, 4, 64), "abnormal_ctx": (4, 1, 64),
+        "memory_1": (49, 64), "memory_2": (49, 64),
+        "cls_text_prototypes": (2, 32), "cls_normal_ctx": (3, 4, 64), "cls_abnormal_ctx": (4, 1, 64),
+    }
+    shot = category.features(["shot"])
+    for n in (1, 2):  # the shot's raw states inside blocks 1 and 2, normalised (PromptAD's feature galleries)
+        torch.testing.assert_close(tensors[f"memory_{n}"], torch.nn.functional.normalize(shot.mid_layers[n][0], dim=-1))
+    assert not torch.allclose(tensors["cls_text_prototypes"], tensors["text_prototypes"])
+    assert len(result.details["cls_losses"]) == 3 and set(result.details["cls_final_terms"]) == {"visual_to_text", "triplet", "alignment"}
+
+
+def test_full_promptad_fuses_the_textual_and_visual_maps_and_scores_harmonically(full_promptad, category):
+    params, split, result = full_promptad
+    out = _score(full_promptad, category, smoothing_sigma=0.0)
+    model = result.tensors
+    test = category.features(["test0", "test1"])
+    t = model["logit_scale"]
+    patches = torch.nn.functional.normalize(test.patch_tokens @ model["visual_proj"], dim=-1)
+    textual_map = (t * patches @ model["text_prototypes"].T).softmax(dim=-1)[..., 1]
+    image = torch.nn.functional.normalize(test.image_embeddings, dim=-1)
+    textual_cls = (t * image @ model["cls_text_prototypes"].T).softmax(dim=-1)[:, 1]
+    distances = []
+    for n in (1, 2):
+        tokens = torch.nn.functional.normalize(test.mid_layers[n], dim=-1)
+        distances.append((1 - tokens @ model[f"memory_{n}"].T).min(dim=-1).values / 2)
+    visual_map = (distances[0] + distances[1]) / 2
+    up = lambda m: torch.nn.functional.interpolate(m.reshape(2, 1, 7, 7), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    visual_max = up(visual_map).amax(dim=(1, 2))
+    assert list(out.scores.columns) == ["image_id", "score", "textual_global", "textual_max", "visual_max"]
+    np.testing.assert_allclose(out.scores["textual_global"], textual_cls.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["textual_max"], textual_map.max(dim=-1).values.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["visual_max"], visual_max.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["score"], (1 / (1 / visual_max + 1 / textual_cls)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.maps, up(1 / (1 / textual_map + 1 / visual_map)).numpy(), rtol=1e-5, atol=1e-7)
+    smoothed = _score(full_promptad, category).maps  # then PromptAD's Gaussian, sigma 4
+    np.testing.assert_allclose(smoothed, ndimage.gaussian_filter(out.maps, sigma=(0, 4, 4)), rtol=1e-5, atol=1e-7)
+
+
+def test_the_memory_and_the_image_level_model_are_promptad_options_only():
+    from fsad.scorers.devprompt.method import _check
+
+    for extra in ({"memory_blocks": [4, 9]}, {"cls_prompts": 3}):
+        params = method_params(METHOD, extra)
+        assert "deviation_loss: false" in _check(params, {"scorers": {}})
+        assert _check(method_params(METHOD, {"deviation_loss": False, **extra}), {"scorers": {}}) is None
