@@ -67,12 +67,33 @@ def devprompt(tiny, category):
     return _fit(tiny, category)
 
 
-def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(devprompt):
-    _, _, result = devprompt
+def initial_normal_deviation(tiny, category, params) -> float:
+    """D of the normal shot before training, computed here: the calibration maps the shot's patch similarities c to
+    the reference's mean and std, so its patch deviations are |c - mean c| / std c (unbiased std) whatever mu and
+    sigma are, and D is the mean of the K = 4 largest of the 49 (int(49 * 0.1))."""
+    from fsad.scorers.devprompt.training import encode_prompts, prompt_prototypes
+
+    learner = devprompt_fit.build_learner(tiny, category, params, torch.Generator().manual_seed(1))  # the fit's seed 1
+    with torch.no_grad():
+        abnormal = prompt_prototypes(*encode_prompts(tiny.model, learner))[1].numpy().astype(np.float64)
+    tokens = category.features(["shot"]).patch_tokens[0].numpy().astype(np.float64) @ tiny.model.visual.proj.detach().numpy()
+    c = (tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)) @ abnormal
+    z = np.abs(c - c.mean()) / c.std(ddof=1)
+    return float(np.sort(z)[-4:].mean())
+
+
+def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(devprompt, tiny, category):
+    params, _, result = devprompt
     deviations = {name: np.array(values) for name, values in result.details["training_deviations"].items()}
     gap = lambda when: deviations[f"{when}_anomalous"].mean() - deviations[f"{when}_normal"].mean()  # noqa: E731
-    # calibrated to the N(0, 1) prior, every image starts near the mean of the top 10 % of |N(0, 1)| (about 1.75)
-    assert np.all(np.abs(np.concatenate([deviations["initial_normal"], deviations["initial_anomalous"]]) - 1.75) < 0.8)
+    # calibrated to the N(0, 1) prior, the normal shot starts at the mean of its top-K standardised patch similarities:
+    # for Gaussian patches the mean of the top 10 % of |N(0, 1)|, 2 phi(1.645) / 0.1 = 2.06; the shot's own 49 patches
+    # give the value computed here
+    expected = initial_normal_deviation(tiny, category, params)
+    assert deviations["initial_normal"] == pytest.approx([expected], rel=1e-4)
+    assert abs(expected - 2.06) < 0.8
+    # the synthetic anomalies, scored with the normal shot's calibration, start in the same range
+    assert np.all(np.abs(deviations["initial_anomalous"] - 2.06) < 0.8), deviations["initial_anomalous"]
     assert gap("final") > gap("initial") + 1.0
     assert np.median(deviations["final_anomalous"]) > deviations["final_normal"].max() + 1.0
     assert result.losses[-1] < result.losses[0]
