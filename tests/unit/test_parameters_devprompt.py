@@ -73,6 +73,7 @@ COVERED: dict[str, str] = {
     f"{OWNER}.logit_scale": LOSS_ARGUMENTS,
     f"{OWNER}.deviation_score": SCORING,
     f"{OWNER}.lambda_dev": DEVIATION_TERM,
+    f"{OWNER}.deviation_average": DEVIATION_TERM,
     f"{OWNER}.topk_ratio": "test_a_smaller_topk_ratio_raises_the_training_deviations",
     f"{OWNER}.margin": DEVIATION_TERM,
     f"{OWNER}.reference_draws": "test_the_reference_statistics_come_from_the_configured_number_of_draws",
@@ -157,6 +158,11 @@ def fits(world):
         "w1": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 40.0, "triplet_margin": 9.0},
         "w2": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 46.0, "triplet_margin": 12.0},
         "w3": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.0, "margin": 40.0, "triplet_margin": 9.0},
+        # the class-balanced average of the deviation loss, W1's and W2's weights
+        "b1": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 40.0, "triplet_margin": 9.0,
+               "deviation_average": "balanced"},
+        "b2": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 46.0, "triplet_margin": 12.0,
+               "deviation_average": "balanced"},
         "no_promptad": {**BASE, "promptad_weight": 0.0},
         "promptad": {**BASE, "deviation_loss": False},
         "top1": {**BASE, "topk_ratio": 0.02},
@@ -250,11 +256,19 @@ def test_the_deviation_term_follows_lambda_dev_and_margin(fits):
     for name, lam, margin in (("base", 1.0, 5.0), ("w1", 0.3, 40.0), ("w2", 0.3, 46.0), ("w3", 0.0, 40.0)):
         fitted = fits(name)
         normal, anomalous = fitted.deviations["initial_normal"], fitted.deviations["initial_anomalous"]
-        expected = (lam * np.abs(normal).mean() + np.clip(margin - anomalous, 0, None).mean()) / 2  # Eq. 8, classes averaged
+        terms = np.concatenate([lam * np.abs(normal), np.clip(margin - anomalous, 0, None)])
+        assert fitted.terms["deviation"] == pytest.approx(terms.mean(), rel=1e-5), name  # Eq. 8, the plain batch mean
+    for name, lam, margin in (("b1", 0.3, 40.0), ("b2", 0.3, 46.0)):
+        fitted = fits(name)
+        normal, anomalous = fitted.deviations["initial_normal"], fitted.deviations["initial_anomalous"]
+        expected = (lam * np.abs(normal).mean() + np.clip(margin - anomalous, 0, None).mean()) / 2  # classes averaged
         assert fitted.terms["deviation"] == pytest.approx(expected, rel=1e-5), name
-    # margin 40 -> 46 lifts the hinge of every anomaly by 6 (halved by the class average); lambda 0 drops the normal term
-    assert fits("w2").terms["deviation"] - fits("w1").terms["deviation"] == pytest.approx(3.0, rel=1e-5)
-    assert fits("w1").terms["deviation"] - fits("w3").terms["deviation"] == pytest.approx(0.15 * fits("w1").deviations["initial_normal"].mean(), rel=1e-4)
+    # one normal shot and two anomalies: margin 40 -> 46 lifts the hinge of every anomaly by 6, 2 * 6 / 3 in the batch
+    # mean and 6 / 2 in the balanced one; lambda 0.3 -> 0 drops the normal term, 0.3 * D / 3 of the batch mean
+    assert len(fits("w1").deviations["initial_normal"]) == 1 and len(fits("w1").deviations["initial_anomalous"]) == 2
+    assert fits("w2").terms["deviation"] - fits("w1").terms["deviation"] == pytest.approx(4.0, rel=1e-5)
+    assert fits("b2").terms["deviation"] - fits("b1").terms["deviation"] == pytest.approx(3.0, rel=1e-5)
+    assert fits("w1").terms["deviation"] - fits("w3").terms["deviation"] == pytest.approx(0.1 * fits("w1").deviations["initial_normal"].mean(), rel=1e-4)
     assert fits("w1").deviations["initial_normal"].mean() > 0.1
 
 

@@ -97,7 +97,7 @@ def fit(ctx: FitContext) -> FitResult:
         lr_min=params["lr_min"], alignment_weight=params["alignment_weight"], triplet_margin=params["triplet_margin"],
         promptad_weight=params["promptad_weight"],
         deviation=params["deviation_loss"], lambda_dev=params["lambda_dev"], margin=params["margin"],
-        topk_ratio=params["topk_ratio"], deviation_score=params["deviation_score"],
+        topk_ratio=params["topk_ratio"], deviation_score=params["deviation_score"], deviation_average=params["deviation_average"],
     )
     started = time.perf_counter()
     trained = train_prompts(model, learner, normal_patches, anomalous_patches, logit_scale, config, reference, backbone.autocast_dtype)
