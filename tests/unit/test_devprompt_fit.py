@@ -64,7 +64,9 @@ def _fit(tiny, category, encode=True, **params):
 
 @pytest.fixture(scope="module")
 def devprompt(tiny, category):
-    return _fit(tiny, category)
+    # DevNet's class-balanced average: one normal shot weighs as much as the six anomalies (Eq. 8's plain batch mean,
+    # the default, weighs it 1/7: test_eq_8s_batch_mean_separates_them_too)
+    return _fit(tiny, category, deviation_average="balanced")
 
 
 def initial_normal_deviation(tiny, category, params) -> float:
@@ -98,6 +100,17 @@ def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(d
     assert np.median(deviations["final_anomalous"]) > deviations["final_normal"].max() + 1.0
     assert result.losses[-1] < result.losses[0]
     assert result.details["synthetic_anomalies"] == 6 and set(result.details["final_terms"]) == {"visual_to_text", "triplet", "alignment", "deviation"}
+
+
+def test_eq_8s_batch_mean_separates_them_too(tiny, category, devprompt):
+    params, _, result = _fit(tiny, category)
+    assert params["deviation_average"] == "batch"
+    deviations = {name: np.array(values) for name, values in result.details["training_deviations"].items()}
+    gap = lambda when: deviations[f"{when}_anomalous"].mean() - deviations[f"{when}_normal"].mean()  # noqa: E731
+    # the same start as the balanced fit (the calibration does not depend on the loss), a wider gap at the end
+    np.testing.assert_allclose(deviations["initial_normal"], devprompt[2].details["training_deviations"]["initial_normal"], rtol=1e-6)
+    assert gap("final") > gap("initial") + 0.5
+    assert result.losses[-1] < result.losses[0]
 
 
 def test_a_devprompt_fit_saves_prompts_scoring_parameters_and_the_reference(devprompt, tiny):
