@@ -85,7 +85,7 @@ def fit_datasets(scorer):
 
 @cache
 def feature_needs(backbone_dir, dataset):
-    """Sorted window sizes, layers and V-V layers the store of (backbone, dataset) holds: the backbone's own
+    """Sorted window sizes, layers, V-V layers and mid-block states the store of (backbone, dataset) holds: the backbone's own
     plus what every scorer instance on that backbone declares for that dataset (scored or trained on)."""
     name = backbone_name(backbone_dir)
     spec = config["backbones"][name]
@@ -93,6 +93,7 @@ def feature_needs(backbone_dir, dataset):
         "window_sizes": set(spec["window_sizes"]) | set(DATASETS[dataset].get("extra_window_sizes", [])),
         "layers": set(spec.get("layers", [])),
         "vv_layers": set(spec.get("vv_layers", [])),
+        "mid_layers": set(),  # asked by scorers only (PromptAD's memory_blocks)
     }
     for scorer in SCORERS:
         if SCORERS[scorer]["backbone"] == name and dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}:
@@ -232,7 +233,7 @@ def generated_feature_needs(backbone_dir, kind, generator, dataset):
     """What the store of a run's pool or personalized images holds: the backbone's own window sizes and layers plus
     what every scorer instance on that backbone that reads those images declares."""
     spec = config["backbones"][backbone_name(backbone_dir)]
-    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", []))}
+    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", [])), "mid_layers": set()}
     key = "pool" if kind == "pools" else "personalized"
     for scorer in SCORERS:
         declared = METHODS[scorer].generated(PARAMS[scorer])

@@ -83,9 +83,43 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def preprocessing(model: torch.nn.Module, image_size: int) -> Callable[[Any], torch.Tensor]:
-    """WinCLIP's preprocessing, as anomalib's: RGB, resize to ``image_size`` square (bicubic, antialiased), normalise."""
+# A backbone's ``resize`` (absent: direct): how images reach ``image_size``.
+RESIZES = ("direct", "promptad")
+PROMPTAD_LOAD_SIZE = 1024  # PromptAD's datasets/dataset.py: cv2.resize(img, (1024, 1024)) before its transform
+
+
+def _promptad_resize(image_size: int) -> Callable[[Any], Any]:
+    """PromptAD's two resizes: cv2 bilinear (``INTER_LINEAR``, on uint8) to 1024 x 1024, then PIL bicubic to
+    ``image_size`` (its ``transforms.Resize((240, 240), Image.BICUBIC)`` on the PIL image; the 240 crop is then the whole)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    def resize(img: Any) -> Any:
+        loaded = cv2.resize(np.asarray(img.convert("RGB")), (PROMPTAD_LOAD_SIZE, PROMPTAD_LOAD_SIZE), interpolation=cv2.INTER_LINEAR)
+        return Image.fromarray(loaded).resize((image_size, image_size), Image.BICUBIC)
+
+    return resize
+
+
+def preprocessing(model: torch.nn.Module, image_size: int, resize: str | None = None) -> Callable[[Any], torch.Tensor]:
+    """WinCLIP's preprocessing, as anomalib's: RGB, resize to ``image_size`` square (bicubic, antialiased), normalise.
+
+    ``resize: promptad`` resizes as PromptAD's code does instead (:func:`_promptad_resize`; RGB, not its test-time BGR).
+    """
     cfg = model.visual.preprocess_cfg
+    resize = resize or "direct"
+    if resize not in RESIZES:
+        raise ValueError(f"backbone resize {resize!r} is not one of {list(RESIZES)}; fix `resize:` of the backbone in the config")
+    if resize == "promptad":
+        return v2.Compose(
+            [
+                v2.Lambda(_promptad_resize(image_size)),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=cfg["mean"], std=cfg["std"]),
+            ]
+        )
     return v2.Compose(
         [
             v2.Lambda(lambda img: img.convert("RGB") if hasattr(img, "convert") else img),
@@ -241,7 +275,7 @@ def load_backbone(
     return Backbone(
         model=model,
         tokenizer=open_clip.get_tokenizer(arch),
-        preprocess=preprocessing(model, image_size),
+        preprocess=preprocessing(model, image_size, spec.get("resize")),
         spec=dict(spec),
         weights=provenance,
         grid=grid,

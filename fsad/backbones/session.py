@@ -17,6 +17,7 @@ class FeaturesWanted(Protocol):
     window_sizes: Collection[int]
     layers: Collection[int]
     vv_layers: Collection[int]
+    mid_layers: Collection[int]
 
 
 @dataclass
@@ -54,6 +55,8 @@ class BackboneSession:
             from fsad.backbones.window_embeddings import encode_images  # open_clip: only for jobs that encode
 
             pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-            return encode_images(self.backbone, pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers)
+            return encode_images(
+                self.backbone, pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers, mid_layers=needs.mid_layers
+            )
 
         return encode

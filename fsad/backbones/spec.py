@@ -22,13 +22,14 @@ from typing import Any
 
 from fsad.backbones.activation import declared_quick_gelu
 
-NETWORK_KEYS = ("arch", "pretrained", "image_size", "quick_gelu", "precision", "storage_dtype")
+# ``resize`` only when set (absent is direct), so the keys of backbones without it stay what they were.
+NETWORK_KEYS = ("arch", "pretrained", "image_size", "resize", "quick_gelu", "precision", "storage_dtype")
 RUN_SETTINGS = {"batch_size": 8, "workers": None}
 
 
 def network_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring)."""
-    network = {key: spec[key] for key in NETWORK_KEYS if spec.get(key) is not None}
+    network = {key: spec[key] for key in NETWORK_KEYS if spec.get(key) is not None and not (key == "resize" and spec[key] == "direct")}
     network["quick_gelu"] = declared_quick_gelu(spec)
     return network
 

@@ -64,6 +64,7 @@ class FeatureNeeds:
     window_sizes: tuple[int, ...] = ()
     layers: tuple[int, ...] = ()
     vv_layers: tuple[int, ...] = ()
+    mid_layers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

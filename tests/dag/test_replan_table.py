@@ -211,6 +211,8 @@ ROWS: list[Row] = [
     Row("backbones.pretrained", "default", {"backbones": {"tiny_tokens": {"pretrained": "openai"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.image_size", "default", {"backbones": {"tiny_tokens": {"image_size": 96}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.quick_gelu", "default", {"backbones": {"tiny_tokens": {"quick_gelu": True}}}, AFTER_TINY, TINY_STORES),
+    # resize: promptad feeds other pixels, a store of its own
+    Row("backbones.resize", "default", {"backbones": {"tiny_tokens": {"resize": "promptad"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.precision", "default", {"backbones": {"vitb16plus": {"precision": "bf16"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.storage_dtype", "default", {"backbones": {"vitb16plus": {"storage_dtype": "float32"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.window_sizes", "default", {"backbones": {"tiny_tokens": {"window_sizes": [2]}}}, AFTER_TINY),
@@ -271,7 +273,7 @@ ROWS: list[Row] = [
             "abnormal_states": ["bad {}"], "class_states": False, "class_name_mode": "verbatim", "logit_scale": 50.0, "deviation_score": "contrast",
             "lambda_dev": 0.5, "topk_ratio": 0.2, "margin": 2.0, "reference_draws": 10, "synthetic_anomalies": 2, "defect_types": ["spot"],
             "min_defect_patches": 1, "epochs": 1, "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "lr_min": 0.0, "promptad_weight": 0.5,
-            "alignment_weight": 0.01, "triplet_margin": 0.5}.items()},
+            "alignment_weight": 0.01, "triplet_margin": 0.5, "deviation_average": "balanced"}.items()},
         "smoothing_sigma": (2.0, after_score("devprompt")),
         # the V-V block is cached in synthetic's store, which promptad's fit and score read too
         "vv_block": (11, ["extract_features:vitb16plus/synthetic/*", *after_fit("devprompt", "promptad")]),
@@ -279,6 +281,13 @@ ROWS: list[Row] = [
         "sensitivity": ({"lambda_dev": {"devprompt": 1.0}}, report_of("devprompt")),
         "sensitivity_metric": ("image_auroc", report_of("devprompt")),
     }),
+    # PromptAD's memory and image-level model (deviation_loss false only): the default's promptad instance; a new
+    # memory block extends synthetic's store, which devprompt's fit and score read too (as for vv_block)
+    *method_rows("promptad", "devprompt", {
+        "memory_blocks": ([3, 9], ["extract_features:vitb16plus/synthetic/*", *after_fit("devprompt", "promptad")]),
+        "cls_prompts": (2, after_fit("promptad")),
+        "sub_scores": ([], report_of("promptad")),
+    }, method="devprompt"),
     *method_rows("faprompt", "faprompt", {
         **{key: (value, after_fit("faprompt")) for key, value in {
             "train_split": "all", "cap": False, "normal_tokens": 3, "abnormal_tokens": 3, "abnormal_prompts": 3, "normal_words": "item.",

@@ -92,3 +92,20 @@ def test_promptad_textual_score_is_the_softmax_of_the_abnormal_prompt():
     # cosines (0.6, 0.8) scaled by 3: softmax -> e^2.4 / (e^1.8 + e^2.4)
     expected = math.exp(2.4) / (math.exp(1.8) + math.exp(2.4))
     assert float(textual_anomaly(torch.tensor([6.0, 8.0]), prototypes, 3.0)) == pytest.approx(expected)
+
+
+def test_the_default_promptad_instance_is_promptad_in_full_with_its_own_prompts():
+    """PromptAD's prompt texts (ad_prompts.py: normal "{}", state_anomaly), its V-V tokens through all 12 blocks of
+    ViT-B-16-plus-240, the memory of the states inside blocks 4 and 9 and the n_pro 3 image-level model."""
+    from pathlib import Path
+
+    import yaml
+
+    from fsad.scorers.devprompt.prompt_texts import PROMPTAD_ABNORMAL_STATES
+
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "config" / "config.yaml", root / "config" / "benchmarks" / "devprompt.yaml"):
+        promptad = yaml.safe_load(path.read_text())["scorers"]["promptad"]
+        assert promptad["normal_states"] == ["{}"] and promptad["abnormal_states"] == list(PROMPTAD_ABNORMAL_STATES), path
+        assert promptad.get("class_states", True) and promptad["deviation_loss"] is False, path
+        assert (promptad["vv_block"], promptad["memory_blocks"], promptad["cls_prompts"]) == (12, [4, 9], 3), path

@@ -86,16 +86,21 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     }
 
 
-def expected_devprompt(datasets, sweep_dataset, sweep_instances, runs=3):
-    """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt and PromptAD on every dataset, the sweep
-    instances (lambda, K, a) on ``sweep_dataset``; every DevPrompt/PromptAD score job reads its own run's fit."""
+def expected_devprompt(datasets, sweep_dataset, sweep_instances, learned_instances=3, backbones=2, runs=3):
+    """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt, PromptAD in full and its textual branch
+    alone (``learned_instances``) on every dataset, the sweep instances (lambda, K, a) on ``sweep_dataset``; every
+    DevPrompt/PromptAD score job reads its own run's fit. Features of every category on both backbones (DevPrompt's
+    256 px, PromptAD's and WinCLIP+'s 240 px)."""
     counts = expected(datasets, ["k1"], [datasets], [], runs)
-    fits = (2 * sum(CATEGORIES[d] for d in datasets) + sweep_instances * CATEGORIES[sweep_dataset]) * runs
-    return counts | {"fit_run": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
+    categories = sum(CATEGORIES[d] for d in datasets)
+    fits = (learned_instances * categories + sweep_instances * CATEGORIES[sweep_dataset]) * runs
+    return counts | {"extract_features": categories * backbones, "fit_run": fits, "score": counts["score"] + fits,
+                     "evaluate": counts["evaluate"] + fits}
 
 
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
-# devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA.
+# devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA; DevPrompt at
+# 256 px on its own backbone entry, PromptAD in full and text-only at 240 px.
 # faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA.
 CASES = {
     "winclip.yaml": expected(["mvtec_ad", "visa"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa"]] * 2, []),

@@ -5,7 +5,10 @@ Shapes: ``N`` images, ``P = G * G`` patches, ``W`` token width, ``D`` joint embe
 * DevPrompt (Eqs. 3-7): the cosine of each patch with the abnormal prompt, ``s_a(p)`` (``"abnormal"``), or its
   margin over the normal prompt, ``s_a(p) - s_n(p)`` (``"contrast"``), through the learned scoring parameters
   ``scale * c + bias``; the patch deviation ``|s - mu| / sigma`` is the anomaly map and the Top-K mean the image score.
-* PromptAD: ``softmax(t * [s_n, s_a])`` of the abnormal class per patch (the map) and for the class token.
+* PromptAD: ``softmax(t * [s_n, s_a])`` of the abnormal class per patch (the textual map) and for the class token;
+  its visual memory's ``min (1 - cos) / 2`` over each gallery, averaged over the galleries (the visual map), and the
+  harmonic fusion ``1 / (1 / a + 1 / b)`` of the two (``PromptAD/model.py``: ``calculate_visual_anomaly_score``,
+  ``forward``; ``utils/metrics.py::metric_cal_img``).
 """
 
 from __future__ import annotations
@@ -83,3 +86,26 @@ def devprompt_scores(
 def textual_anomaly(embeddings: torch.Tensor, prototypes: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """PromptAD's textual score: ``softmax(t * [s_n, s_a])`` of the abnormal class; ``(..., D)`` -> ``(...)``."""
     return (prompt_cosines(embeddings, prototypes) * logit_scale).softmax(dim=-1)[..., 1]
+
+
+def memory_gallery(tokens: torch.Tensor) -> torch.Tensor:
+    """``(M, W)`` normalised gallery of the normal shots' ``(k, P, W)`` tokens (PromptAD's ``build_image_feature_gallery``)."""
+    return F.normalize(tokens.reshape(-1, tokens.shape[-1]).float(), dim=-1)
+
+
+def visual_anomaly(tokens: list[torch.Tensor], galleries: list[torch.Tensor]) -> torch.Tensor:
+    """PromptAD's visual map ``(N, P)``: per gallery ``min over it of (1 - cos) / 2``, averaged over the galleries.
+
+    Args:
+        tokens: per memory block ``(N, P, W)`` test tokens (normalised here).
+        galleries: per memory block ``(M, W)`` normalised gallery (:func:`memory_gallery`), in the same order.
+    """
+    if not tokens or len(tokens) != len(galleries):
+        raise ValueError(f"visual_anomaly needs one gallery per token tensor, got {len(tokens)} and {len(galleries)}")
+    scores = [((1.0 - F.normalize(t.float(), dim=-1) @ g.T).amin(dim=-1) / 2.0) for t, g in zip(tokens, galleries)]
+    return torch.stack(scores).mean(dim=0)
+
+
+def harmonic_fusion(textual: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 / textual + 1 / visual)``, PromptAD's fusion of its maps and of its image scores (same shapes)."""
+    return 1.0 / (1.0 / textual + 1.0 / visual)

@@ -39,6 +39,7 @@ class TrainingConfig:
     margin: float
     topk_ratio: float
     deviation_score: str
+    deviation_average: str
 
 
 @dataclass
@@ -132,7 +133,7 @@ def train_prompts(
             }
         if config.deviation:
             scored = devprompt_scores(patches, prototypes, log_scale, bias, mu, sigma, k, config.deviation_score)
-            step_terms["deviation"] = deviation_loss(scored.image_deviation, labels, config.margin, config.lambda_dev)
+            step_terms["deviation"] = deviation_loss(scored.image_deviation, labels, config.margin, config.lambda_dev, config.deviation_average)
         loss = sum(step_terms.values())
         loss.backward()
         optimizer.step()
