@@ -102,4 +102,4 @@ rule extract_generated_features:
     conda:
         "../envs/fsad.yaml"
     script:
-        "../workflow_scripts/extract_generated_features.py"
+        "../workflow_scripts/extract_features.py"
