@@ -133,7 +133,7 @@ def score_params(instance_yaml: str) -> str:
         ("{method: winclip, window_sizes: [2, 3]}", "{method: winclip, window_sizes: [2.0, 3]}"),
         ("{method: anomalous_memory, coverage_threshold: 0.5}", "{method: anomalous_memory, coverage_threshold: 5.0e-1}"),
         ("{method: anomalous_memory, n_draws: 100}", "{method: anomalous_memory, n_draws: 100.0}"),
-        ("{method: anomalous_memory, weights: uniform, n_draws: 20}", "{n_draws: 20, weights: uniform, method: anomalous_memory}"),
+        ("{method: anomalous_memory, score_weights: uniform, n_draws: 20}", "{n_draws: 20, score_weights: uniform, method: anomalous_memory}"),
         ("{method: winclip}", "{method: winclip, temperature: null, window_sizes: [2, 3]}"),  # the defaults spelled out
     ],
 )

@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsad.diffusion.image_sets import pool_generated_ids
-from fsad.features.types import FeatureBatch
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
 from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
@@ -29,9 +27,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     memory = None
     if ctx.split.normal_refs:
-        references = ctx.features(ctx.split.normal_refs)
-        if ctx.pool is not None:
-            references = _with_generated(references, ctx, params["generated_references"])
+        references = ctx.reference_features(params["generated_references"])
         references.require(window_sizes=window_sizes)
         memory = build_reference_memory(references, window_sizes)
 
@@ -48,20 +44,6 @@ def score(ctx: ScoringContext) -> ScoreResult:
         columns[name] = _cat_numpy([step[name] for step in sub_scores])
     frame = pd.DataFrame(columns)
     return ScoreResult(frame, _cat_numpy(maps))
-
-
-def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | None) -> FeatureBatch:
-    """The references followed by the first ``count`` (all when None) generated images of the run's pool."""
-    generated = ctx.pool.features(pool_generated_ids(ctx.pool.index)[:count])
-    join = lambda a, b: torch.cat([a, b])  # noqa: E731
-    return FeatureBatch(
-        references.image_ids + generated.image_ids,
-        join(references.image_embeddings, generated.image_embeddings),
-        join(references.patch_tokens, generated.patch_tokens),
-        {k: join(references.windows[k], generated.windows[k]) for k in references.windows},
-        references.grid,
-        reader=references.reader,
-    )
 
 
 def _cat_numpy(parts: list[torch.Tensor]) -> np.ndarray:
