@@ -80,6 +80,12 @@ class Generated:
     personalized: bool = False
 
 
+def generator_pool(params: Params) -> Generated:
+    """What a memory-bank method reads through its ``generator`` parameter: that generator's anomaly-free pool, whose
+    generated images join the references (One-to-Normal's transfer experiment); nothing when it is null."""
+    return Generated(params["generator"], pool=True) if params["generator"] else Generated()
+
+
 @dataclass(frozen=True)
 class Fit:
     """A learned artifact: one fit job per scope, written to ``models/{scorer}/{fit_key}/``.
