@@ -72,6 +72,7 @@ class World:
     dataset: str = "toy"
     map_size: int = 32
     plugins: list[str] = field(default_factory=list)
+    backbone: dict[str, Any] = field(default_factory=lambda: dict(TINY))
 
     def params(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """``params`` checked against the method's schema, defaults filled in (as the workflow does)."""
@@ -89,7 +90,7 @@ class World:
         run_scope = declared.fit.scope == "run"
         scope = FitScope(self.dataset, CATEGORY, setting, 0) if run_scope else FitScope(self.dataset)
         run_fit(FitJob(method, method_module=method_modules(self.plugins)[method], scope=scope, categories=categories or [self.category_files()],
-                       split_path=self.splits[setting] if run_scope else None, text_cache_dir=self.root / "text", backbone_spec=TINY,
+                       split_path=self.splits[setting] if run_scope else None, text_cache_dir=self.root / "text", backbone_spec=self.backbone,
                        fit_params=declared.fit_params(filled), weights_fallback="error", seed=seed, out_model=out / "model.safetensors",
                        out_info=out / "fit.json"), torch.device("cpu"))
         return out / "model.safetensors"
@@ -101,7 +102,7 @@ class World:
         filled = self.params(method, params)
         out = out or self.root / "scores" / f"{method}-{abs(hash(repr(sorted(filled.items()))))}-{setting}-{seed}"
         run_scorer(ScoreJob(method, method_module=method_modules(self.plugins)[method], split_path=self.splits[setting], manifest_path=self.manifest,
-                            features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=TINY, scorer_params=declared.score_params(filled),
+                            features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=self.backbone, scorer_params=declared.score_params(filled),
                             map_size=self.map_size, weights_fallback="error", seed=seed, out_scores=out / "run0.parquet", out_maps=out / "run0.maps.h5",
                             out_details=out / "run0.json", model_path=model, generated=generated or {}), torch.device("cpu"))
         maps = None
@@ -112,11 +113,13 @@ class World:
 
 
 def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int = 3, size: int = 112,
-                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS, dataset: str = "toy", seed: int = 0) -> World:
+                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS, dataset: str = "toy", seed: int = 0,
+                backbone: dict[str, Any] = TINY) -> World:
     """Write the tiny world under ``root`` and encode its store with the tiny CLIP (random weights, a few seconds).
 
     ``dataset`` names the world's dataset (pool, splits); ``seed`` draws its pixels and masks, so two worlds built with
-    different seeds (e.g. a training and an evaluated dataset) share image ids but no image content.
+    different seeds (e.g. a training and an evaluated dataset) share image ids but no image content. ``backbone`` is
+    the network of the store (e.g. a timm one, with the window sizes and layers it has).
     """
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,6 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
         write_json(splits[name], draw_split(pool, setting, 0))
     paths = manifest.set_index("image_id")["image_path"]
     store = root / "features" / f"{CATEGORY}.h5"
-    update_store(FeatureStore(store), load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
+    update_store(FeatureStore(store), load_backbone(backbone, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
-    return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset)
+    return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset, backbone=dict(backbone))
