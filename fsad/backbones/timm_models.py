@@ -17,7 +17,8 @@ Two families, told apart by timm's own model registry:
 Weights: ``pretrained`` is a timm tag of the architecture (``tv_in1k``, ``lvd142m``), a local checkpoint file
 (``model.safetensors`` or ``pytorch_model.bin``, loaded by timm with ``weights_only``), or ``none``; resolved as for
 open_clip (:mod:`fsad.backbones.loading`), the Hugging Face cache first. Preprocessing is the square resize of
-:mod:`fsad.backbones.preprocess` with the interpolation, mean and std of the tag's pretrained config.
+:mod:`fsad.backbones.preprocess` with the interpolation, mean and std of the tag's pretrained config (the
+architecture's default tag's for a file or no weights), also when the tag's weights fall back to random ones.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class TimmNetwork:
 
     def backbone(self, model: nn.Module, spec: dict[str, Any], weights: str, device: torch.device) -> TimmBackbone:
         model = model.eval().to(device)
-        cfg = model.pretrained_cfg
+        # the tag's config, whichever way its weights arrived (the random fallback too): the same numbers either way
+        cfg = timm.models.get_pretrained_cfg(self._tagged()).to_dict()
         preprocess = square_preprocessing(self.image_size, cfg["mean"], cfg["std"], cfg.get("interpolation") or "bicubic")
         if self.kind == VIT:
             grid = model.patch_embed.grid_size[0]
