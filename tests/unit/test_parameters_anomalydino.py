@@ -8,24 +8,19 @@ cosine similarities, masks with scikit-learn's PCA and OpenCV's dilation and clo
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from PIL import Image
 from sklearn.decomposition import PCA
 
-from fsad.backbones.loading import load_backbone
 from fsad.data.splits import read_split
-from fsad.features.extract import update_store
 from fsad.features.store import FeatureStore
 from fsad.scorers.anomalydino.method import METHOD
 
-from .tiny_world import CATEGORY, ScoreOutputs, World, build_world
+from .tiny_world import CATEGORY, ScoreOutputs, World, assert_smoothing_moves_the_maps_alone, build_world, memoized_scores, write_pool
 
 COVERED: dict[str, str] = {
     "anomalydino.rotations": "test_rotations_add_seven_turned_copies_of_every_reference",
@@ -49,15 +44,7 @@ def world(tmp_path_factory) -> World:
 
 @pytest.fixture(scope="module")
 def runs(world):
-    cache: dict[str, ScoreOutputs] = {}
-
-    def run(params: dict | None = None, setting: str = "k1") -> ScoreOutputs:
-        key = repr((sorted((params or {}).items()), setting))
-        if key not in cache:
-            cache[key] = world.score("anomalydino", params or {}, setting=setting, out=world.root / "scores" / f"run{len(cache)}")
-        return cache[key]
-
-    return run
+    return memoized_scores(world, "anomalydino")
 
 
 def tokens(world: World, ids: list[str]) -> np.ndarray:
@@ -155,11 +142,7 @@ def test_mask_references_keeps_only_their_foreground_in_the_memory(world, runs):
 
 
 def test_sigma_smooths_the_maps_and_moves_no_score(runs):
-    default, sharp, blurred = runs({"rotations": False}), runs({"rotations": False, "sigma": 0.0}), runs({"rotations": False, "sigma": 8.0})
-    pd.testing.assert_frame_equal(sharp.scores, default.scores)
-    pd.testing.assert_frame_equal(blurred.scores, default.scores)
-    spread = [out.maps.astype(np.float64).var(axis=(1, 2)).mean() for out in (sharp, default, blurred)]
-    assert spread[0] > spread[1] > spread[2]
+    assert_smoothing_moves_the_maps_alone(runs({"rotations": False, "sigma": 0.0}), runs({"rotations": False}), runs({"rotations": False, "sigma": 8.0}))
 
 
 # --- the generated pool -----------------------------------------------------------------------------------------
@@ -169,19 +152,7 @@ def test_sigma_smooths_the_maps_and_moves_no_score(runs):
 def pool(world) -> dict[str, Path]:
     """A generator's pool for the k1 run: the reference, then ``g0`` (a train normal) and ``g1`` (the first anomalous test
     image turned upside down), with their features on the world's backbone."""
-    split = read_split(world.splits["k1"])
-    manifest = pd.read_csv(world.manifest).set_index("image_id")
-    copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
-    unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
-    directory = world.root / "pools" / "gen_a"
-    directory.mkdir(parents=True)
-    shutil.copy(manifest.loc[unused, "image_path"], directory / "g0.png")
-    Image.open(manifest.loc[copy_of, "image_path"]).rotate(180).save(directory / "g1.png")
-    pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
-                  "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
-    store = world.root / "pools" / "gen_a.h5"
-    update_store(FeatureStore(store), load_backbone(DINO, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, ())
-    return {"pool": directory, "pool_features": store, "copy_of": copy_of}
+    return write_pool(world, copy=lambda image: image.rotate(180))
 
 
 @pytest.mark.parametrize("count", [None, 1])

@@ -8,7 +8,6 @@ as sums of shifted copies, distances by ``torch.cdist``, the reweighting image b
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,10 @@ import torch
 from torch.nn import functional as F
 
 from fsad.data.splits import read_split
-from fsad.features.extract import update_store
 from fsad.features.store import FeatureStore
-from fsad.backbones.loading import load_backbone
 from fsad.scorers.patchcore.method import METHOD
 
-from .tiny_world import ScoreOutputs, World, build_world
+from .tiny_world import World, assert_smoothing_moves_the_maps_alone, build_world, memoized_scores, write_pool
 
 COVERED: dict[str, str] = {
     "patchcore.layers": "test_the_layers_choose_the_stages_of_the_embedding",
@@ -45,15 +42,7 @@ def world(tmp_path_factory) -> World:
 
 @pytest.fixture(scope="module")
 def runs(world):
-    cache: dict[str, ScoreOutputs] = {}
-
-    def run(params: dict | None = None, setting: str = "k2") -> ScoreOutputs:
-        key = repr((sorted((params or {}).items()), setting))
-        if key not in cache:
-            cache[key] = world.score("patchcore", params or {}, setting=setting, out=world.root / "scores" / f"run{len(cache)}")
-        return cache[key]
-
-    return run
+    return memoized_scores(world, "patchcore", "k2")
 
 
 def stage_map(features, layer: int) -> torch.Tensor:
@@ -146,13 +135,8 @@ def test_the_neighbours_and_the_image_score_set_the_image_score_alone(world, run
         np.testing.assert_array_equal(out.maps, default.maps)
 
 
-def test_sigma_smooths_the_maps_and_moves_no_score(world, runs):
-    default, sharp, blurred = runs(), runs({"sigma": 0.0}), runs({"sigma": 8.0})
-    pd.testing.assert_frame_equal(sharp.scores, default.scores)
-    pd.testing.assert_frame_equal(blurred.scores, default.scores)
-    # smoothing spreads the maps: the pixel variance falls as sigma grows
-    spread = [out.maps.astype(np.float64).var(axis=(1, 2)).mean() for out in (sharp, default, blurred)]
-    assert spread[0] > spread[1] > spread[2]
+def test_sigma_smooths_the_maps_and_moves_no_score(runs):
+    assert_smoothing_moves_the_maps_alone(runs({"sigma": 0.0}), runs(), runs({"sigma": 8.0}))
 
 
 # --- the generated pool -----------------------------------------------------------------------------------------
@@ -162,19 +146,7 @@ def test_sigma_smooths_the_maps_and_moves_no_score(world, runs):
 def pool(world) -> dict[str, Path]:
     """A generator's pool for the k1 run: the reference, then ``g0`` (a train normal) and ``g1`` (a copy of the first
     anomalous test image), with their features on the world's backbone."""
-    split = read_split(world.splits["k1"])
-    manifest = pd.read_csv(world.manifest).set_index("image_id")
-    copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
-    unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
-    directory = world.root / "pools" / "gen_a"
-    directory.mkdir(parents=True)
-    for name, source in (("g0.png", unused), ("g1.png", copy_of)):
-        shutil.copy(manifest.loc[source, "image_path"], directory / name)
-    pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
-                  "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
-    store = world.root / "pools" / "gen_a.h5"
-    update_store(FeatureStore(store), load_backbone(RESNET, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, (), layers=(2, 3))
-    return {"pool": directory, "pool_features": store, "copy_of": copy_of}
+    return write_pool(world, layers=(2, 3))
 
 
 @pytest.mark.parametrize("count", [None, 1])

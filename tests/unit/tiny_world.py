@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
-from fsad.data.splits import draw_pool, draw_split, pool_image_ids
+from fsad.data.splits import draw_pool, draw_split, pool_image_ids, read_split
 from fsad.features.extract import update_store
 from fsad.features.store import FeatureStore
 from fsad.io import write_json
@@ -151,3 +151,48 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
     update_store(FeatureStore(store), load_backbone(backbone, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
     return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset, backbone=dict(backbone))
+
+
+def memoized_scores(world: World, method: str, default_setting: str = "k1") -> Callable[..., ScoreOutputs]:
+    """``run(params, setting)``: :meth:`World.score` of ``method``, memoised so a module's tests share their runs."""
+    cache: dict[str, ScoreOutputs] = {}
+
+    def run(params: dict[str, Any] | None = None, setting: str = default_setting) -> ScoreOutputs:
+        key = repr((sorted((params or {}).items()), setting))
+        if key not in cache:
+            cache[key] = world.score(method, params or {}, setting=setting, out=world.root / "scores" / f"{method}-run{len(cache)}")
+        return cache[key]
+
+    return run
+
+
+def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: str = "k1",
+               copy: Callable[[Image.Image], Image.Image] = lambda image: image) -> dict[str, Any]:
+    """A generator's pool ``gen_a`` for ``setting``'s run: the reference, then ``g0`` (a train normal the split does not
+    use) and ``g1`` (``copy`` of the first anomalous test image), with their feature store on the world's backbone.
+
+    Returns:
+        ``pool`` and ``pool_features`` (a score job's ``generated``), ``copy_of`` and ``unused`` (the source images).
+    """
+    split = read_split(world.splits[setting])
+    manifest = pd.read_csv(world.manifest).set_index("image_id")
+    copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
+    unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
+    directory = world.root / "pools" / "gen_a"
+    directory.mkdir(parents=True)
+    Image.open(manifest.loc[unused, "image_path"]).save(directory / "g0.png")
+    copy(Image.open(manifest.loc[copy_of, "image_path"])).save(directory / "g1.png")
+    pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
+                  "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
+    store = world.root / "pools" / "gen_a.h5"
+    update_store(FeatureStore(store), load_backbone(world.backbone, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")},
+                 window_sizes, layers=layers, vv_layers=vv_layers)
+    return {"pool": directory, "pool_features": store, "copy_of": copy_of, "unused": unused}
+
+
+def assert_smoothing_moves_the_maps_alone(sharp: ScoreOutputs, default: ScoreOutputs, blurred: ScoreOutputs) -> None:
+    """Runs at a smaller, the default and a larger Gaussian sigma: the same scores, maps whose pixel variance falls."""
+    pd.testing.assert_frame_equal(sharp.scores, default.scores)
+    pd.testing.assert_frame_equal(blurred.scores, default.scores)
+    spread = [out.maps.astype(np.float64).var(axis=(1, 2)).mean() for out in (sharp, default, blurred)]
+    assert spread[0] > spread[1] > spread[2], spread
