@@ -15,9 +15,9 @@ import os
 import socket
 import sys
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlparse
 
