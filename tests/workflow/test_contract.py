@@ -191,7 +191,7 @@ def fit_keys(name: str) -> list[str]:
 def fit_jobs_run(log: str) -> list[str]:
     """``scorer/scope`` of every fit job a Snakemake log says it started (scope: a dataset, or dataset/category/setting/run<n>)."""
     started = []
-    for block in re.split(r"\brule fit_(?:run|dataset):", log)[1:]:
+    for block in re.split(r"\b(?:local)?rule fit_(?:run|dataset):", log)[1:]:
         wildcards = block.split("wildcards:", 1)[1].splitlines()[0]
         fields = dict(part.strip().split("=", 1) for part in wildcards.split(","))
         scope = [fields["dataset"]] + ([fields["category"], fields["setting"], f"run{fields['run']}"] if "run" in fields else [])
