@@ -43,7 +43,7 @@ U, DAG = "tests/unit/", "tests/dag/"
 MUTATIONS = [
     # --- WinCLIP and the anomalous memory ---------------------------------------------------------
     Mutation("winclip_temperature_replaced_by_the_presets", "fsad/scorers/winclip/scorer.py",
-             'preset_temperature(params["prompt_preset"], params["temperature"])', 'preset_temperature(params["prompt_preset"], None)',
+             "temperature = prompt_temperature(params)", 'temperature = prompt_temperature({**params, "temperature": None})',
              (U + "test_parameters_winclip.py",)),
     Mutation("winclip_window_sizes_cut_to_the_first", "fsad/scorers/winclip/scorer.py",
              'window_sizes = list(params["window_sizes"])', 'window_sizes = list(params["window_sizes"])[:1]', (U + "test_parameters_winclip.py",)),
@@ -69,8 +69,8 @@ MUTATIONS = [
     Mutation("devprompt_margin_and_topk_swapped", "fsad/scorers/devprompt/fit.py",
              'margin=params["margin"],\n        topk_ratio=params["topk_ratio"],', 'margin=params["topk_ratio"],\n        topk_ratio=params["margin"],',
              (U + "test_parameters_devprompt.py",)),
-    Mutation("devprompt_smoothing_dropped", "fsad/scorers/devprompt/scorer.py", 'smooth_maps(_numpy(maps), params["smoothing_sigma"])',
-             "smooth_maps(_numpy(maps), 4.0)", (U + "test_parameters_devprompt.py",)),
+    Mutation("devprompt_smoothing_dropped", "fsad/scorers/devprompt/scorer.py", 'smooth(concat_numpy(maps), params["smoothing_sigma"])',
+             "smooth(concat_numpy(maps), 4.0)", (U + "test_parameters_devprompt.py",)),
     Mutation("devprompt_alignment_weight_at_its_default", "fsad/scorers/devprompt/fit.py", 'alignment_weight=params["alignment_weight"]',
              "alignment_weight=0.001", (U + "test_parameters_devprompt.py",)),
     # --- One-to-Normal and the generators ----------------------------------------------------------------

@@ -1,10 +1,21 @@
-"""Config checks beyond the JSON schemas, and canonical forms for Snakemake params."""
+"""The config: parameters checked against their schemas (defaults filled in), checks beyond the schemas, and
+canonical forms for Snakemake params."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fsad.scorers.method import Method, Params
+import jsonschema
+import yaml
+
+from fsad.schemas import load_schema
+
+if TYPE_CHECKING:
+    from fsad.scorers.method import Method
+
+# A scorer instance's, a generator's or a dataset's parameters.
+Params = dict[str, Any]
 
 
 class ConfigError(ValueError):
@@ -29,6 +40,89 @@ def check_complete(config: dict[str, Any]) -> None:
             f"scorers.{disabled[0]}.enabled: a config runs every scorer instance it lists, so there is no switch; "
             "delete the instances it should not run"
         )
+
+
+def check_datasets(config: dict[str, Any]) -> None:
+    """Each dataset's options against its kind's schema (``fsad/data/adapters/<kind>.schema.yaml``).
+
+    Raises:
+        ConfigError: ``config: datasets.<name>.<key>: ...`` for an option the kind does not have or a bad value.
+    """
+    from fsad.data.registry import get_adapter
+
+    for spec in config["datasets"]:
+        get_adapter(spec["kind"]).options(spec)
+
+
+def validated(schema_path: Path, params: Params, where: str, owner: str) -> Params:
+    """``params`` checked against the YAML JSON schema at ``schema_path`` (its fragments included), defaults filled in and numbers in the
+    declared type (:func:`_as_declared`), in place.
+
+    Raises:
+        ConfigError: naming ``where``, the offending key, ``owner`` (what the schema belongs to) and the schema's rule.
+    """
+    schema = load_schema(schema_path)
+    validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        key = ".".join(map(str, err.absolute_path)) or "(parameters)"
+        raise ConfigError(f"config: {where}.{key}: {err.message}{_yaml_number_hint(err)} ({owner}, schema {schema_path})")
+    params.update(_as_declared(params, schema))
+    return params
+
+
+def _as_declared(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` with every number in the type its schema declares: an int where the schema says ``number``
+    becomes a float, an integral float where it says only ``integer`` an int.
+
+    Snakemake compares params by ``repr``: without this, ``temperature: 1`` and ``temperature: 1.0`` (the same
+    value) would rerun every job of the instance when a config changes one spelling for the other.
+    """
+    types = schema.get("type", ())
+    types = {types} if isinstance(types, str) else set(types)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and "number" in types:
+        return float(value)
+    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
+        return int(value)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _as_declared(v, properties.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_as_declared(v, schema["items"]) for v in value]
+    return value
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills in each property's ``default`` (as Snakemake's ``validate`` does)."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, plain_copy(sub["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _yaml_number_hint(err: jsonschema.ValidationError) -> str:
+    """For a number written as ``1e-1``, which YAML 1.1 (PyYAML, Snakemake) reads as a string: how to write it."""
+    if err.validator != "type" or not isinstance(err.instance, str):
+        return ""
+    try:
+        value = float(err.instance)
+    except ValueError:
+        return ""
+    return f"; YAML reads {err.instance} as text, write it with a dot and a signed exponent (1.0e-1) or as {value!r}"
+
+
+def plain_copy(value: Any) -> Any:
+    """A deep copy of ``value`` in plain YAML types (tuples become lists), as a config file would give it."""
+    return yaml.safe_load(yaml.safe_dump(value))
 
 
 def canonical(value: Any) -> Any:
@@ -120,8 +214,11 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     _check_pools(config, settings)
 
 
-# What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation.
-CLIP_ONLY_KEYS = {"window_sizes": "window embeddings", "vv_layers": "V-V attention tokens", "quick_gelu": "a CLIP MLP activation"}
+# What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation,
+# PromptAD's resize (``direct``, the default, is every backbone's).
+CLIP_ONLY_KEYS = {"window_sizes": "window embeddings", "vv_layers": "V-V attention tokens", "quick_gelu": "a CLIP MLP activation", "resize": "PromptAD resize"}
+# What only open_clip backbones compute for an instance: the keys above, and PromptAD's mid-block states (asked by scorers).
+CLIP_ONLY_FEATURES = {**CLIP_ONLY_KEYS, "mid_layers": "mid-block states"}
 
 
 def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
@@ -135,23 +232,23 @@ def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
     if library == OPEN_CLIP:
         return
     for key, what in CLIP_ONLY_KEYS.items():
-        if backbone.get(key) not in (None, []):
+        if backbone.get(key) not in (None, [], "direct"):
             fix = "set window_sizes: [] (its default is [2, 3], for CLIP)" if key == "window_sizes" else f"remove {key}"
             raise ConfigError(f"config: backbones.{name}.{key}: a {library} backbone has no {what}; {fix}")
 
 
 def _check_timm_features(name: str, instance: dict[str, Any], method: Method, params: Params, config: dict[str, Any]) -> None:
-    """An instance on a timm backbone declares no window sizes or V-V layers (they are CLIP features)."""
+    """An instance on a timm backbone declares no window sizes, V-V or mid-block layers (they are CLIP features)."""
     from fsad.backbones.spec import OPEN_CLIP, backbone_library
 
     backbone = config["backbones"][instance["backbone"]]
     if backbone_library(backbone) == OPEN_CLIP:
         return
     declared = method.features(params)
-    for key in ("window_sizes", "vv_layers"):
+    for key in ("window_sizes", "vv_layers", "mid_layers"):
         if getattr(declared, key):
             raise ConfigError(
-                f"config: scorers.{name}: method {method.name!r} reads {CLIP_ONLY_KEYS[key]} ({key} {list(getattr(declared, key))}), which backbone "
+                f"config: scorers.{name}: method {method.name!r} reads {CLIP_ONLY_FEATURES[key]} ({key} {list(getattr(declared, key))}), which backbone "
                 f"{instance['backbone']!r} ({backbone_library(backbone)}) does not have; give the instance an open_clip backbone"
             )
 

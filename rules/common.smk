@@ -8,13 +8,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from fsad.backbones.spec import OPEN_CLIP, backbone_key, backbone_library, network_spec
-from fsad.config import canonical, check_complete, check_config
+from fsad.config import canonical, check_complete, check_config, check_datasets
 from fsad.data.registry import dataset_categories
 from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
 check_complete(config)
 validate(config, schema="../config/schema.yaml")
+check_datasets(config)  # each kind's options: fsad/data/adapters/<kind>.schema.yaml
 
 R = config["results_dir"]
 PLUGINS = config.get("plugins", [])
@@ -84,7 +85,7 @@ def fit_datasets(scorer):
 
 @cache
 def feature_needs(backbone_dir, dataset):
-    """Sorted window sizes, layers and V-V layers the store of (backbone, dataset) holds: the backbone's own
+    """Sorted window sizes, layers, V-V layers and mid-block states the store of (backbone, dataset) holds: the backbone's own
     plus what every scorer instance on that backbone declares for that dataset (scored or trained on)."""
     name = backbone_name(backbone_dir)
     spec = config["backbones"][name]
@@ -94,6 +95,7 @@ def feature_needs(backbone_dir, dataset):
         "window_sizes": set(spec["window_sizes"]) | set(extra),
         "layers": set(spec.get("layers", [])),
         "vv_layers": set(spec.get("vv_layers", [])),
+        "mid_layers": set(),  # asked by scorers only (PromptAD's memory_blocks)
     }
     for scorer in SCORERS:
         if SCORERS[scorer]["backbone"] == name and dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}:
@@ -191,9 +193,9 @@ def generated_inputs(wildcards):
     run = (declared.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
     backbone = backbone_dir_of_scorer(wildcards.scorer)
     inputs = {}
-    for key, kind in (("pool", "pools"), ("personalized", "personalized")):
+    for key, kind, name in (("pool", "pools", "generated_pool"), ("personalized", "personalized", "personalized")):
         if getattr(declared, key):
-            inputs |= {key: generated_dir(kind, *run), f"{key}_features": generated_store(backbone, kind, *run)}
+            inputs |= {name: generated_dir(kind, *run), f"{name}_features": generated_store(backbone, kind, *run)}
     return inputs
 
 
@@ -233,7 +235,7 @@ def generated_feature_needs(backbone_dir, kind, generator, dataset):
     """What the store of a run's pool or personalized images holds: the backbone's own window sizes and layers plus
     what every scorer instance on that backbone that reads those images declares."""
     spec = config["backbones"][backbone_name(backbone_dir)]
-    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", []))}
+    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", [])), "mid_layers": set()}
     key = "pool" if kind == "pools" else "personalized"
     for scorer in SCORERS:
         declared = METHODS[scorer].generated(PARAMS[scorer])

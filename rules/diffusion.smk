@@ -87,6 +87,7 @@ rule extract_generated_features:
         window_sizes=generated_feature_param("window_sizes"),
         layers=generated_feature_param("layers"),
         vv_layers=generated_feature_param("vv_layers"),
+        mid_layers=generated_feature_param("mid_layers"),
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],
     log:

@@ -18,6 +18,7 @@ rule extract_features:
         window_sizes=feature_param("window_sizes"),
         layers=feature_param("layers"),
         vv_layers=feature_param("vv_layers"),
+        mid_layers=feature_param("mid_layers"),
         weights_fallback=config["weights_fallback"],
         seed=config["seed"],
     log:

@@ -22,6 +22,7 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
         window_sizes=smk.params.window_sizes,
         layers=smk.params.layers,
         vv_layers=smk.params.vv_layers,
+        mid_layers=smk.params.mid_layers,
         # batch size and workers change no number: read from the config, not params, so changing them reruns nothing
         **run_settings(smk.config, backbone_name(smk.wildcards.backbone)),
         weights_fallback=smk.params.weights_fallback,
@@ -30,7 +31,7 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
     )
     summary = extract(job, device)
     log.info("features: %s", summary)
-    asked = {"window_sizes": job.window_sizes, "layers": job.layers, "vv_layers": job.vv_layers}
+    asked = {"window_sizes": job.window_sizes, "layers": job.layers, "vv_layers": job.vv_layers, "mid_layers": job.mid_layers}
     write_json(smk.output.index, {**summary, "image_ids": ids, **asked})
     # An update with nothing to add leaves the store as it was; it is this job's output all the same, so it
     # must not look older than the job's inputs (Snakemake would rerun the job forever).

@@ -15,6 +15,7 @@ job = ExtractJob(
     window_sizes=smk.params.window_sizes,
     layers=smk.params.layers,
     vv_layers=smk.params.vv_layers,
+    mid_layers=smk.params.mid_layers,
     **run_settings(smk.config, backbone_name(smk.wildcards.backbone)),
     weights_fallback=smk.params.weights_fallback,
     seed=smk.params.seed,

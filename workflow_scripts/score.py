@@ -21,7 +21,7 @@ job = ScoreJob(
     out_maps=smk.output.maps,
     out_details=smk.output.details,
     model_path=smk.input.get("model"),
-    generated={key: smk.input[key] for key in ("pool", "pool_features", "personalized", "personalized_features") if key in smk.input.keys()},
+    generated={key: smk.input[key] for key in ("generated_pool", "generated_pool_features", "personalized", "personalized_features") if key in smk.input.keys()},
 )
 with job_logging(smk.log[0]), claim_device() as device:
     run_scorer(job, device)

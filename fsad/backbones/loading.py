@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import open_clip
 import torch
+from torchvision.transforms import v2
 
 from fsad.backbones.activation import NO_WEIGHTS, ActivationMismatchError, built_quick_gelu, check_tag_table, declared_quick_gelu, is_weights_file
 from fsad.backbones.preprocess import autocast_dtype, square_preprocessing
@@ -74,19 +75,25 @@ class Backbone:
         """bf16 autocast on CUDA when the spec asks for it; None (fp32) otherwise."""
         return autocast_dtype(self.spec, self.device)
 
-    def check_indices(self, layers: Collection[int], vv_layers: Collection[int]) -> None:
-        """Raise a config hint when ``layers`` or ``vv_layers`` name blocks this backbone lacks."""
+    def check_indices(self, layers: Collection[int], vv_layers: Collection[int], mid_layers: Collection[int] = ()) -> None:
+        """Raise a config hint when ``layers``, ``vv_layers`` or ``mid_layers`` name blocks this backbone lacks."""
         from fsad.backbones.taps import check_block_indices
 
-        check_block_indices(self.depth, layers, vv_layers)
+        check_block_indices(self.depth, layers, vv_layers, mid_layers)
 
     def encode(
-        self, pixels: torch.Tensor, window_sizes: list[int], with_image: bool = True, layers: Collection[int] = (), vv_layers: Collection[int] = ()
+        self,
+        pixels: torch.Tensor,
+        window_sizes: list[int],
+        with_image: bool = True,
+        layers: Collection[int] = (),
+        vv_layers: Collection[int] = (),
+        mid_layers: Collection[int] = (),
     ) -> FeatureBatch:
         """Features of preprocessed images ``(B, 3, S, S)``: :func:`fsad.backbones.window_embeddings.encode_images`."""
         from fsad.backbones.window_embeddings import encode_images
 
-        return encode_images(self, pixels, window_sizes, with_image=with_image, layers=layers, vv_layers=vv_layers)
+        return encode_images(self, pixels, window_sizes, with_image=with_image, layers=layers, vv_layers=vv_layers, mid_layers=mid_layers)
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -104,9 +111,43 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def preprocessing(model: torch.nn.Module, image_size: int) -> Callable[[Any], torch.Tensor]:
-    """WinCLIP's preprocessing, as anomalib's: RGB, resize to ``image_size`` square (bicubic, antialiased), normalise."""
+# A backbone's ``resize`` (absent: direct): how images reach ``image_size``.
+RESIZES = ("direct", "promptad")
+PROMPTAD_LOAD_SIZE = 1024  # PromptAD's datasets/dataset.py: cv2.resize(img, (1024, 1024)) before its transform
+
+
+def _promptad_resize(image_size: int) -> Callable[[Any], Any]:
+    """PromptAD's two resizes: cv2 bilinear (``INTER_LINEAR``, on uint8) to 1024 x 1024, then PIL bicubic to
+    ``image_size`` (its ``transforms.Resize((240, 240), Image.BICUBIC)`` on the PIL image; the 240 crop is then the whole)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    def resize(img: Any) -> Any:
+        loaded = cv2.resize(np.asarray(img.convert("RGB")), (PROMPTAD_LOAD_SIZE, PROMPTAD_LOAD_SIZE), interpolation=cv2.INTER_LINEAR)
+        return Image.fromarray(loaded).resize((image_size, image_size), Image.BICUBIC)
+
+    return resize
+
+
+def preprocessing(model: torch.nn.Module, image_size: int, resize: str | None = None) -> Callable[[Any], torch.Tensor]:
+    """WinCLIP's preprocessing, as anomalib's: RGB, resize to ``image_size`` square (bicubic, antialiased), normalise.
+
+    ``resize: promptad`` resizes as PromptAD's code does instead (:func:`_promptad_resize`; RGB, not its test-time BGR).
+    """
     cfg = model.visual.preprocess_cfg
+    resize = resize or "direct"
+    if resize not in RESIZES:
+        raise ValueError(f"backbone resize {resize!r} is not one of {list(RESIZES)}; fix `resize:` of the backbone in the config")
+    if resize == "promptad":
+        return v2.Compose(
+            [
+                v2.Lambda(_promptad_resize(image_size)),
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=cfg["mean"], std=cfg["std"]),
+            ]
+        )
     return square_preprocessing(image_size, cfg["mean"], cfg["std"], "bicubic")
 
 
@@ -234,7 +275,7 @@ class _OpenClipNetwork:
         return Backbone(
             model=model,
             tokenizer=open_clip.get_tokenizer(self.arch),
-            preprocess=preprocessing(model, self.image_size),
+            preprocess=preprocessing(model, self.image_size, spec.get("resize")),
             spec=dict(spec),
             weights=weights,
             grid=grid,
@@ -303,7 +344,7 @@ def load_backbone(
     seed: int = 0,
     weights: str | None = None,
 ) -> Backbone | TimmBackbone:
-    """Load the backbone of a config entry (``library``, ``arch``, ``pretrained``, ``image_size``, ``quick_gelu``, ``precision``).
+    """Load the backbone of a config entry (``library``, ``arch``, ``pretrained``, ``image_size``, ``resize``, ``quick_gelu``, ``precision``).
 
     An open_clip network has the MLP activation its weights were trained with (:mod:`fsad.backbones.activation`):
     QuickGELU for OpenAI's tags, whether the weights come from the hub, the cache, a file or the random fallback. A timm

@@ -17,6 +17,7 @@ class FeaturesWanted(Protocol):
     window_sizes: Collection[int]
     layers: Collection[int]
     vv_layers: Collection[int]
+    mid_layers: Collection[int]
 
 
 @dataclass
@@ -52,6 +53,8 @@ class BackboneSession:
         """``list[PIL.Image] -> FeatureBatch`` holding what ``needs`` names, for images outside the feature store."""
         def encode(images: list) -> Any:
             pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-            return self.backbone.encode(pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers)
+            return self.backbone.encode(
+                pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers, mid_layers=needs.mid_layers
+            )
 
         return encode

@@ -23,7 +23,8 @@ from typing import Any
 
 from fsad.backbones.activation import declared_quick_gelu
 
-NETWORK_KEYS = ("library", "arch", "pretrained", "image_size", "quick_gelu", "precision", "storage_dtype")
+# ``resize`` only when set (absent is direct), so the keys of backbones without it stay what they were.
+NETWORK_KEYS = ("library", "arch", "pretrained", "image_size", "resize", "quick_gelu", "precision", "storage_dtype")
 RUN_SETTINGS = {"batch_size": 8, "workers": None}
 # The libraries a backbone entry's ``library`` names; entries without one are open_clip's (config/schema.yaml).
 OPEN_CLIP, TIMM = "open_clip", "timm"
@@ -42,9 +43,14 @@ def network_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring).
 
     An open_clip entry leaves ``library`` out, so every open_clip feature directory keeps the name it had before timm
-    backbones existed; a timm entry names its library and has no activation to declare.
+    backbones existed; a timm entry names its library and has no activation to declare. ``resize: direct`` is left
+    out too (it is the default).
     """
-    network = {key: spec[key] for key in NETWORK_KEYS if spec.get(key) is not None and key != "library"}
+    network = {
+        key: spec[key]
+        for key in NETWORK_KEYS
+        if spec.get(key) is not None and key != "library" and not (key == "resize" and spec[key] == "direct")
+    }
     if backbone_library(spec) == OPEN_CLIP:
         network["quick_gelu"] = declared_quick_gelu(spec)
     else:

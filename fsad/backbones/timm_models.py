@@ -92,11 +92,15 @@ class TimmBackbone:
     def autocast_dtype(self) -> torch.dtype | None:
         return autocast_dtype(self.spec, self.device)
 
-    def check_indices(self, layers: Collection[int], vv_layers: Collection[int]) -> None:
-        """Raise a config hint for layers outside 1..depth, and for V-V layers (a CLIP attention path)."""
+    def check_indices(self, layers: Collection[int], vv_layers: Collection[int], mid_layers: Collection[int] = ()) -> None:
+        """Raise a config hint for layers outside 1..depth, and for V-V or mid-block layers (CLIP transformer taps)."""
         arch = self.spec["arch"]
         if vv_layers:
             raise ValueError(f"timm backbone {arch} has no V-V attention path (AnomalyCLIP's, a CLIP one); remove vv_layers from it and its readers")
+        if mid_layers:
+            raise ValueError(
+                f"timm backbone {arch} has no mid-block states (PromptAD's, read inside an open_clip block); remove mid_layers from it and its readers"
+            )
         wrong = sorted(n for n in layers if not 1 <= n <= self.depth)
         if wrong:
             what = "blocks" if self.kind == VIT else "feature stages (timm's feature_info indices; ResNets: layer1..layer4)"
@@ -107,7 +111,13 @@ class TimmBackbone:
 
     @torch.inference_mode()
     def encode(
-        self, pixels: torch.Tensor, window_sizes: list[int], with_image: bool = True, layers: Collection[int] = (), vv_layers: Collection[int] = ()
+        self,
+        pixels: torch.Tensor,
+        window_sizes: list[int],
+        with_image: bool = True,
+        layers: Collection[int] = (),
+        vv_layers: Collection[int] = (),
+        mid_layers: Collection[int] = (),
     ) -> FeatureBatch:
         """Features of preprocessed images ``(B, 3, S, S)`` from one pass (float32; ``image_ids`` empty).
 
@@ -115,7 +125,7 @@ class TimmBackbone:
         """
         if window_sizes:
             raise ValueError(f"timm backbone {self.spec['arch']} has no window embeddings (WinCLIP's, a CLIP one); set window_sizes: [] for it")
-        self.check_indices(layers, vv_layers)
+        self.check_indices(layers, vv_layers, mid_layers)
         layers = sorted(layers)
         pixels = pixels.to(self.device)
         dtype = self.autocast_dtype
@@ -171,6 +181,8 @@ class TimmNetwork:
             raise ValueError(f"unknown timm architecture {arch!r}; see timm.list_models()")
         if spec.get("image_size") is None:
             raise ValueError(f"timm backbone {arch}: set its image_size (the square input side in pixels)")
+        if spec.get("resize") not in (None, "direct"):
+            raise ValueError(f"timm backbone {arch}: resize {spec['resize']!r} is an open_clip option (PromptAD's); remove `resize:` from it")
         return cls(arch, spec.get("pretrained"), int(spec["image_size"]), family(arch))
 
     def _create(self, name: str, **kwargs: Any) -> nn.Module:

@@ -133,6 +133,7 @@ def encode_images(
     with_image: bool = True,
     layers: Collection[int] = (),
     vv_layers: Collection[int] = (),
+    mid_layers: Collection[int] = (),
 ) -> FeatureBatch:
     """Features of a batch of preprocessed images ``(B, 3, S, S)``, from one pass through the transformer.
 
@@ -143,21 +144,25 @@ def encode_images(
         layers: 1-based blocks whose patch tokens to keep (:func:`layer_patch_tokens`).
         vv_layers: 1-based blocks whose V-V path patch tokens to keep (:mod:`fsad.backbones.vv_attention`),
             after ``ln_post`` like ``layers``.
+        mid_layers: 1-based blocks whose patch tokens inside the block (after attention, before the MLP) to
+            keep raw: no ``ln_post``, as PromptAD's visual memory compares them.
 
     Returns:
         a :class:`FeatureBatch` (``image_ids`` empty; empty image tensors when ``with_image`` is False), float32.
     """
-    check_block_indices(backbone.depth, layers, vv_layers)
+    check_block_indices(backbone.depth, layers, vv_layers, mid_layers)
     pixels = pixels.to(backbone.device)
     dtype = backbone.autocast_dtype
     with torch.autocast(backbone.device.type, dtype=dtype, enabled=dtype is not None):
         tokens = token_embeddings(backbone, pixels)
         windows = window_embeddings(backbone, tokens, window_sizes)
         image = patches = tokens.new_zeros((0,))
-        taps, vv_taps = {}, {}
-        if with_image or layers or vv_layers:
-            states = run_blocks(backbone.model.visual.transformer.resblocks, tokens, layers, vv_layers, stop_early=not with_image)
+        taps, vv_taps, mid_taps = {}, {}, {}
+        if with_image or layers or vv_layers or mid_layers:
+            blocks = backbone.model.visual.transformer.resblocks
+            states = run_blocks(blocks, tokens, layers, vv_layers, stop_early=not with_image, mid_layers=mid_layers)
             taps, vv_taps = layer_patch_tokens(backbone, states.layers), layer_patch_tokens(backbone, states.vv_layers)
+            mid_taps = {n: state[:, 1:] for n, state in states.mid_layers.items()}
             if with_image:
                 image, patches = image_embeddings(backbone, states.last)
     return FeatureBatch(
@@ -168,4 +173,5 @@ def encode_images(
         grid=backbone.grid,
         layers={n: v.float() for n, v in taps.items()},
         vv_layers={n: v.float() for n, v in vv_taps.items()},
+        mid_layers={n: v.float() for n, v in mid_taps.items()},
     )

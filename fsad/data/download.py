@@ -224,6 +224,25 @@ def remove_stale_staging(target: Path, purpose: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def built_once(target: Path, purpose: str, build: Callable[[Path], None]) -> Path:
+    """``target``, built by ``build(staging)`` in a staging folder renamed into place unless it exists already.
+
+    An existing ``target`` is therefore always complete; a killed build leaves only a staging folder, removed by the
+    next call (one job per dataset writes its ``data_dir``, so no other job builds ``target`` meanwhile).
+    """
+    if target.exists():
+        return target
+    remove_stale_staging(target, purpose)
+    staging = staging_folder(target, purpose)
+    try:
+        build(staging)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Extract a tar or zip ``archive`` into the new folder ``target``; return ``target``.
 

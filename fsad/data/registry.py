@@ -8,10 +8,15 @@ An adapter is registered with :func:`register` and implements two functions:
   manifest rows (columns :data:`fsad.data.manifest.MANIFEST_COLUMNS`, absolute paths).
   ``data_dir`` is ``{results_dir}/data/{dataset}``; raw downloads go to ``spec["root"]`` when set,
   else to ``data_dir / "raw"``.
+
+Both receive the spec with the kind's options checked and their defaults filled in
+(:meth:`DatasetAdapter.options`): the options, their types, defaults and descriptions are declared in
+``<kind>.schema.yaml`` beside the adapter module (see :mod:`fsad.data.options`); a kind without one takes none.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from fsad.data.manifest import validate_manifest
+from fsad.data.options import filled_options, load_schema, schema_path
 
 DatasetSpec = dict[str, Any]
 
@@ -29,16 +35,30 @@ class DatasetAdapter:
     categories: Callable[[DatasetSpec], list[str]]
     prepare: Callable[[DatasetSpec, Path], pd.DataFrame]
     has_masks: bool = True
+    schema: Path | None = None  # the option schema's file, <kind>.schema.yaml beside the module; none there: no options
+
+    def option_schema(self) -> dict[str, Any]:
+        """The JSON schema of the kind's options (read on first use)."""
+        return load_schema(self.schema)
+
+    def options(self, spec: DatasetSpec) -> DatasetSpec:
+        """A copy of ``spec`` with the options checked against :meth:`option_schema` and defaults filled in.
+
+        Raises:
+            fsad.config.ConfigError: ``config: datasets.<name>.<key>: ...`` for an unknown option or a bad value.
+        """
+        return filled_options(spec, self.kind, self.schema)
 
 
 ADAPTERS: dict[str, DatasetAdapter] = {}
 
 
 def register(kind: str, categories: Callable[[DatasetSpec], list[str]], has_masks: bool = True):
-    """Decorator registering ``prepare`` for ``kind``."""
+    """Decorator registering ``prepare`` for ``kind``; its options are declared in ``<kind>.schema.yaml`` beside it."""
 
     def wrap(prepare: Callable[[DatasetSpec, Path], pd.DataFrame]):
-        ADAPTERS[kind] = DatasetAdapter(kind, categories, prepare, has_masks)
+        schema = schema_path(sys.modules[prepare.__module__].__file__, kind)
+        ADAPTERS[kind] = DatasetAdapter(kind, categories, prepare, has_masks, schema)
         return prepare
 
     return wrap
@@ -52,9 +72,16 @@ def get_adapter(kind: str) -> DatasetAdapter:
         raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {sorted(ADAPTERS)}") from None
 
 
+def adapters() -> dict[str, DatasetAdapter]:
+    """Every registered adapter, by kind."""
+    _load_builtin_adapters()
+    return dict(ADAPTERS)
+
+
 def dataset_categories(spec: DatasetSpec) -> list[str]:
-    """Categories of a configured dataset, restricted by ``spec['categories']`` when given."""
-    available = get_adapter(spec["kind"]).categories(spec)
+    """Categories of a configured dataset (options checked first), restricted by ``spec['categories']`` when given."""
+    adapter = get_adapter(spec["kind"])
+    available = adapter.categories(adapter.options(spec))
     wanted = spec.get("categories")
     if not wanted:
         return list(available)
@@ -70,9 +97,10 @@ def raw_root(spec: DatasetSpec, data_dir: Path) -> Path:
 
 
 def prepare_dataset(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
-    """Run the adapter of ``spec['kind']`` and return its validated manifest, restricted to the configured categories."""
+    """Run the adapter of ``spec['kind']`` (options checked first) and return its validated manifest, restricted to
+    the configured categories."""
     adapter = get_adapter(spec["kind"])
-    df = adapter.prepare(spec, Path(data_dir))
+    df = adapter.prepare(adapter.options(spec), Path(data_dir))
     df = df[df["category"].isin(dataset_categories(spec))]
     return validate_manifest(df, f"dataset {spec['name']!r}")
 

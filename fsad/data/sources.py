@@ -54,3 +54,102 @@ KOLEKTOR_SDD = DownloadSource(
 
 # MPDD has no direct download link (a VUT SharePoint folder), hence no checksum either.
 MPDD_README_URL = "https://github.com/stepanje/MPDD"
+
+
+@dataclass(frozen=True)
+class ManualSource:
+    """A dataset without a stable download URL and published checksum: the user places its files by hand.
+
+    ``how`` says where on ``page`` the files are (a form, a login, a cloud folder); ``licence`` is what the source
+    states, "not stated" where it states nothing, or says that it was not verified.
+    """
+
+    name: str
+    page: str
+    how: str
+    licence: str
+
+    def missing(self, root, layout: str) -> str:
+        """The error when the files are not at ``root``: what to download from where, and where to put it."""
+        return (
+            f"{root}: {self.name} not found (looked for {layout}). It has no download with a published checksum, so "
+            f"it is placed by hand: open {self.page}, {self.how}, and unpack it so that {root} holds {layout} "
+            "(directly or one or two folders down); or set the dataset's `root` to where the files already are."
+        )
+
+
+AITEX = ManualSource(
+    name="AITEX Fabric Image Database (AFID)",
+    page="https://www.aitex.es/afid/",
+    how="download the database's archives from the AITEX page",
+    licence="not verified (the source page could not be reached from here)",
+)
+DAGM = ManualSource(
+    name="DAGM 2007",
+    page="https://hci.iwr.uni-heidelberg.de/content/weakly-supervised-learning-industrial-optical-inspection",
+    how="download the ten classes from the Heidelberg HCI page (or the Kaggle upload AnomalyCLIP reads, DAGM_KaggleUpload)",
+    licence="not verified (the source page could not be reached from here)",
+)
+DTD_SYNTHETIC = ManualSource(
+    name="DTD-Synthetic",
+    page="https://drive.google.com/drive/folders/10OyPzvI3H6llCZBxKxFlKWt1Pw1tkMK1",
+    how="download the DTD-Synthetic folder from the Google Drive folder that Aota et al. (Zero-Shot Versus Many-Shot, WACV 2023) name",
+    licence="not verified (built from the Describable Textures Dataset; the source page could not be reached from here)",
+)
+MPDD = ManualSource(
+    name="MPDD",
+    page=MPDD_README_URL,
+    how="follow its README's download link (a VUT / Brno University of Technology SharePoint folder)",
+    licence="not stated (the README states no licence)",
+)
+
+# Medical sets (FAPrompt, One-to-Normal): pages named by the papers' code and dataset cards; none publishes a checksum.
+_NOT_VERIFIED = "not verified (the source page could not be reached from here)"
+BRAIN_MRI = ManualSource(
+    name="BrainMRI (Brain MRI Images for Brain Tumor Detection)",
+    page="https://www.kaggle.com/datasets/navoneel/brain-mri-images-for-brain-tumor-detection",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+BR35H = ManualSource(
+    name="Br35H (Brain Tumor Detection 2020)",
+    page="https://www.kaggle.com/datasets/ahmedhamada0/brain-tumor-detection",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+HEAD_CT = ManualSource(
+    name="HeadCT (Head CT - hemorrhage)",
+    page="https://www.kaggle.com/datasets/felipekitamura/head-ct-hemorrhage",
+    how="download the Kaggle dataset (a Kaggle account is needed)",
+    licence=_NOT_VERIFIED,
+)
+ISIC_2016 = ManualSource(
+    name="ISIC 2016 (ISBI 2016 challenge, part 1, test data and ground truth)",
+    page="https://challenge.isic-archive.com/data/",
+    how="download the 2016 part 1 test data and its test ground truth",
+    licence=_NOT_VERIFIED,
+)
+CVC_CLINICDB = ManualSource(
+    name="CVC-ClinicDB",
+    page="https://polyp.grand-challenge.org/CVCClinicDB/",
+    how="request the dataset from the page; put the frames in images/ and their masks, with the same names, in masks/",
+    licence=_NOT_VERIFIED,
+)
+CVC_COLONDB = ManualSource(
+    name="CVC-ColonDB",
+    page="https://polyp.grand-challenge.org/CVCColonDB/",
+    how="request the dataset from the page; put the frames in images/ and their masks, with the same names, in masks/",
+    licence=_NOT_VERIFIED,
+)
+KVASIR_SEG = ManualSource(
+    name="Kvasir-SEG",
+    page="https://datasets.simula.no/kvasir-seg/",
+    how="download Kvasir-SEG (its zip holds images/ and masks/)",
+    licence=_NOT_VERIFIED,
+)
+TN3K = ManualSource(
+    name="TN3K (thyroid nodule ultrasound, test set)",
+    page="https://github.com/haifangong/TRFE-Net-for-thyroid-nodule-segmentation",
+    how="follow the README's download link for TN3K",
+    licence=_NOT_VERIFIED,
+)

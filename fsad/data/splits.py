@@ -141,6 +141,13 @@ def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int) -
     n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
     n_pool = len(pool["normal_pool"])
     where = f"dataset {pool['dataset']!r}, category {pool['category']!r}, setting {setting['name']!r}, run {run}"
+    if n_pool == 0 and n_normal + n_valid > 0:
+        raise ValueError(
+            f"{where}: the setting needs {n_normal} normal references and {n_valid} validation normals, but the category "
+            "has no normal training images (a test-only dataset or protocol): only zero-shot settings (normal_shots: 0, "
+            "validation_normals: 0) can run on it; drop the dataset from the few-shot scorers' datasets or the setting "
+            "from their settings"
+        )
     if n_normal * (run + 1) > n_pool:
         raise ValueError(
             f"{where}: needs {n_normal * (run + 1)} distinct normal references across runs 0..{run} ({n_normal} per run) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsad.scorers.method import Params
+from fsad.config import Params, validated
 
 SCHEMA = Path(__file__).with_name("schema.yaml")
 # The sections of a generator entry, one per stage; every other key is read by every stage.
@@ -22,8 +22,6 @@ RUN_SETTINGS = {"class_images": ("batch_size",), "dreambooth": ("log_every", "gr
 def generator_params(spec: dict[str, Any], where: str) -> Params:
     """``spec`` (a ``generators:`` entry) checked against the schema, defaults filled in (a copy)."""
     import copy
-
-    from fsad.scorers.registry import validated
 
     params = validated(SCHEMA, copy.deepcopy(spec), where, "generator")
     if params["pool"]["text_to_image"] + params["pool"]["image_to_image"] == 0:

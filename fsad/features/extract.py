@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,8 @@ def batch_encoder(backbone: Backbone, batch_size: int = 8, workers: int = 0) -> 
         )
         for start, pixels in zip(range(0, len(ids), batch_size), tqdm(batches, desc=f"encoding {what}", unit="batch")):
             features = encode_images(
-                backbone, pixels, list(parts.window_sizes), with_image=with_image, layers=list(parts.layers), vv_layers=list(parts.vv_layers)
+                backbone, pixels, list(parts.window_sizes), with_image=with_image, layers=list(parts.layers), vv_layers=list(parts.vv_layers),
+                mid_layers=list(parts.mid_layers),
             )
             yield ids[start : start + batch_size], features
 
@@ -83,10 +84,11 @@ def update_store(
     *,
     layers: Collection[int] = (),
     vv_layers: Collection[int] = (),
+    mid_layers: Collection[int] = (),
 ) -> dict[str, Any]:
     """Grow ``store`` with what ``image_paths`` lack (:meth:`FeatureStore.update`), encoded by ``backbone``."""
     encoder = batch_encoder(backbone, batch_size, workers)
-    return store.update(backbone, image_paths, window_sizes, encoder, layers=layers, vv_layers=vv_layers)
+    return store.update(backbone, image_paths, window_sizes, encoder, layers=layers, vv_layers=vv_layers, mid_layers=mid_layers)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class ExtractJob:
     Attributes:
         backbone_key: the backbone's directory name (its config name and a hash of its network).
         backbone_spec: its network (the keys that change numbers); weights_fallback, seed: the config's.
-        window_sizes, layers, vv_layers: what every image must hold (1-based blocks for layers).
+        window_sizes, layers, vv_layers, mid_layers: what every image must hold (1-based blocks for layers).
         batch_size, workers: the backbone's run settings (they change no number, so they are no part of the store's key);
             ``workers`` None: ``threads - 1`` decoding processes on a GPU, none on the CPU (there every core encodes).
         threads: the job's threads.
@@ -114,6 +116,7 @@ class ExtractJob:
     weights_fallback: str
     seed: int
     threads: int = 1
+    mid_layers: list[int] = field(default_factory=list)
 
 
 def extract(job: ExtractJob, device: torch.device | str) -> dict[str, Any]:
@@ -130,7 +133,8 @@ def extract(job: ExtractJob, device: torch.device | str) -> dict[str, Any]:
     if workers is None:
         workers = max(0, job.threads - 1) if backbone.device.type == "cuda" else 0
     summary = update_store(
-        FeatureStore(job.store_path), backbone, job.image_paths, job.window_sizes, job.batch_size, workers, layers=job.layers, vv_layers=job.vv_layers
+        FeatureStore(job.store_path), backbone, job.image_paths, job.window_sizes, job.batch_size, workers, layers=job.layers, vv_layers=job.vv_layers,
+        mid_layers=job.mid_layers,
     )
     log.info("%s: %s", job.backbone_key, summary)
     return {"backbone": job.backbone_key, "device": str(backbone.device), "batch_size": job.batch_size, "workers": workers, **summary}

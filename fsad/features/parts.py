@@ -11,6 +11,7 @@ PART_NAMES = {
     "window_sizes": ("windows", "window sizes", "the backbone's window_sizes (or the dataset's extra_window_sizes)"),
     "layers": ("layers", "layers", "the backbone's layers"),
     "vv_layers": ("vv_layers", "V-V layers", "the backbone's vv_layers"),
+    "mid_layers": ("mid_layers", "mid-block states", "memory_blocks of the scorer (PromptAD's visual memory)"),
 }
 
 
@@ -21,10 +22,13 @@ class Parts:
     window_sizes: tuple[int, ...] = ()
     layers: tuple[int, ...] = ()
     vv_layers: tuple[int, ...] = ()
+    mid_layers: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, window_sizes: Collection[int] = (), layers: Collection[int] = (), vv_layers: Collection[int] = ()) -> Parts:
-        return cls(*(tuple(sorted({int(k) for k in part})) for part in (window_sizes, layers, vv_layers)))
+    def of(
+        cls, window_sizes: Collection[int] = (), layers: Collection[int] = (), vv_layers: Collection[int] = (), mid_layers: Collection[int] = ()
+    ) -> Parts:
+        return cls(*(tuple(sorted({int(k) for k in part})) for part in (window_sizes, layers, vv_layers, mid_layers)))
 
     def _combine(self, other: Parts, op: Callable[[set[int], set[int]], set[int]]) -> Parts:
         return Parts.of(*(op(set(getattr(self, f.name)), set(getattr(other, f.name))) for f in fields(self)))

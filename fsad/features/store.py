@@ -5,11 +5,11 @@ Layout of the store at ``<name>.h5``:
 * ``<name>.h5``, the *index* (the file the workflow declares; small, rewritten by every update): root
   attributes ``format``, ``backbone_spec`` (canonical JSON of the network, checked on update), ``weights``
   (provenance), ``environment`` (JSON: the versions of python, torch, open_clip, ... and fsad that wrote it,
-  :mod:`fsad.provenance`), ``grid``, ``storage_dtype`` and ``window_sizes``, ``layers``, ``vv_layers`` (what every
+  :mod:`fsad.provenance`), ``grid``, ``storage_dtype`` and ``window_sizes``, ``layers``, ``vv_layers``, ``mid_layers`` (what every
   image holds), and the dataset ``shards``: the names of the committed shards, oldest first.
 * ``<name>.shards/00001.h5``, ``00002.h5``, ...: the features. Each holds one group per image id with some of
   ``image_embedding`` ``(D,)``, ``patch_tokens`` ``(P, W)``, ``windows/{k}`` ``(n_k, D)``, ``layers/{n}``
-  ``(P, W)`` and ``vv_layers/{n}`` ``(P, W)``; every (image, dataset) lives in exactly one shard.
+  ``(P, W)``, ``vv_layers/{n}`` ``(P, W)`` and ``mid_layers/{n}`` ``(P, W)``; every (image, dataset) lives in exactly one shard.
 
 Values are encoded in float32 and stored as the backbone's ``storage_dtype`` (float16 by default: about
 0.87 MB per image for ViT-B-16-plus-240 with windows 2 and 3, 2.8 MB per layer of ViT-L-14 at 518 px,
@@ -186,6 +186,10 @@ class FeatureStore:
     def vv_layers(self) -> list[int]:
         return list(self.parts.vv_layers)
 
+    @property
+    def mid_layers(self) -> list[int]:
+        return list(self.parts.mid_layers)
+
     def shard_paths(self) -> list[Path]:
         """The committed shards, oldest first (none without a store)."""
         index = self._index()
@@ -217,17 +221,18 @@ class FeatureStore:
         window_sizes: Collection[int] | None = None,
         layers: Collection[int] | None = None,
         vv_layers: Collection[int] | None = None,
+        mid_layers: Collection[int] | None = None,
         device: torch.device | str = "cpu",
     ) -> FeatureBatch:
         """Features of ``image_ids`` in that order, float32 whatever the storage dtype.
 
-        Each of ``window_sizes``, ``layers`` and ``vv_layers`` selects what to read; None reads all the
+        Each of ``window_sizes``, ``layers``, ``vv_layers`` and ``mid_layers`` selects what to read; None reads all the
         store holds, ``[]`` none.
         """
         index = self._require_index()
         self._check_environment(index)
         held = Parts.of(**{part: index.attrs.get(part, ()) for part in PART_NAMES})
-        requested = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers}
+        requested = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers, "mid_layers": mid_layers}
         asked = Parts.of(**{part: getattr(held, part) if value is None else value for part, value in requested.items()})
         with self._open_shards(index) as shards:
 
@@ -260,6 +265,7 @@ class FeatureStore:
                 grid=int(index.attrs["grid"]),
                 layers={n: stack(f"layers/{n}") for n in asked.layers},
                 vv_layers={n: stack(f"vv_layers/{n}") for n in asked.vv_layers},
+                mid_layers={n: stack(f"mid_layers/{n}") for n in asked.mid_layers},
             )
 
     # --- updating ------------------------------------------------------------------------------
@@ -313,6 +319,7 @@ class FeatureStore:
         *,
         layers: Collection[int] = (),
         vv_layers: Collection[int] = (),
+        mid_layers: Collection[int] = (),
     ) -> dict[str, Any]:
         """Store what is missing, encoded by ``encode``: new images (every part) and the missing parts of cached images.
 
@@ -332,12 +339,12 @@ class FeatureStore:
         """
         from fsad.backbones.spec import canonical_spec
 
-        backbone.check_indices(layers, vv_layers)
+        backbone.check_indices(layers, vv_layers, mid_layers)
         dtype = storage_dtype(backbone.spec)
         index = self._remove_leftovers()
         if index is not None:
             self._check_compatible(index, backbone, dtype)
-        plan = plan_update(self._holdings(index), list(image_paths), Parts.of(window_sizes, layers, vv_layers))
+        plan = plan_update(self._holdings(index), list(image_paths), Parts.of(window_sizes, layers, vv_layers, mid_layers))
         shards = index.shards if index else []
         summary = {
             "images": len(image_paths),

@@ -27,6 +27,8 @@ class FeatureBatch:
             (:mod:`fsad.backbones.timm_models`).
         vv_layers: 1-based block index -> ``(N, P, W)`` the V-V attention path's patch tokens after that
             block, after ``ln_post``, not projected (AnomalyCLIP's DPAM, :mod:`fsad.backbones.vv_attention`).
+        mid_layers: 1-based block index -> ``(N, P, W)`` the residual stream's patch tokens inside that block,
+            after its attention and before its MLP, raw (no ``ln_post``, not projected): PromptAD's visual memory.
     """
 
     image_ids: list[str]
@@ -36,6 +38,7 @@ class FeatureBatch:
     grid: int
     layers: dict[int, torch.Tensor] = field(default_factory=dict)
     vv_layers: dict[int, torch.Tensor] = field(default_factory=dict)
+    mid_layers: dict[int, torch.Tensor] = field(default_factory=dict)
     reader: str = "a scorer"
 
     def read_by(self, reader: str) -> "FeatureBatch":
@@ -48,7 +51,7 @@ class FeatureBatch:
 
     @staticmethod
     def concat(batches: Sequence["FeatureBatch"]) -> "FeatureBatch":
-        """The rows of ``batches`` in order, with the window sizes and layers every one of them holds (the first's reader).
+        """The rows of ``batches`` in order, with the window sizes and layers (of each kind) every one of them holds (the first's reader).
 
         Raises:
             ValueError: the batches come from different patch grids (other backbones or input sizes).
@@ -73,7 +76,8 @@ class FeatureBatch:
             first.grid,
             common("layers"),
             common("vv_layers"),
-            first.reader,
+            common("mid_layers"),
+            reader=first.reader,
         )
 
     def select(self, ids: list[str]) -> "FeatureBatch":
@@ -95,6 +99,7 @@ class FeatureBatch:
             self.grid,
             {n: fn(v) for n, v in self.layers.items()},
             {n: fn(v) for n, v in self.vv_layers.items()},
+            {n: fn(v) for n, v in self.mid_layers.items()},
             self.reader,
         )
 
@@ -104,9 +109,10 @@ class FeatureBatch:
         window_sizes: Collection[int] = (),
         layers: Collection[int] = (),
         vv_layers: Collection[int] = (),
+        mid_layers: Collection[int] = (),
     ) -> None:
         """Raise a config hint, naming :attr:`reader`, when it asks for window sizes or layers these features do not hold."""
-        asked = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers}
+        asked = {"window_sizes": window_sizes, "layers": layers, "vv_layers": vv_layers, "mid_layers": mid_layers}
         for part, (field_name, what, config_key) in PART_NAMES.items():
             held = getattr(self, field_name)
             missing = sorted(set(asked[part]) - set(held))

@@ -1,1 +1,2 @@
-"""Score weighting: baseline, random draws, Monte-Carlo validation on augmentations, oracle."""
+"""Sub-score weights (not a network's weights): the baseline, random draws, Monte-Carlo validation on augmentations,
+the oracle."""

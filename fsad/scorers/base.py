@@ -59,7 +59,8 @@ class ScoringContext:
         backbone: loads (once) the :class:`~fsad.backbones.loading.Backbone` the features came from, for
             methods that run its towers themselves (learned prompts through the text encoder, ``visual.proj``
             of cached layer tokens); jobs that never call it never build the model.
-        pool, personalized: the run's generated images, when the method declares it reads them (``Method.generated``).
+        generated_pool, personalized: the run's generated images (a generator's pool, not the split's reference
+            pools), when the method declares it reads them (``Method.generated``).
         input_size: side of the backbone's (square) input images in pixels, where maps are made at input resolution.
     """
 
@@ -75,26 +76,26 @@ class ScoringContext:
     encode_images: Callable[[list[Any]], FeatureBatch] | None = None
     model: dict[str, torch.Tensor] = field(default_factory=dict)
     backbone: Callable[[], Any] | None = None
-    pool: GeneratedImages | None = None
+    generated_pool: GeneratedImages | None = None
     personalized: GeneratedImages | None = None
     input_size: int | None = None
 
     def _generated_ids(self, generated: int | None) -> list[str]:
         from fsad.diffusion.image_sets import pool_generated_ids
 
-        return pool_generated_ids(self.pool.index)[:generated] if self.pool is not None else []
+        return pool_generated_ids(self.generated_pool.index)[:generated] if self.generated_pool is not None else []
 
     def reference_features(self, generated: int | None = None) -> FeatureBatch:
         """The split's normal references' features, followed by those of the first ``generated`` generated images of
         the run's pool (all when None; none when the method reads no pool), in pool order (One-to-Normal's transfer)."""
         references = self.features(self.split.normal_refs)
-        if self.pool is None:
+        if self.generated_pool is None:
             return references
-        return FeatureBatch.concat([references, self.pool.features(self._generated_ids(generated))])
+        return FeatureBatch.concat([references, self.generated_pool.features(self._generated_ids(generated))])
 
     def reference_files(self, generated: int | None = None) -> list[str]:
         """The image files of :meth:`reference_features`' rows, in the same order."""
-        files = dict(zip(self.pool.index["image_id"], self.pool.index["file"])) if self.pool is not None else {}
+        files = dict(zip(self.generated_pool.index["image_id"], self.generated_pool.index["file"])) if self.generated_pool is not None else {}
         return [str(self.manifest.loc[i, "image_path"]) for i in self.split.normal_refs] + [files[i] for i in self._generated_ids(generated)]
 
     def test_batches(self, window_sizes: list[int]) -> Iterator[FeatureBatch]:

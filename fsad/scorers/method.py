@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-Params = dict[str, Any]
+from fsad.config import Params
+from fsad.scorers.method_schema import schema_stages
+
 
 # Instance keys that choose jobs rather than change results: the workflow reads them, methods never see them.
 SELECTION_KEYS = ("method", "backbone", "settings", "datasets")
@@ -63,6 +64,7 @@ class FeatureNeeds:
     window_sizes: tuple[int, ...] = ()
     layers: tuple[int, ...] = ()
     vv_layers: tuple[int, ...] = ()
+    mid_layers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ class Method:
     Attributes:
         name: the value of ``method:`` in a scorer instance.
         score: ``"module:function"`` taking a ScoringContext, returning a ScoreResult.
-        schema: the method's parameter schema (JSON schema as YAML, every default in it).
+        schema: the method's parameter schema (JSON schema as YAML, every default in it; shared fragments it
+            includes are merged in by :func:`fsad.schemas.load_schema`).
         features: the cached features an instance with these parameters reads.
         needs: data and split requirements, checked before any job starts.
         fit: the learned artifact, if the method learns one.
@@ -211,33 +214,3 @@ class Method:
     def report_params(self, params: Params) -> Params:
         """The parameters only the method's report reads (a change reruns its report job, never a score job)."""
         return {k: params[k] for k in self.stage_names("report") if k in params} if self.report else {}
-
-
-STAGES = ("fit", "score", "report")
-
-
-@lru_cache(maxsize=None)
-def schema_stages(schema: Path) -> dict[str, tuple[str, ...]]:
-    """Stage -> the properties of the method schema at ``schema`` that it reads, in schema order.
-
-    Each property's ``x-stages`` (a list of :data:`STAGES`) says which jobs read it; a property without one takes the
-    schema's top-level ``x-stages``, and ``[fit, score]`` when the schema gives none. A change of a property reruns
-    exactly the jobs of its stages.
-
-    Raises:
-        ValueError: an ``x-stages`` that is empty or names something other than a stage, with the schema and property.
-    """
-    import yaml
-
-    def checked(declared: Any, where: str) -> list[str]:
-        if not isinstance(declared, list) or not declared or not set(declared) <= set(STAGES):
-            raise ValueError(f"{schema}: x-stages of {where} is {declared!r}; give a non-empty list of {list(STAGES)}")
-        return declared
-
-    document = yaml.safe_load(Path(schema).read_text())
-    default = checked(document.get("x-stages", ["fit", "score"]), "its top level")
-    stages: dict[str, list[str]] = {stage: [] for stage in STAGES}
-    for name, prop in document.get("properties", {}).items():
-        for stage in checked(prop.get("x-stages", default) if isinstance(prop, dict) else default, f"property {name!r}"):
-            stages[stage].append(name)
-    return {stage: tuple(names) for stage, names in stages.items()}

@@ -11,17 +11,14 @@ import importlib
 import pkgutil
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-import jsonschema
-import yaml
-
-from fsad.scorers.method import SELECTION_KEYS, Method, Params
+from fsad.config import ConfigError, Params, plain_copy, validated
+from fsad.scorers.method import SELECTION_KEYS, Method
 
 BUILTIN_PACKAGE = "fsad.scorers"
 
 
-class MethodError(ValueError):
+class MethodError(ConfigError):
     """An unknown method, a broken declaration or parameters its schema refuses; the message names the fix."""
 
 
@@ -85,86 +82,14 @@ def get_method(name: str, plugins: list[str] = ()) -> Method:
     return load_method(method_module(name, plugins))
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator that also fills in each property's ``default`` (as Snakemake's ``validate`` does)."""
-    check_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub:
-                    instance.setdefault(name, _copy(sub["default"]))
-        yield from check_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value))
-
-
-@cache
-def _schema(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
-
-
 def method_params(method: Method, params: Params, where: str = "scorer") -> Params:
     """``params`` (without the instance's selection keys) checked against the method's schema, defaults filled in.
 
     Raises:
         MethodError: naming ``where`` (e.g. ``scorers.winclip_paper``), the offending key and the schema's rule.
     """
-    own = {k: _copy(v) for k, v in params.items() if k not in SELECTION_KEYS}
-    return validated(method.schema, own, where, f"method {method.name!r}")
-
-
-def validated(schema_path: Path, params: Params, where: str, owner: str) -> Params:
-    """``params`` checked against the YAML JSON schema at ``schema_path``, defaults filled in and numbers in the
-    declared type (:func:`_as_declared`), in place.
-
-    Raises:
-        MethodError: naming ``where``, the offending key, ``owner`` (what the schema belongs to) and the schema's rule.
-    """
-    schema = _schema(schema_path)
-    validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.path))
-    if errors:
-        err = errors[0]
-        key = ".".join(map(str, err.absolute_path)) or "(parameters)"
-        raise MethodError(f"config: {where}.{key}: {err.message}{_yaml_number_hint(err)} ({owner}, schema {schema_path})")
-    params.update(_as_declared(params, schema))
-    return params
-
-
-def _as_declared(value: Any, schema: dict[str, Any]) -> Any:
-    """``value`` with every number in the type its schema declares: an int where the schema says ``number``
-    becomes a float, an integral float where it says only ``integer`` an int.
-
-    Snakemake compares params by ``repr``: without this, ``temperature: 1`` and ``temperature: 1.0`` (the same
-    value) would rerun every job of the instance when a config changes one spelling for the other.
-    """
-    types = schema.get("type", ())
-    types = {types} if isinstance(types, str) else set(types)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and "number" in types:
-        return float(value)
-    if isinstance(value, float) and value.is_integer() and "integer" in types and "number" not in types:
-        return int(value)
-    if isinstance(value, dict):
-        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return {k: _as_declared(v, properties.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_as_declared(v, schema["items"]) for v in value]
-    return value
-
-
-def _yaml_number_hint(err: jsonschema.ValidationError) -> str:
-    """For a number written as ``1e-1``, which YAML 1.1 (PyYAML, Snakemake) reads as a string: how to write it."""
-    if err.validator != "type" or not isinstance(err.instance, str):
-        return ""
+    own = {k: plain_copy(v) for k, v in params.items() if k not in SELECTION_KEYS}
     try:
-        value = float(err.instance)
-    except ValueError:
-        return ""
-    return f"; YAML reads {err.instance} as text, write it with a dot and a signed exponent (1.0e-1) or as {value!r}"
+        return validated(method.schema, own, where, f"method {method.name!r}")
+    except ConfigError as err:
+        raise MethodError(str(err)) from None

@@ -106,7 +106,7 @@ class ScoreJob:
         map_size: side of the anomaly maps; weights_fallback, seed: the config's.
         out_scores, out_maps, out_details: the score parquet, the maps' HDF5 and the details JSON it writes.
         model_path: the instance's fitted ``model.safetensors`` when its method has a fit.
-        generated: the generated images the method declares it reads: ``pool`` and ``pool_features`` (directory and
+        generated: the generated images the method declares it reads: ``generated_pool`` and ``generated_pool_features`` (directory and
             feature store), ``personalized`` and ``personalized_features``.
     """
 
@@ -156,7 +156,7 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         encode_images=read_by(session.image_encoder(method.features(scorer_params)), reader),
         model=read_model(job.model_path, device),
         backbone=lambda: session.backbone,
-        pool=read_generated(generated.get("pool"), generated.get("pool_features"), weights, device, reader),
+        generated_pool=read_generated(generated.get("generated_pool"), generated.get("generated_pool_features"), weights, device, reader),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
         input_size=job.backbone_spec.get("image_size"),
     )

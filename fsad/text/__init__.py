@@ -1,1 +1,1 @@
-"""Text side of the CLIP scorers: prompt ensembles and class-name mapping."""
+"""Text side of the CLIP scorers: prompt ensembles and their parameters, class-name mapping, learned prompts."""

@@ -1,7 +1,7 @@
 """Each config key replans exactly the stages it belongs to: one DAG build per key, against a base DAG, no job run.
 
-The keys come from the schemas (config/schema.yaml, every method's schema.yaml, fsad/diffusion/schema.yaml):
-:func:`test_every_config_key_has_a_row` fails naming any key without a row here. Each row gives a changed value and
+The keys come from the schemas (config/schema.yaml, every dataset adapter's and every method's schema.yaml,
+fsad/diffusion/schema.yaml): :func:`test_every_config_key_has_a_row` fails naming any key without a row here. Each row gives a changed value and
 the jobs it must replan (and remove), as label patterns (``rule:wildcards``, see tests/dag/dag_build.py) written
 from what each stage reads, never computed with rules/common.smk.
 """
@@ -124,6 +124,12 @@ def datasets_with(which: str, /, **fields: Any) -> dict[str, Any]:
     return {"datasets": [d | fields if d["name"] == which else d for d in default]}
 
 
+def dataset_replaced(which: str, /, **fields: Any) -> dict[str, Any]:
+    """The default's datasets with entry ``which`` replaced by ``fields`` under the same name: another kind takes
+    other options (its adapter's schema refuses the old kind's)."""
+    return {"datasets": [{"name": which, **fields} if d["name"] == which else d for d in datasets_with(which)["datasets"]]}
+
+
 def settings_with(which: str, /, **fields: Any) -> dict[str, Any]:
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["settings"]
     return {"settings": [s | fields if s["name"] == which else s for s in default]}
@@ -178,13 +184,15 @@ ROWS: list[Row] = [
         {**datasets_with("elpv", name="cells"), "scorers": {"faprompt": {"datasets": ["textile", "cells"]}, "anomalyclip": {"datasets": ["textile", "cells"]},
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
-    Row("datasets.kind", "default", datasets_with("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
+    Row("datasets.kind", "default", dataset_replaced("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
         ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
     Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
+    # InCTRL's protocol makes ELPV the one category elpv: mono's jobs give way to elpv/elpv's, as for another category
+    Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
     Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
@@ -214,6 +222,8 @@ ROWS: list[Row] = [
     Row("backbones.pretrained", "default", {"backbones": {"tiny_tokens": {"pretrained": "openai"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.image_size", "default", {"backbones": {"tiny_tokens": {"image_size": 96}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.quick_gelu", "default", {"backbones": {"tiny_tokens": {"quick_gelu": True}}}, AFTER_TINY, TINY_STORES),
+    # resize: promptad feeds other pixels, a store of its own
+    Row("backbones.resize", "default", {"backbones": {"tiny_tokens": {"resize": "promptad"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.precision", "default", {"backbones": {"vitb16plus": {"precision": "bf16"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.storage_dtype", "default", {"backbones": {"vitb16plus": {"storage_dtype": "float32"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.window_sizes", "default", {"backbones": {"tiny_tokens": {"window_sizes": [2]}}}, AFTER_TINY),
@@ -274,7 +284,7 @@ ROWS: list[Row] = [
             "abnormal_states": ["bad {}"], "class_states": False, "class_name_mode": "verbatim", "logit_scale": 50.0, "deviation_score": "contrast",
             "lambda_dev": 0.5, "topk_ratio": 0.2, "margin": 2.0, "reference_draws": 10, "synthetic_anomalies": 2, "defect_types": ["spot"],
             "min_defect_patches": 1, "epochs": 1, "lr": 0.01, "momentum": 0.5, "weight_decay": 0.0, "lr_min": 0.0, "promptad_weight": 0.5,
-            "alignment_weight": 0.01, "triplet_margin": 0.5}.items()},
+            "alignment_weight": 0.01, "triplet_margin": 0.5, "deviation_average": "balanced"}.items()},
         "smoothing_sigma": (2.0, after_score("devprompt")),
         # the V-V block is cached in synthetic's store, which promptad's fit and score read too
         "vv_block": (11, ["extract_features:vitb16plus/synthetic/*", *after_fit("devprompt", "promptad")]),
@@ -282,6 +292,13 @@ ROWS: list[Row] = [
         "sensitivity": ({"lambda_dev": {"devprompt": 1.0}}, report_of("devprompt")),
         "sensitivity_metric": ("image_auroc", report_of("devprompt")),
     }),
+    # PromptAD's memory and image-level model (deviation_loss false only): the default's promptad instance; a new
+    # memory block extends synthetic's store, which devprompt's fit and score read too (as for vv_block)
+    *method_rows("promptad", "devprompt", {
+        "memory_blocks": ([3, 9], ["extract_features:vitb16plus/synthetic/*", *after_fit("devprompt", "promptad")]),
+        "cls_prompts": (2, after_fit("promptad")),
+        "sub_scores": ([], report_of("promptad")),
+    }, method="devprompt"),
     *method_rows("faprompt", "faprompt", {
         **{key: (value, after_fit("faprompt")) for key, value in {
             "train_split": "all", "cap": False, "normal_tokens": 3, "abnormal_tokens": 3, "abnormal_prompts": 3, "normal_words": "item.",
@@ -350,18 +367,22 @@ def schema_keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def declared_keys() -> set[str]:
+    from fsad.data.registry import adapters
     from fsad.diffusion.config import SCHEMA as GENERATOR_SCHEMA
+    from fsad.schemas import load_schema
     from fsad.scorers.registry import builtin_method_modules, load_method
 
     config = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
     keys = schema_keys(config)
+    # a dataset's options, declared by its kind's adapter (fsad/data/adapters/<kind>.schema.yaml)
+    keys |= {f"datasets.{key}" for adapter in adapters().values() for key in schema_keys(adapter.option_schema())}
     # a section that only holds sub-keys has no row of its own
     keys -= {"reference_pool", "evaluation"}
     keys |= {f"generators.{key}" for key in schema_keys(yaml.safe_load(Path(GENERATOR_SCHEMA).read_text()))}
     keys -= {"generators.class_images", "generators.dreambooth", "generators.pool", "generators.personalization", "generators.dreambooth.augment"}
     for module in builtin_method_modules().values():
         method = load_method(module)
-        schema = yaml.safe_load(Path(method.schema).read_text())
+        schema = load_schema(method.schema)  # its included fragments' properties too
         keys |= {f"scorers.{method.name}.{name}" for name in schema["properties"]}
     return keys
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from fsad.config import ConfigError, canonical, check_complete, check_config as check_config_with
+from fsad.config import ConfigError, canonical, check_complete, check_config as check_config_with, check_datasets
 from fsad.scorers.registry import get_method, method_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,8 +21,9 @@ def default_config():
 
 
 def check_config(config):
-    """What rules/common.smk does: each instance's method and its parameters, then the checks."""
+    """What rules/common.smk does: the datasets' options, each instance's method and its parameters, then the checks."""
     check_complete(config)
+    check_datasets(config)
     instances = config["scorers"]
     methods = {name: get_method(spec["method"]) for name, spec in instances.items()}
     check_config_with(config, methods, {name: method_params(methods[name], spec, f"scorers.{name}") for name, spec in instances.items()})

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 
 from fsad.data.adapters.elpv import elpv_root, read_elpv_labels
 from fsad.data.adapters.textile import textile_root
@@ -88,6 +89,33 @@ def test_elpv_default_manifest_is_valid_and_reproducible(tmp_path, elpv_labels):
     assert set(manifest.loc[manifest["label"] == 1, "split"]) == {"test"}
     assert (manifest["mask_path"] == "").all() and manifest["image_path"].map(lambda p: Path(p).exists()).all()
     pd.testing.assert_frame_equal(prepare_dataset(ELPV, tmp_path / "b"), manifest)
+
+
+def test_elpv_inctrl_protocol_is_one_category_with_certain_defects_and_a_75_25_normal_split(tmp_path):
+    # The ELPV paper's counts: 1508 functional cells (p = 0) and 715 defective with certainty (p = 1), 313 mono and 402 poly.
+    spec = ELPV | {"protocol": "inctrl"}
+    assert dataset_categories(spec) == ["elpv"]
+    manifest = prepare_dataset(spec, tmp_path)
+    validate_manifest(manifest)
+    assert set(manifest["category"]) == {"elpv"}
+    normal, anomalous = manifest[manifest["label"] == 0], manifest[manifest["label"] == 1]
+    assert len(normal) == 1508 and len(anomalous) == 715
+    assert anomalous["defect_type"].value_counts().to_dict() == {"poly": 402, "mono": 313}
+    assert set(anomalous["split"]) == {"test"}
+    # train_test_split(test_size=0.25): ceil(0.25 * 1508) = 377 test normals, 1131 train.
+    assert normal["split"].value_counts().to_dict() == {"train": 1131, "test": 377}
+    # InCTRL's rule, applied to the normal file names read with numpy as its script reads them.
+    raw = np.genfromtxt(elpv_root(ELPV) / "labels.csv", dtype=["|S19", "<f8", "|S4"], names=["path", "probability", "type"])
+    names = np.char.decode(raw["path"])[raw["probability"] == 0]
+    train, _ = train_test_split(names, test_size=0.25, random_state=42)
+    assert set(normal.loc[normal["split"] == "train", "image_path"].map(lambda p: "images/" + Path(p).name)) == set(train)
+    pd.testing.assert_frame_equal(prepare_dataset(spec, tmp_path / "again"), manifest)
+
+
+def test_elpv_default_protocol_is_unchanged_by_the_inctrl_option(tmp_path):
+    pd.testing.assert_frame_equal(prepare_dataset(ELPV | {"protocol": "threshold"}, tmp_path / "a"), prepare_dataset(ELPV, tmp_path / "b"))
+    with pytest.raises(ValueError, match="protocol"):
+        prepare_dataset(ELPV | {"protocol": "incrtl"}, tmp_path / "c")
 
 
 def test_elpv_rejects_a_threshold_that_keeps_no_anomaly(tmp_path):

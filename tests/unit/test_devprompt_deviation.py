@@ -34,13 +34,25 @@ def test_image_deviation_averages_the_k_largest_deviations_not_the_largest_raw_s
     torch.testing.assert_close(image_deviation(deviations, 1), torch.tensor([4.0, 1.0]))
 
 
+def test_deviation_loss_is_eq_8s_plain_batch_mean_by_default():
+    # terms: normal 0.1 * 0.5, 0.1 * 2.0; anomalous max(0, 5 - 6), max(0, 5 - 3): (0.05 + 0.2 + 0 + 2) / 4
+    loss = deviation_loss(torch.tensor([0.5, 2.0, 6.0, 3.0]), torch.tensor([0, 0, 1, 1]), margin=5.0, normal_weight=0.1)
+    assert float(loss) == pytest.approx(2.25 / 4)
+    # one normal against three anomalous images weighs a quarter: (2 + 1 + 1 + 1) / 4
+    assert float(deviation_loss(torch.tensor([2.0, 4.0, 4.0, 4.0]), torch.tensor([0, 1, 1, 1]))) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="unknown deviation_average 'median'"):
+        deviation_loss(torch.tensor([1.0, 2.0]), torch.tensor([0, 1]), average="median")
+
+
 def test_deviation_loss_balances_the_normal_and_the_anomalous_terms():
     # normal D 0.5 and 2.0 with lambda 0.1: 0.1 * 1.25 = 0.125; anomalous D 6 and 3 with a = 5: (0 + 2) / 2 = 1
-    loss = deviation_loss(torch.tensor([0.5, 2.0, 6.0, 3.0]), torch.tensor([0, 0, 1, 1]), margin=5.0, normal_weight=0.1)
+    loss = deviation_loss(torch.tensor([0.5, 2.0, 6.0, 3.0]), torch.tensor([0, 0, 1, 1]), margin=5.0, normal_weight=0.1, average="balanced")
     assert float(loss) == pytest.approx((0.125 + 1.0) / 2)
     # one normal against three anomalous images weighs as much as the three together
-    loss = deviation_loss(torch.tensor([1.0, 4.0, 4.0, 4.0]), torch.tensor([0, 1, 1, 1]))
+    loss = deviation_loss(torch.tensor([1.0, 4.0, 4.0, 4.0]), torch.tensor([0, 1, 1, 1]), average="balanced")
     assert float(loss) == pytest.approx((1.0 + 1.0) / 2)
+    loss = deviation_loss(torch.tensor([2.0, 4.0, 4.0, 4.0]), torch.tensor([0, 1, 1, 1]), average="balanced")
+    assert float(loss) == pytest.approx((2.0 + 1.0) / 2)
     with pytest.raises(ValueError, match="normal and anomalous"):
         deviation_loss(torch.tensor([1.0, 2.0]), torch.tensor([1, 1]))
 

@@ -50,7 +50,8 @@ def category(tiny, tmp_path_factory):
 
 
 def _encoder(tiny):
-    return lambda images: encode_images(tiny, torch.stack([tiny.preprocess(image) for image in images]), [])
+    # the mid-block states of both blocks too (full PromptAD's memory); they change no other feature (test_layer_taps.py)
+    return lambda images: encode_images(tiny, torch.stack([tiny.preprocess(image) for image in images]), [], mid_layers=[1, 2])
 
 
 def _fit(tiny, category, encode=True, **params):
@@ -63,19 +64,53 @@ def _fit(tiny, category, encode=True, **params):
 
 @pytest.fixture(scope="module")
 def devprompt(tiny, category):
-    return _fit(tiny, category)
+    # DevNet's class-balanced average: one normal shot weighs as much as the six anomalies (Eq. 8's plain batch mean,
+    # the default, weighs it 1/7: test_eq_8s_batch_mean_separates_them_too)
+    return _fit(tiny, category, deviation_average="balanced")
 
 
-def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(devprompt):
-    _, _, result = devprompt
+def initial_normal_deviation(tiny, category, params) -> float:
+    """D of the normal shot before training, computed here: the calibration maps the shot's patch similarities c to
+    the reference's mean and std, so its patch deviations are |c - mean c| / std c (unbiased std) whatever mu and
+    sigma are, and D is the mean of the K = 4 largest of the 49 (int(49 * 0.1))."""
+    from fsad.scorers.devprompt.training import encode_prompts, prompt_prototypes
+
+    learner = devprompt_fit.build_learner(tiny, category, params, torch.Generator().manual_seed(1))  # the fit's seed 1
+    with torch.no_grad():
+        abnormal = prompt_prototypes(*encode_prompts(tiny.model, learner))[1].numpy().astype(np.float64)
+    tokens = category.features(["shot"]).patch_tokens[0].numpy().astype(np.float64) @ tiny.model.visual.proj.detach().numpy()
+    c = (tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)) @ abnormal
+    z = np.abs(c - c.mean()) / c.std(ddof=1)
+    return float(np.sort(z)[-4:].mean())
+
+
+def test_the_deviation_loss_separates_synthetic_anomalies_from_the_normal_shot(devprompt, tiny, category):
+    params, _, result = devprompt
     deviations = {name: np.array(values) for name, values in result.details["training_deviations"].items()}
     gap = lambda when: deviations[f"{when}_anomalous"].mean() - deviations[f"{when}_normal"].mean()  # noqa: E731
-    # calibrated to the N(0, 1) prior, every image starts near the mean of the top 10 % of |N(0, 1)| (about 1.75)
-    assert np.all(np.abs(np.concatenate([deviations["initial_normal"], deviations["initial_anomalous"]]) - 1.75) < 0.8)
+    # calibrated to the N(0, 1) prior, the normal shot starts at the mean of its top-K standardised patch similarities:
+    # for Gaussian patches the mean of the top 10 % of |N(0, 1)|, 2 phi(1.645) / 0.1 = 2.06; the shot's own 49 patches
+    # give the value computed here
+    expected = initial_normal_deviation(tiny, category, params)
+    assert deviations["initial_normal"] == pytest.approx([expected], rel=1e-4)
+    assert abs(expected - 2.06) < 0.8
+    # the synthetic anomalies, scored with the normal shot's calibration, start in the same range
+    assert np.all(np.abs(deviations["initial_anomalous"] - 2.06) < 0.8), deviations["initial_anomalous"]
     assert gap("final") > gap("initial") + 1.0
     assert np.median(deviations["final_anomalous"]) > deviations["final_normal"].max() + 1.0
     assert result.losses[-1] < result.losses[0]
     assert result.details["synthetic_anomalies"] == 6 and set(result.details["final_terms"]) == {"visual_to_text", "triplet", "alignment", "deviation"}
+
+
+def test_eq_8s_batch_mean_separates_them_too(tiny, category, devprompt):
+    params, _, result = _fit(tiny, category)
+    assert params["deviation_average"] == "batch"
+    deviations = {name: np.array(values) for name, values in result.details["training_deviations"].items()}
+    gap = lambda when: deviations[f"{when}_anomalous"].mean() - deviations[f"{when}_normal"].mean()  # noqa: E731
+    # the same start as the balanced fit (the calibration does not depend on the loss), a wider gap at the end
+    np.testing.assert_allclose(deviations["initial_normal"], devprompt[2].details["training_deviations"]["initial_normal"], rtol=1e-6)
+    assert gap("final") > gap("initial") + 0.5
+    assert result.losses[-1] < result.losses[0]
 
 
 def test_a_devprompt_fit_saves_prompts_scoring_parameters_and_the_reference(devprompt, tiny):
@@ -146,3 +181,60 @@ def test_touched_cells_count_the_patch_grid_cells_under_a_mask():
     mask[5, 9] = True  # cell (1, 1)
     assert touched_cells(mask, 2) == 2
     assert touched_cells(mask, 10) == 3
+
+
+@pytest.fixture(scope="module")
+def full_promptad(tiny, category):
+    return _fit(tiny, category, encode=False, deviation_loss=False, epochs=3, memory_blocks=[1, 2], cls_prompts=3)
+
+
+def test_full_promptad_saves_the_galleries_and_a_separate_image_level_model(full_promptad, category):
+    _, _, result = full_promptad
+    tensors = result.tensors
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    assert shapes == {
+        "text_prototypes": (2, 32), "logit_scale": (), "visual_proj": (64, 32), "normal_ctx": (1, 4, 64), "abnormal_ctx": (4, 1, 64),
+        "memory_1": (49, 64), "memory_2": (49, 64),
+        "cls_text_prototypes": (2, 32), "cls_normal_ctx": (3, 4, 64), "cls_abnormal_ctx": (4, 1, 64),
+    }
+    shot = category.features(["shot"])
+    for n in (1, 2):  # the shot's raw states inside blocks 1 and 2, normalised (PromptAD's feature galleries)
+        torch.testing.assert_close(tensors[f"memory_{n}"], torch.nn.functional.normalize(shot.mid_layers[n][0], dim=-1))
+    assert not torch.allclose(tensors["cls_text_prototypes"], tensors["text_prototypes"])
+    assert len(result.details["cls_losses"]) == 3 and set(result.details["cls_final_terms"]) == {"visual_to_text", "triplet", "alignment"}
+
+
+def test_full_promptad_fuses_the_textual_and_visual_maps_and_scores_harmonically(full_promptad, category):
+    params, split, result = full_promptad
+    out = _score(full_promptad, category, smoothing_sigma=0.0)
+    model = result.tensors
+    test = category.features(["test0", "test1"])
+    t = model["logit_scale"]
+    patches = torch.nn.functional.normalize(test.patch_tokens @ model["visual_proj"], dim=-1)
+    textual_map = (t * patches @ model["text_prototypes"].T).softmax(dim=-1)[..., 1]
+    image = torch.nn.functional.normalize(test.image_embeddings, dim=-1)
+    textual_cls = (t * image @ model["cls_text_prototypes"].T).softmax(dim=-1)[:, 1]
+    distances = []
+    for n in (1, 2):
+        tokens = torch.nn.functional.normalize(test.mid_layers[n], dim=-1)
+        distances.append((1 - tokens @ model[f"memory_{n}"].T).min(dim=-1).values / 2)
+    visual_map = (distances[0] + distances[1]) / 2
+    up = lambda m: torch.nn.functional.interpolate(m.reshape(2, 1, 7, 7), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    visual_max = up(visual_map).amax(dim=(1, 2))
+    assert list(out.scores.columns) == ["image_id", "score", "textual_global", "textual_max", "visual_max"]
+    np.testing.assert_allclose(out.scores["textual_global"], textual_cls.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["textual_max"], textual_map.max(dim=-1).values.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["visual_max"], visual_max.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["score"], (1 / (1 / visual_max + 1 / textual_cls)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.maps, up(1 / (1 / textual_map + 1 / visual_map)).numpy(), rtol=1e-5, atol=1e-7)
+    smoothed = _score(full_promptad, category).maps  # then PromptAD's Gaussian, sigma 4
+    np.testing.assert_allclose(smoothed, ndimage.gaussian_filter(out.maps, sigma=(0, 4, 4)), rtol=1e-5, atol=1e-7)
+
+
+def test_the_memory_and_the_image_level_model_are_promptad_options_only():
+    from fsad.scorers.devprompt.method import _check
+
+    for extra in ({"memory_blocks": [4, 9]}, {"cls_prompts": 3}):
+        params = method_params(METHOD, extra)
+        assert "deviation_loss: false" in _check(params, {"scorers": {}})
+        assert _check(method_params(METHOD, {"deviation_loss": False, **extra}), {"scorers": {}}) is None

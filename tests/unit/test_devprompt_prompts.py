@@ -7,9 +7,10 @@ import torch
 
 from fsad.backbones.loading import load_backbone
 from fsad.scorers.devprompt.losses import abnormal_alignment_loss, anchor, triplet_loss, visual_to_text_loss
-from fsad.scorers.devprompt.prompt_learner import PromptLearner, encode_token_embeddings
-from fsad.scorers.devprompt.prompt_texts import CLASS_ABNORMAL_STATES, abnormal_states, prompt_texts, tokenize_checked
+from fsad.scorers.devprompt.prompt_learner import PromptLearner
+from fsad.scorers.devprompt.prompt_texts import CLASS_ABNORMAL_STATES, abnormal_states, prompt_texts
 from fsad.scorers.devprompt.torch_model import textual_anomaly
+from fsad.text.learned_prompts import encode_token_embeddings, pooled_positions, tokenize_with_placeholders
 
 TINY = {"arch": "fsad-tiny", "pretrained": "none", "image_size": 112}
 
@@ -23,8 +24,8 @@ def tiny():
 
 def _learner(tiny, n_prompts=2, n_learned=3):
     texts = prompt_texts("metal nut", ["normal {}"], ["damaged {}", "{} with flaw"], 4, n_prompts, 1, n_learned)
-    tokens = [tokenize_checked(tiny.tokenizer, t, [("X", 1, 4)]) for t in (texts.normal, texts.handcrafted)]
-    learned = tokenize_checked(tiny.tokenizer, texts.learned, [("X", 1, 4), ("Y", 5, 1)])
+    tokens = [tokenize_with_placeholders(tiny.tokenizer, t, [("X", 1, 4)]) for t in (texts.normal, texts.handcrafted)]
+    learned = tokenize_with_placeholders(tiny.tokenizer, texts.learned, [("X", 1, 4), ("Y", 5, 1)])
     return texts, PromptLearner(tiny.model.token_embedding, *tokens, learned, 4, n_prompts, 1, n_learned, torch.Generator().manual_seed(0))
 
 
@@ -39,7 +40,7 @@ def test_prompt_groups_pair_every_state_with_every_context_set():
 
 def test_token_embedding_forward_equals_open_clips_encode_text(tiny):
     tokens = tiny.tokenizer(["X X X X normal metal nut.", "a photo of a damaged metal nut with a long scratch."])
-    ours = encode_token_embeddings(tiny.model, tiny.model.token_embedding(tokens), tokens)
+    ours = encode_token_embeddings(tiny.model, tiny.model.token_embedding(tokens), pooled_positions(tiny.model, tokens))
     torch.testing.assert_close(ours, tiny.model.encode_text(tokens), rtol=1e-5, atol=1e-6)
 
 
@@ -62,14 +63,14 @@ def test_the_learner_puts_the_shared_context_at_the_placeholders_and_pairs_learn
 def test_gradients_reach_the_context_vectors_and_never_the_frozen_model(tiny):
     _, learner = _learner(tiny)
     out = learner()
-    encode_token_embeddings(tiny.model, out.learned, out.learned_tokens).sum().backward()
+    encode_token_embeddings(tiny.model, out.learned, pooled_positions(tiny.model, out.learned_tokens)).sum().backward()
     assert learner.normal_ctx.grad.abs().sum() > 0 and learner.abnormal_ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in tiny.model.parameters())
 
 
 def test_placeholders_that_are_not_one_token_each_are_refused(tiny):
     with pytest.raises(ValueError, match="one token per word"):
-        tokenize_checked(tiny.tokenizer, ["X X X normal bottle."], [("X", 1, 4)])
+        tokenize_with_placeholders(tiny.tokenizer, ["X X X normal bottle."], [("X", 1, 4)])
 
 
 def test_promptad_losses_by_hand():
@@ -91,3 +92,20 @@ def test_promptad_textual_score_is_the_softmax_of_the_abnormal_prompt():
     # cosines (0.6, 0.8) scaled by 3: softmax -> e^2.4 / (e^1.8 + e^2.4)
     expected = math.exp(2.4) / (math.exp(1.8) + math.exp(2.4))
     assert float(textual_anomaly(torch.tensor([6.0, 8.0]), prototypes, 3.0)) == pytest.approx(expected)
+
+
+def test_the_default_promptad_instance_is_promptad_in_full_with_its_own_prompts():
+    """PromptAD's prompt texts (ad_prompts.py: normal "{}", state_anomaly), its V-V tokens through all 12 blocks of
+    ViT-B-16-plus-240, the memory of the states inside blocks 4 and 9 and the n_pro 3 image-level model."""
+    from pathlib import Path
+
+    import yaml
+
+    from fsad.scorers.devprompt.prompt_texts import PROMPTAD_ABNORMAL_STATES
+
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "config" / "config.yaml", root / "config" / "benchmarks" / "devprompt.yaml"):
+        promptad = yaml.safe_load(path.read_text())["scorers"]["promptad"]
+        assert promptad["normal_states"] == ["{}"] and promptad["abnormal_states"] == list(PROMPTAD_ABNORMAL_STATES), path
+        assert promptad.get("class_states", True) and promptad["deviation_loss"] is False, path
+        assert (promptad["vv_block"], promptad["memory_blocks"], promptad["cls_prompts"]) == (12, [4, 9], 3), path

@@ -100,10 +100,11 @@ def test_config_checks_name_the_wrong_reference(devprompt, error):
 
 
 def test_every_parameter_but_smoothing_and_the_reports_changes_the_fit():
-    import yaml
+    from fsad.schemas import load_schema
 
-    properties = set(yaml.safe_load(METHOD.schema.read_text())["properties"])
-    score_or_report_only = {"smoothing_sigma", "compare_with", "sensitivity", "sensitivity_metric"}
+    properties = set(load_schema(METHOD.schema)["properties"])
+    score_or_report_only = {"smoothing_sigma", "compare_with", "sensitivity", "sensitivity_metric", "sub_scores"}
     assert set(METHOD.stage_names("fit")) == properties - score_or_report_only
-    assert set(METHOD.stage_names("report")) == {"compare_with", "sensitivity", "sensitivity_metric"}
+    assert set(METHOD.stage_names("report")) == {"compare_with", "sensitivity", "sensitivity_metric", "sub_scores"}
     assert "smoothing_sigma" in METHOD.score_params(method_params(METHOD, {})) and "compare_with" not in METHOD.score_params(method_params(METHOD, {}))
+

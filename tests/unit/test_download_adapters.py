@@ -22,17 +22,9 @@ from sklearn.model_selection import train_test_split
 from fsad.data import sources
 from fsad.data.download import ChecksumError
 from fsad.data.registry import dataset_categories, prepare_dataset
-from tests.unit.range_server import RangeServer, serve_directory
+from tests.unit.range_server import RangeServer
 
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture
-def server(tmp_path) -> RangeServer:
-    served = tmp_path / "served"
-    served.mkdir()
-    with serve_directory(served) as running:
-        yield running
 
 
 def save_image(path: Path, size=(16, 12), value: int | None = None) -> Path:

@@ -43,9 +43,9 @@ def count_encodes(monkeypatch):
     calls = []
     real = extract_module.encode_images
 
-    def spy(backbone, pixels, window_sizes, with_image=True, layers=(), vv_layers=()):
+    def spy(backbone, pixels, window_sizes, with_image=True, layers=(), vv_layers=(), mid_layers=()):
         calls.append((len(pixels), tuple(window_sizes), with_image, tuple(layers), tuple(vv_layers)))
-        return real(backbone, pixels, window_sizes, with_image=with_image, layers=layers, vv_layers=vv_layers)
+        return real(backbone, pixels, window_sizes, with_image=with_image, layers=layers, vv_layers=vv_layers, mid_layers=mid_layers)
 
     monkeypatch.setattr(extract_module, "encode_images", spy)
     return calls
@@ -158,7 +158,7 @@ def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_feature
     calls = count_encodes(monkeypatch)
     summary = update_store(store, tiny32, images, [2], layers=[1], vv_layers=[2])
     assert calls == [(5, (), False, (1,), (2,))]
-    assert summary["extended"] == 5 and summary["added"] == {"window_sizes": [], "layers": [1], "vv_layers": [2]}
+    assert summary["extended"] == 5 and summary["added"] == {"window_sizes": [], "layers": [1], "vv_layers": [2], "mid_layers": []}
     assert (store.layers, store.vv_layers) == ([1], [2])
     assert update_store(store, tiny32, images, [2], layers=[1], vv_layers=[2])["extended"] == 0 and len(calls) == 1
     after = store.load(["img1"])
@@ -168,6 +168,18 @@ def test_layers_are_added_to_cached_images_in_one_pass_without_the_image_feature
     expected = fresh.load(["img1"])
     torch.testing.assert_close(after.layers[1], expected.layers[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(after.vv_layers[2], expected.vv_layers[2], atol=1e-5, rtol=1e-5)
+
+
+def test_mid_block_states_are_added_to_cached_images_and_load_as_encoded(tiny32, images, tmp_path):
+    store = FeatureStore(tmp_path / "c.h5")
+    update_store(store, tiny32, images, [2])
+    summary = update_store(store, tiny32, images, [2], mid_layers=[1, 2])
+    assert summary["extended"] == 5 and summary["added"]["mid_layers"] == [1, 2] and store.mid_layers == [1, 2]
+    got = store.load(["img1"], mid_layers=[2])
+    assert sorted(got.mid_layers) == [2] and store.load(["img1"]).mid_layers.keys() == {1, 2}
+    fresh = FeatureStore(tmp_path / "fresh.h5")
+    update_store(fresh, tiny32, {"img1": images["img1"]}, [2], mid_layers=[2])
+    torch.testing.assert_close(got.mid_layers[2], fresh.load(["img1"]).mid_layers[2], atol=1e-5, rtol=1e-5)
 
 
 def test_layers_do_not_change_the_backbone_key():

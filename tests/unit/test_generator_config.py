@@ -8,7 +8,6 @@ import pytest
 
 from fsad.config import ConfigError
 from fsad.diffusion.config import STAGES, generator_params, job_params, stage_params
-from fsad.scorers.registry import MethodError
 
 from .test_config import check_config as _checked, default_config
 
@@ -34,7 +33,7 @@ def test_a_stage_receives_the_shared_keys_and_its_own_section_only():
 
 
 def test_a_misspelt_generator_key_and_an_empty_pool_are_refused_by_name():
-    with pytest.raises(MethodError, match=r"generators\.g\.pool.*text_to_imag"):
+    with pytest.raises(ConfigError, match=r"generators\.g\.pool.*text_to_imag"):
         generator_params({"pool": {"text_to_imag": 3}}, "generators.g")
     with pytest.raises(ValueError, match=r"generators\.g\.pool generates no image"):
         generator_params({"pool": {"text_to_image": 0, "image_to_image": 0}}, "generators.g")

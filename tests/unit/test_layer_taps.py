@@ -105,3 +105,57 @@ def test_blocks_outside_the_model_or_the_vv_path_name_the_config_key(tiny, pixel
     monkeypatch.setattr(vv_attention, "VV_BLOCKS", 2)
     with pytest.raises(ValueError, match=r"vv_layers \[2\].*blocks 3\.\.4.*`vv_layers:`"):
         encode_images(tiny, pixels, [], vv_layers=[2, 4])
+
+
+def hand_written_mid_block_tokens(backbone, pixels, block: int) -> torch.Tensor:
+    """PromptAD's memory feature written out: ``(B, P, W)`` the stream inside ``block`` after its attention, before its
+    MLP, raw. Blocks before it run as open_clip's own modules; in ``block`` the attention is computed head by head from
+    the packed in_proj (q, k, v) and added to the block's input, with no ln_post."""
+    visual = backbone.model.visual
+    x = token_embeddings(backbone, pixels)
+    for n, layer in enumerate(visual.transformer.resblocks, start=1):
+        if n < block:
+            x = layer(x)
+            continue
+        normed = layer.ln_1(x)
+        width, heads = layer.attn.embed_dim, layer.attn.num_heads
+        head_dim = width // heads
+        per_head = []
+        for h in range(heads):
+            q, k, v = (
+                normed @ layer.attn.in_proj_weight[part * width + h * head_dim : part * width + (h + 1) * head_dim].T
+                + layer.attn.in_proj_bias[part * width + h * head_dim : part * width + (h + 1) * head_dim]
+                for part in range(3)
+            )
+            weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(head_dim), dim=-1)
+            per_head.append(weights @ v)
+        attended = torch.cat(per_head, dim=-1) @ layer.attn.out_proj.weight.T + layer.attn.out_proj.bias
+        return (x + attended)[:, 1:]
+    raise AssertionError(f"no block {block}")
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_mid_block_taps_are_the_states_after_attention_before_the_mlp(tiny, pixels, block):
+    """PromptAD's memory tap (implementations.md §8): inside the block, after attention, before the MLP, no ln_post."""
+    features = encode_images(tiny, pixels, [], mid_layers=[block])
+    expected = hand_written_mid_block_tokens(tiny, pixels, block)
+    torch.testing.assert_close(features.mid_layers[block], expected, atol=1e-5, rtol=1e-5)
+    # not the block's output, nor the output of the block before it (PromptAD's hooked module)
+    outputs = encode_images(tiny, pixels, [], layers=[block])
+    assert (features.mid_layers[block] - outputs.layers[block]).abs().max() > 1e-2
+
+
+def test_mid_block_taps_change_nothing_else(tiny, pixels):
+    plain = encode_images(tiny, pixels, [2], layers=[3], vv_layers=[4])
+    tapped = encode_images(tiny, pixels, [2], layers=[3], vv_layers=[4], mid_layers=[2, 3])
+    for name in ("image_embeddings", "patch_tokens"):
+        torch.testing.assert_close(getattr(tapped, name), getattr(plain, name), atol=0, rtol=0)
+    torch.testing.assert_close(tapped.layers[3], plain.layers[3], atol=0, rtol=0)
+    torch.testing.assert_close(tapped.vv_layers[4], plain.vv_layers[4], atol=0, rtol=0)
+    torch.testing.assert_close(tapped.windows[2], plain.windows[2], atol=0, rtol=0)
+    assert sorted(tapped.mid_layers) == [2, 3]
+
+
+def test_mid_block_taps_outside_the_transformer_are_refused(tiny, pixels):
+    with pytest.raises(ValueError, match="mid-block states \\[5\\]"):
+        encode_images(tiny, pixels, [], mid_layers=[5])

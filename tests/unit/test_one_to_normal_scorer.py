@@ -52,7 +52,7 @@ def _context(memory_size: int, fixed: bool = True) -> tuple[ScoringContext, dict
         device=torch.device("cpu"),
         seed=0,
         model=maps.tensors(),
-        pool=GeneratedImages(pool_index, _store(tokens)),
+        generated_pool=GeneratedImages(pool_index, _store(tokens)),
         personalized=GeneratedImages(personalized_index, _store(personalized)),
     )
     return ctx, tokens
@@ -99,6 +99,6 @@ def test_without_fixed_prompt_images_there_is_no_prompt_ablation_column():
 
 def test_a_context_without_generated_images_is_refused():
     ctx, _ = _context(memory_size=3)
-    ctx.pool = None
+    ctx.generated_pool = None
     with pytest.raises(ValueError, match="pool and personalized"):
         score(ctx)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fsad.schemas import load_schema
 from fsad.scorers.registry import builtin_method_modules, load_method
 
 HERE = Path(__file__).parent
@@ -37,7 +38,7 @@ def schema_parameters(schema: dict, prefix: str = "") -> list[str]:
 def declared_parameters() -> list[str]:
     names = []
     for method, module in builtin_method_modules().items():
-        schema = yaml.safe_load(load_method(module).schema.read_text())
+        schema = load_schema(load_method(module).schema)  # its included fragments' properties too
         names += [f"{method}.{name}" for name in schema_parameters(schema)]
     names += [f"generator.{name}" for name in schema_parameters(yaml.safe_load(GENERATOR_SCHEMA.read_text()))]
     return sorted(names)

@@ -160,7 +160,7 @@ def test_the_generator_and_the_count_choose_the_pool_images_in_the_memory(world,
     declared = METHOD.generated(world.params("anomalydino", {"generator": "gen_a"}))
     assert (declared.generator, declared.pool, declared.personalized) == ("gen_a", True, False)
     assert METHOD.generated(world.params("anomalydino", {})).generator is None
-    generated = {"pool": pool["pool"], "pool_features": pool["pool_features"]}
+    generated = {"generated_pool": pool["generated_pool"], "generated_pool_features": pool["generated_pool_features"]}
 
     def scored(rotations: bool) -> ScoreOutputs:
         params = {"generator": "gen_a", "generated_references": count, "rotations": rotations}
@@ -168,7 +168,7 @@ def test_the_generator_and_the_count_choose_the_pool_images_in_the_memory(world,
 
     plain, turned = scored(False), scored(True)
     split = read_split(world.splits["k1"])
-    memory = np.concatenate([tokens(world, split.normal_refs), FeatureStore(pool["pool_features"]).load(["g0", "g1"][: count or 2]).patch_tokens.double().numpy()])
+    memory = np.concatenate([tokens(world, split.normal_refs), FeatureStore(pool["generated_pool_features"]).load(["g0", "g1"][: count or 2]).patch_tokens.double().numpy()])
     np.testing.assert_allclose(plain.scores["max_distance"], distances(tokens(world, split.test), memory.reshape(-1, 384)).max(axis=1), atol=1e-5)
     assert plain.details["scorer_details"]["memory"]["references"] == 1 + (count or 2)
     assert turned.details["scorer_details"]["memory"]["tokens"] == 8 * GRID * GRID * (1 + (count or 2))

@@ -55,6 +55,7 @@ PLACES = "test_each_score_side_parameter_moves_only_its_own_outputs"
 ANOMALIES = "test_the_synthetic_anomalies_follow_count_types_and_min_patches_on_the_split_normal_shot"
 PROMPTS = "test_the_prompt_parameters_reach_the_tokenized_prompts_and_the_context_vectors"
 REPORT = "test_the_report_tables_follow_compare_with_sensitivity_and_its_metric"
+FULL_PROMPTAD = "test_memory_blocks_and_cls_prompts_add_the_visual_memory_and_the_image_level_model"
 
 COVERED: dict[str, str] = {
     f"{OWNER}.deviation_loss": "test_deviation_loss_false_is_promptad_without_deviation_tensors_terms_or_columns",
@@ -67,9 +68,12 @@ COVERED: dict[str, str] = {
     f"{OWNER}.class_states": PROMPTS,
     f"{OWNER}.class_name_mode": PROMPTS,
     f"{OWNER}.vv_block": "test_the_fit_trains_on_the_vv_tokens_of_its_normal_shot_and_anomalies",
+    f"{OWNER}.memory_blocks": FULL_PROMPTAD,
+    f"{OWNER}.cls_prompts": FULL_PROMPTAD,
     f"{OWNER}.logit_scale": LOSS_ARGUMENTS,
     f"{OWNER}.deviation_score": SCORING,
     f"{OWNER}.lambda_dev": DEVIATION_TERM,
+    f"{OWNER}.deviation_average": DEVIATION_TERM,
     f"{OWNER}.topk_ratio": "test_a_smaller_topk_ratio_raises_the_training_deviations",
     f"{OWNER}.margin": DEVIATION_TERM,
     f"{OWNER}.reference_draws": "test_the_reference_statistics_come_from_the_configured_number_of_draws",
@@ -90,6 +94,7 @@ COVERED: dict[str, str] = {
     f"{OWNER}.sensitivity.topk_ratio": REPORT,
     f"{OWNER}.sensitivity.margin": REPORT,
     f"{OWNER}.sensitivity_metric": REPORT,
+    f"{OWNER}.sub_scores": "test_sub_scores_add_the_instances_branches_to_the_image_table",
 }
 
 # One-epoch fits on two synthetic anomalies: the recorded terms are those of the initial prompts.
@@ -153,6 +158,11 @@ def fits(world):
         "w1": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 40.0, "triplet_margin": 9.0},
         "w2": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 46.0, "triplet_margin": 12.0},
         "w3": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.0, "margin": 40.0, "triplet_margin": 9.0},
+        # the class-balanced average of the deviation loss, W1's and W2's weights
+        "b1": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 40.0, "triplet_margin": 9.0,
+               "deviation_average": "balanced"},
+        "b2": {**BASE, "promptad_weight": 0.5, "alignment_weight": 0.04, "lambda_dev": 0.3, "margin": 46.0, "triplet_margin": 12.0,
+               "deviation_average": "balanced"},
         "no_promptad": {**BASE, "promptad_weight": 0.0},
         "promptad": {**BASE, "deviation_loss": False},
         "top1": {**BASE, "topk_ratio": 0.02},
@@ -246,11 +256,19 @@ def test_the_deviation_term_follows_lambda_dev_and_margin(fits):
     for name, lam, margin in (("base", 1.0, 5.0), ("w1", 0.3, 40.0), ("w2", 0.3, 46.0), ("w3", 0.0, 40.0)):
         fitted = fits(name)
         normal, anomalous = fitted.deviations["initial_normal"], fitted.deviations["initial_anomalous"]
-        expected = (lam * np.abs(normal).mean() + np.clip(margin - anomalous, 0, None).mean()) / 2  # Eq. 8, classes averaged
+        terms = np.concatenate([lam * np.abs(normal), np.clip(margin - anomalous, 0, None)])
+        assert fitted.terms["deviation"] == pytest.approx(terms.mean(), rel=1e-5), name  # Eq. 8, the plain batch mean
+    for name, lam, margin in (("b1", 0.3, 40.0), ("b2", 0.3, 46.0)):
+        fitted = fits(name)
+        normal, anomalous = fitted.deviations["initial_normal"], fitted.deviations["initial_anomalous"]
+        expected = (lam * np.abs(normal).mean() + np.clip(margin - anomalous, 0, None).mean()) / 2  # classes averaged
         assert fitted.terms["deviation"] == pytest.approx(expected, rel=1e-5), name
-    # margin 40 -> 46 lifts the hinge of every anomaly by 6 (halved by the class average); lambda 0 drops the normal term
-    assert fits("w2").terms["deviation"] - fits("w1").terms["deviation"] == pytest.approx(3.0, rel=1e-5)
-    assert fits("w1").terms["deviation"] - fits("w3").terms["deviation"] == pytest.approx(0.15 * fits("w1").deviations["initial_normal"].mean(), rel=1e-4)
+    # one normal shot and two anomalies: margin 40 -> 46 lifts the hinge of every anomaly by 6, 2 * 6 / 3 in the batch
+    # mean and 6 / 2 in the balanced one; lambda 0.3 -> 0 drops the normal term, 0.3 * D / 3 of the batch mean
+    assert len(fits("w1").deviations["initial_normal"]) == 1 and len(fits("w1").deviations["initial_anomalous"]) == 2
+    assert fits("w2").terms["deviation"] - fits("w1").terms["deviation"] == pytest.approx(4.0, rel=1e-5)
+    assert fits("b2").terms["deviation"] - fits("b1").terms["deviation"] == pytest.approx(3.0, rel=1e-5)
+    assert fits("w1").terms["deviation"] - fits("w3").terms["deviation"] == pytest.approx(0.1 * fits("w1").deviations["initial_normal"].mean(), rel=1e-4)
     assert fits("w1").deviations["initial_normal"].mean() > 0.1
 
 
@@ -434,9 +452,9 @@ def prompt_fits(world):
         for name, extra in (("readable", {}), ("verbatim", {"class_states": False, "class_name_mode": "verbatim"})):
             calls: dict[str, list] = {}
             with pytest.MonkeyPatch.context() as inner:
-                spy(inner, fit_module, "tokenize_checked", calls)
+                spy(inner, fit_module, "tokenize_with_placeholders", calls)
                 fitted = run_fit(world, {**PROMPT_PARAMS, **extra}, f"prompts-{name}")
-            out[name] = fitted, [c["prompts"] for c in calls["tokenize_checked"]]
+            out[name] = fitted, [c["prompts"] for c in calls["tokenize_with_placeholders"]]
     return out
 
 
@@ -498,3 +516,74 @@ def test_the_report_tables_follow_compare_with_sensitivity_and_its_metric(tmp_pa
     assert cells("sensitivity_lambda") == {"λ = 0.3": pct("lam_a", "image"), "λ = 0.5": pct("dp", "image")}
     assert cells("sensitivity_topk") == {"K = 15 %": pct("dp", "image"), "K = 20 %": pct("k_b", "image")}
     assert cells("sensitivity_margin") == {"a = 3": pct("m_c", "image"), "a = 7": pct("dp", "image")}
+
+
+def test_sub_scores_add_the_instances_branches_to_the_image_table(tmp_path):
+    rows = [
+        {"dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": run, "scorer": scorer, "metric": metric, "value": value,
+         "weights": "w", "environment": "e"}
+        for scorer, metric, values in (
+            ("promptad", "image_auroc", [0.80, 0.90]), ("promptad", "pixel_auroc", [0.70, 0.70]),
+            ("promptad", "image_auroc:textual_global", [0.60, 0.70]), ("promptad", "image_auroc:visual_max", [0.95, 0.85]),
+            ("winclip", "image_auroc", [0.50, 0.50]), ("winclip", "pixel_auroc", [0.40, 0.40]),
+        )
+        for run, value in enumerate(values)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    keys = {"scorer": "promptad", "method": "devprompt", "dataset": "mvtec_ad", "category": "bottle", "setting": "k1", "run": 0, "weights": "w"}
+    write_score_table(pd.DataFrame({"image_id": ["a"], "score": [1.0]}), keys, tmp_path / "run0.parquet")
+    params = method_params(METHOD, {"deviation_loss": False, "compare_with": ["winclip"], "sub_scores": ["textual_global", "visual_max"]})
+    resolve(METHOD.report.write)(ReportContext(metrics_csv=tmp_path / "metrics.csv", score_files=[tmp_path / "run0.parquet"], detail_files=[], manifests={},
+                               params=params, tables_dir=tmp_path / "tables", figures_dir=tmp_path / "plots"))
+    image = pd.read_csv(tmp_path / "tables" / "image_auroc.csv", dtype=str, keep_default_na=False)
+    assert list(image.columns) == ["dataset", "setting", "category", "winclip", "promptad", "promptad: textual_global", "promptad: visual_max", "weights"]
+    assert image.loc[0, ["winclip", "promptad", "promptad: textual_global", "promptad: visual_max"]].tolist() == [
+        "50.00 ± 0.00", "85.00 ± 5.00", "65.00 ± 5.00", "90.00 ± 5.00"]
+    pixel = pd.read_csv(tmp_path / "tables" / "pixel_auroc.csv", dtype=str, keep_default_na=False)
+    assert list(pixel.columns) == ["dataset", "setting", "category", "winclip", "promptad", "weights"]
+
+
+# --- full PromptAD: the visual memory and the image-level model ---------------------------------------------------
+
+
+def test_memory_blocks_and_cls_prompts_add_the_visual_memory_and_the_image_level_model(world, fits):
+    from fsad.features.extract import update_store
+    from fsad.backbones.loading import load_backbone
+    from .tiny_world import TINY
+
+    store = FeatureStore(world.store)
+    ids = store.image_ids()
+    paths = pd.read_csv(world.manifest).set_index("image_id")["image_path"]
+    # the states inside blocks 1 and 2 join the cached images (the workflow's feature job adds what memory_blocks asks)
+    update_store(store, load_backbone(TINY, "cpu"), {i: paths[i] for i in ids}, store.window_sizes, layers=store.layers,
+                 vv_layers=store.vv_layers, mid_layers=[1, 2])
+    text_only = fits("promptad")
+    full = run_fit(world, {**BASE, "deviation_loss": False, "memory_blocks": [1, 2], "cls_prompts": 2}, "promptad-full")
+    tensors = full.tensors
+    # the segmentation prompts are those of text-only PromptAD; the image-level model has its own 2 context sets
+    torch.testing.assert_close(tensors["text_prototypes"], text_only.tensors["text_prototypes"])
+    assert tuple(tensors["cls_normal_ctx"].shape[:1]) == (2,) and tuple(text_only.tensors["normal_ctx"].shape[:1]) == (1,)
+    split = read_split(world.splits["k1"])
+    shots = store.load(list(split.normal_refs), mid_layers=[1, 2])
+    for n in (1, 2):
+        torch.testing.assert_close(tensors[f"memory_{n}"], F.normalize(shots.mid_layers[n].reshape(-1, shots.mid_layers[n].shape[-1]), dim=-1))
+
+    params = {**BASE, "deviation_loss": False, "memory_blocks": [1, 2], "cls_prompts": 2, "smoothing_sigma": 0.0}
+    out = world.score(OWNER, params, model=full.model)
+    plain = world.score(OWNER, {**BASE, "deviation_loss": False, "smoothing_sigma": 0.0}, model=text_only.model)
+    assert {"score", "textual_global", "textual_max", "visual_max"} <= set(out.scores.columns)
+    assert "visual_max" not in plain.scores.columns
+    np.testing.assert_allclose(out.scores["textual_max"], plain.scores["textual_max"], rtol=1e-6)
+    test = store.load(list(out.scores["image_id"]), mid_layers=[1, 2])
+    t = tensors["logit_scale"]
+    cls = (t * F.normalize(test.image_embeddings, dim=-1) @ tensors["cls_text_prototypes"].T).softmax(dim=-1)[:, 1]
+    np.testing.assert_allclose(out.scores["textual_global"], cls.numpy(), rtol=1e-5)
+    grid = test.grid
+    visual = sum((1 - F.normalize(test.mid_layers[n], dim=-1) @ tensors[f"memory_{n}"].T).min(dim=-1).values / 2 for n in (1, 2)) / 2
+    up = lambda m: F.interpolate(m.reshape(-1, 1, grid, grid), size=(world.map_size,) * 2, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    visual_max = up(visual).amax(dim=(1, 2))
+    np.testing.assert_allclose(out.scores["visual_max"], visual_max.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out.scores["score"], (1 / (1 / visual_max + 1 / cls)).numpy(), rtol=1e-5)
+    textual = (t * F.normalize(test.patch_tokens @ tensors["visual_proj"], dim=-1) @ tensors["text_prototypes"].T).softmax(dim=-1)[..., 1]
+    # the maps are stored as float16
+    np.testing.assert_allclose(out.maps, up(1 / (1 / textual + 1 / visual)).numpy(), rtol=2e-3, atol=1e-4)

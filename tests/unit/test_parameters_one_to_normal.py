@@ -35,6 +35,7 @@ from fsad.scorers.one_to_normal import scorer as scorer_module
 from fsad.scorers.one_to_normal.method import METHOD
 from fsad.scorers.one_to_normal.torch_model import branch_pair_columns
 from fsad.scorers.registry import method_params
+from fsad.text import prompt_params
 
 from .table_files import csv_table
 from .tiny_world import LAYERS, TINY, WINDOW_SIZES, World, build_world
@@ -121,7 +122,7 @@ def _generated(world: World) -> dict[str, Path]:
     write_image_set(root / "personalized", pd.DataFrame(rows), images)
     for kind in ("pool", "personalized"):
         _encode(root / kind, root / f"{kind}.h5")
-    return {"pool": root / "pool", "pool_features": root / "pool.h5", "personalized": root / "personalized", "personalized_features": root / "personalized.h5"}
+    return {"generated_pool": root / "pool", "generated_pool_features": root / "pool.h5", "personalized": root / "personalized", "personalized_features": root / "personalized.h5"}
 
 
 class O2N:
@@ -280,15 +281,21 @@ TEXT_DEFAULTS = {"preset": "paper", "normalisation": None, "class_name": "metal 
 @pytest.mark.parametrize("name", list(TEXT_CASES))
 def test_a_text_parameter_reaches_the_prompt_embeddings_of_the_fit_and_of_s_text_only(o2n, name, monkeypatch):
     value, expected = TEXT_CASES[name]
-    calls = []
-    for module in (fit_module, scorer_module):
-        original = module.text_embeddings
+    calls, entered = [], []
+    original = prompt_params.text_embeddings
 
-        def spy(encode, class_name, preset="paper", normalisation=None, _original=original, _where=module.__name__):
-            calls.append({"where": _where.rsplit(".", 1)[-1], "class_name": class_name, "preset": preset, "normalisation": normalisation})
-            return _original(encode, class_name, preset, normalisation)
+    def spy(encode, class_name, preset="paper", normalisation=None):
+        calls.append({"where": entered[-1], "class_name": class_name, "preset": preset, "normalisation": normalisation})
+        return original(encode, class_name, preset, normalisation)
 
-        monkeypatch.setattr(module, "text_embeddings", spy)
+    monkeypatch.setattr(prompt_params, "text_embeddings", spy)
+    for module in (fit_module, scorer_module):  # which step asks for the embeddings (through the shared opening)
+
+        def opening(*args, _opening=module.class_text_embeddings, _where=module.__name__, **kwargs):
+            entered.append(_where.rsplit(".", 1)[-1])
+            return _opening(*args, **kwargs)
+
+        monkeypatch.setattr(module, "class_text_embeddings", opening)
     fitted = o2n.fit(**{name: value})
     changed = o2n.score(fitted, **{name: value})
     # the value reaches the prompt embeddings of both the fit and the score (the other text parameters at defaults)

@@ -155,10 +155,10 @@ def test_the_generator_and_the_count_choose_the_pool_images_in_the_bank(world, r
     assert (declared.generator, declared.pool, declared.personalized) == ("gen_a", True, False)
     assert METHOD.generated(world.params("patchcore", {})).generator is None
     params = {"generator": "gen_a", "generated_references": count}
-    out = world.score("patchcore", params, setting="k1", generated={"pool": pool["pool"], "pool_features": pool["pool_features"]},
+    out = world.score("patchcore", params, setting="k1", generated={"generated_pool": pool["generated_pool"], "generated_pool_features": pool["generated_pool_features"]},
                       out=world.root / "scores" / f"pool_{count}").scores.set_index("image_id")
     alone = runs({}, "k1").scores.set_index("image_id")
-    generated = FeatureStore(pool["pool_features"]).load(["g0", "g1"][: count or 2])
+    generated = FeatureStore(pool["generated_pool_features"]).load(["g0", "g1"][: count or 2])
     extra = embeddings(generated, (2, 3)).reshape(-1, 128 + 256)
     _, maxima = expected(world, "k1", extra_refs=[extra])
     np.testing.assert_allclose(out["max_distance"], maxima, rtol=1e-4)

@@ -202,7 +202,7 @@ def pool(world) -> dict[str, Path]:
 
 
 def with_pool(world: World, pool: dict, params: dict, name: str) -> ScoreOutputs:
-    generated = {"pool": pool["pool"], "pool_features": pool["pool_features"]}
+    generated = {"generated_pool": pool["generated_pool"], "generated_pool_features": pool["generated_pool_features"]}
     return world.score("winclip", params, setting="k1", generated=generated, out=world.root / "scores" / name)
 
 
@@ -224,7 +224,7 @@ def test_generated_references_counts_the_pool_images_joining_the_memory(world, p
     # independently: the patch-scale distance to the reference plus the first ``count`` pool images, in pool order
     store = FeatureStore(world.store)
     split = read_split(world.splits["k1"])
-    generated = FeatureStore(pool["pool_features"]).load(["g0", "g1"][:count], window_sizes=[])
+    generated = FeatureStore(pool["generated_pool_features"]).load(["g0", "g1"][:count], window_sizes=[])
     refs = torch.cat([store.load(split.normal_refs, window_sizes=[]).patch_tokens, generated.patch_tokens])
     tests = store.load(split.test, window_sizes=[]).patch_tokens
     want = nearest_distance(tests, refs).amax(dim=-1).numpy()

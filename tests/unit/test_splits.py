@@ -153,3 +153,17 @@ def test_max_test_none_keeps_every_test_image_outside_the_anomalous_pool():
     pool = pool_of(manifest, max_test=None, anomalous_pool=3)
     expected = set(manifest.loc[manifest["split"] == "test", "image_id"]) - set(pool["anomalous_pool"])
     assert len(pool["test"]) == 207 and set(pool["test"]) == expected
+
+
+ZS = {"name": "zs", "normal_shots": 0, "anomalous_shots": 0, "validation_normals": 0}
+
+
+def test_a_test_only_dataset_runs_zero_shot_and_names_the_problem_for_few_shot_settings():
+    manifest = make_manifest(n_train=0, n_test_normal=6, n_test_anomalous=4)
+    pool = pool_of(manifest, anomalous_pool=0)
+    assert pool["normal_pool"] == [] and len(pool["test"]) == 10
+    split = draw_split(pool, ZS, 0)
+    assert split["normal_refs"] == [] and split["validation"] == [] and len(split["test"]) == 10
+    for setting in (K1, ZS | {"name": "v2", "validation_normals": 2}):
+        with pytest.raises(ValueError, match="no normal training images.*zero-shot settings"):
+            draw_split(pool, setting, 0)

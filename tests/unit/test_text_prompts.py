@@ -5,6 +5,7 @@ import torch
 
 from fsad.text.class_names import class_name
 from fsad.text.prompt_ensembles import PRESETS, average_embeddings, prompt_ensemble, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 
 def test_paper_preset_has_7_normal_and_4_anomalous_states_times_22_distinct_templates():
@@ -48,6 +49,14 @@ def test_text_embeddings_are_normal_then_anomalous_and_follow_the_preset_averagi
     paper = text_embeddings(encode, "screw", "paper")
     assert torch.allclose(paper.norm(dim=-1), torch.ones(2))
     assert torch.allclose(text_embeddings(encode, "screw", "paper", "raw_mean")[1], encode(seen[-1]).mean(0))
+
+
+def test_the_prompt_parameters_give_the_presets_class_embeddings_and_temperature():
+    encode = lambda prompts: torch.tensor([[float(len(p)), float("flaw" in p)] for p in prompts])  # noqa: E731
+    params = {"prompt_preset": "anomalib", "temperature": None, "text_normalisation": "normalised_mean"}
+    assert torch.equal(class_text_embeddings(params, encode, "screw", torch.device("cpu")), text_embeddings(encode, "screw", "anomalib", "normalised_mean"))
+    assert prompt_temperature(params) == 0.07 and prompt_temperature({**params, "prompt_preset": "paper"}) == 0.01
+    assert prompt_temperature({**params, "temperature": 0.5}) == 0.5
 
 
 def test_unknown_preset_names_the_parameter():

@@ -80,6 +80,10 @@ def test_clip_only_features_and_the_text_tower_are_refused_by_name(resnet, dino)
         resnet.encode(pixels(64), [2])
     with pytest.raises(ValueError, match="no V-V attention path"):
         dino.encode(pixels(56), [], vv_layers=[12])
+    with pytest.raises(ValueError, match="no mid-block states"):
+        dino.encode(pixels(56), [], mid_layers=[6])
+    with pytest.raises(ValueError, match="no mid-block states"):
+        resnet.check_indices([], [], [2])
     with pytest.raises(ValueError, match="feature stages .* 1..4 of resnet18"):
         resnet.encode(pixels(64), [], layers=[5])
     with pytest.raises(ValueError, match="blocks 1..12"):
@@ -200,7 +204,8 @@ def with_timm_backbone(**entry):
     return config
 
 
-@pytest.mark.parametrize("entry,key", [({"window_sizes": [2, 3]}, "window_sizes"), ({"vv_layers": [2]}, "vv_layers"), ({"quick_gelu": False}, "quick_gelu")])
+@pytest.mark.parametrize("entry,key", [({"window_sizes": [2, 3]}, "window_sizes"), ({"vv_layers": [2]}, "vv_layers"), ({"quick_gelu": False}, "quick_gelu"),
+                                       ({"resize": "promptad"}, "resize")])
 def test_a_timm_backbone_with_clip_only_keys_is_refused_by_name(entry, key):
     with pytest.raises(ConfigError, match=f"backbones.cnn.{key}: a timm backbone has no"):
         check_config(with_timm_backbone(**entry))

@@ -1,7 +1,7 @@
 """Cross-check: our WinCLIP pipeline reproduces anomalib's WinClipModel on the same random open_clip weights.
 
 Our side: load_backbone -> encode_images -> text_embeddings('anomalib' preset, verbatim class name) ->
-winclip_scores -> upsample_maps. anomalib's side: WinClipModel around a copy of the same model, fed
+winclip_scores -> fsad.maps.upsample. anomalib's side: WinClipModel around a copy of the same model, fed
 the same preprocessed pixels (see fsad.scorers.winclip.anomalib_reference for the one layout fix).
 """
 
@@ -16,7 +16,8 @@ import fsad.backbones.loading  # noqa: F401  (registers the fsad-tiny preset)
 from fsad.backbones.loading import load_backbone
 from fsad.backbones.window_embeddings import encode_images
 from fsad.scorers.winclip.anomalib_reference import anomalib_winclip
-from fsad.scorers.winclip.torch_model import build_reference_memory, upsample_maps, winclip_scores
+from fsad.maps import upsample
+from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
 from fsad.text.class_names import class_name
 from fsad.text.prompt_ensembles import text_embeddings
 
@@ -44,7 +45,7 @@ def our_scores(backbone, test_pixels, reference_pixels):
     if len(reference_pixels):
         memory = build_reference_memory(encode_images(backbone, reference_pixels, WINDOW_SIZES), WINDOW_SIZES)
     out = winclip_scores(encode_images(backbone, test_pixels, WINDOW_SIZES), text, WINDOW_SIZES, 0.07, memory)
-    return out.image_scores, upsample_maps(out.maps, test_pixels.shape[-1])
+    return out.image_scores, upsample(out.maps, test_pixels.shape[-1])
 
 
 def assert_agrees(ours, theirs):

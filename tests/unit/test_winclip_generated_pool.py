@@ -41,7 +41,7 @@ def _context(generator: str | None, generated_references: int | None = None) -> 
         map_size=8,
         device=torch.device("cpu"),
         seed=0,
-        pool=pool if generator else None,
+        generated_pool=pool if generator else None,
     )
 
 

@@ -10,7 +10,6 @@ from fsad.scorers.winclip.torch_model import (
     build_reference_memory,
     class_scores,
     harmonic_aggregation,
-    upsample_maps,
     visual_association_scores,
     winclip_scores,
     zero_shot_map,
@@ -161,9 +160,3 @@ def test_scores_of_a_batch_equal_scores_image_by_image():
     for i, image_id in enumerate(features.image_ids):
         single = winclip_scores(features.select([image_id]), text, [2, 3], memory=memory)
         assert torch.allclose(batch.maps[i], single.maps[0], atol=1e-6)
-
-
-def test_upsample_maps_keeps_constant_maps_constant():
-    maps = torch.full((2, 5, 5), 0.3)
-    up = upsample_maps(maps, 40)
-    assert up.shape == (2, 40, 40) and torch.allclose(up, torch.full_like(up, 0.3))

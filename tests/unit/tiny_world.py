@@ -172,7 +172,7 @@ def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: 
     use) and ``g1`` (``copy`` of the first anomalous test image), with their feature store on the world's backbone.
 
     Returns:
-        ``pool`` and ``pool_features`` (a score job's ``generated``), ``copy_of`` and ``unused`` (the source images).
+        ``generated_pool`` and ``generated_pool_features`` (a score job's ``generated``), ``copy_of`` and ``unused`` (the source images).
     """
     split = read_split(world.splits[setting])
     manifest = pd.read_csv(world.manifest).set_index("image_id")
@@ -187,7 +187,7 @@ def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: 
     store = world.root / "pools" / "gen_a.h5"
     update_store(FeatureStore(store), load_backbone(world.backbone, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")},
                  window_sizes, layers=layers, vv_layers=vv_layers)
-    return {"pool": directory, "pool_features": store, "copy_of": copy_of, "unused": unused}
+    return {"generated_pool": directory, "generated_pool_features": store, "copy_of": copy_of, "unused": unused}
 
 
 def assert_smoothing_moves_the_maps_alone(sharp: ScoreOutputs, default: ScoreOutputs, blurred: ScoreOutputs) -> None:

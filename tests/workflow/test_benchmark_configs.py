@@ -16,9 +16,9 @@ BENCHMARKS = ROOT / "config" / "benchmarks"
 CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2}  # elpv: mono- and polycrystalline cells
 
 
-def dry_run(workdir, configfile) -> tuple[dict[str, int], set[str]]:
+def dry_run(workdir, *configfiles) -> tuple[dict[str, int], set[str]]:
     """A dry run's 'Job stats' table, as rule -> count, and the scorer instances its score jobs belong to."""
-    proc = snakemake(workdir, "-n", "--cores", "8", configfiles=(configfile,))
+    proc = snakemake(workdir, "-n", "--cores", "8", configfiles=configfiles)
     text = proc.stdout + proc.stderr
     table = text[text.index("Job stats:") :].split("\n\n")[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
@@ -65,8 +65,9 @@ def expected_cross_dataset(datasets, learned_instances, training_datasets, backb
 
 def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     """One-to-Normal's protocol: per run a DreamBooth model, its pool and personalized test images, class images once
-    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones."""
-    categories = sum(CATEGORIES[d] for d in datasets)
+    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones.
+    ELPV follows InCTRL's partition there (convert_elpv.py): one category."""
+    categories = sum((CATEGORIES | {"elpv": 1})[d] for d in datasets)
     per_run = categories * len(settings) * runs
     return {
         "prepare_dataset": len(datasets),
@@ -85,12 +86,16 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     }
 
 
-def expected_devprompt(datasets, sweep_dataset, sweep_instances, runs=3):
-    """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt and PromptAD on every dataset, the sweep
-    instances (lambda, K, a) on ``sweep_dataset``; every DevPrompt/PromptAD score job reads its own run's fit."""
+def expected_devprompt(datasets, sweep_dataset, sweep_instances, learned_instances=3, backbones=2, runs=3):
+    """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt, PromptAD in full and its textual branch
+    alone (``learned_instances``) on every dataset, the sweep instances (lambda, K, a) on ``sweep_dataset``; every
+    DevPrompt/PromptAD score job reads its own run's fit. Features of every category on both backbones (DevPrompt's
+    256 px, PromptAD's and WinCLIP+'s 240 px)."""
     counts = expected(datasets, ["k1"], [datasets], [], runs)
-    fits = (2 * sum(CATEGORIES[d] for d in datasets) + sweep_instances * CATEGORIES[sweep_dataset]) * runs
-    return counts | {"fit_run": fits, "score": counts["score"] + fits, "evaluate": counts["evaluate"] + fits}
+    categories = sum(CATEGORIES[d] for d in datasets)
+    fits = (learned_instances * categories + sweep_instances * CATEGORIES[sweep_dataset]) * runs
+    return counts | {"extract_features": categories * backbones, "fit_run": fits, "score": counts["score"] + fits,
+                     "evaluate": counts["evaluate"] + fits}
 
 
 def expected_baselines(datasets, settings, instances, backbones, runs=3):
@@ -101,7 +106,8 @@ def expected_baselines(datasets, settings, instances, backbones, runs=3):
 
 
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
-# devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA.
+# devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA; DevPrompt at
+# 256 px on its own backbone entry, PromptAD in full and text-only at 240 px.
 # faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA.
 CASES = {
     "winclip.yaml": expected(["mvtec_ad", "visa"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa"]] * 2, []),
@@ -170,3 +176,28 @@ def test_snakemake_lint_reports_nothing(name, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Lints for" not in output, output[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in output
+
+
+# The seed papers' further datasets, categories from their own documentation: DAGM 2007's ten classes, DTD-Synthetic's
+# twelve textures, MNIST's ten digits and CIFAR-10's ten classes (one class against the rest each), the rest one class.
+PAPER_DATASETS = {
+    "aitex": 1, "dagm": 10, "dtd_synthetic": 12, "mnist": 10, "cifar10": 10, "brainmri": 1, "headct": 1, "br35h": 1,
+    "isic2016": 1, "cvc_clinicdb": 1, "cvc_colondb": 1, "kvasir": 1, "tn3k": 1,
+}  # fmt: skip
+
+
+def test_the_papers_further_datasets_plan_zero_shot_jobs_per_documented_category(tmp_path):
+    """winclip.yaml's two zero-shot instances on every further dataset (the test-only ones run zero-shot only)."""
+    import yaml
+
+    overlay = tmp_path / "paper_datasets.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "datasets": [{"name": kind, "kind": kind} for kind in PAPER_DATASETS],
+        "scorers": {"winclip": {"settings": ["zs"]}, "winclip_anomalib": {"settings": ["zs"]}},
+    }))  # fmt: skip
+    counts, scorers = dry_run(tmp_path / "run", BENCHMARKS / "winclip.yaml", overlay)
+    assert scorers == {"winclip", "winclip_anomalib"}
+    categories = sum(PAPER_DATASETS.values())
+    assert counts["prepare_dataset"] == len(PAPER_DATASETS)
+    assert counts["draw_pool"] == counts["extract_features"] == counts["draw_split"] == categories
+    assert counts["score"] == counts["evaluate"] == 2 * categories

@@ -28,6 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fsad.data.splits import read_split
 from fsad.score_files import read_score_keys
+from fsad.schemas import load_schema
 from fsad.scorers.registry import builtin_method_modules, get_method, method_params
 
 from tests.unit.read_audit import is_read_mode, read_process_audits
@@ -143,7 +144,7 @@ def test_every_built_in_method_is_in_the_contract_through_an_instance_of_the_def
     for method, (key, value) in SCORE_ONLY_CHANGE.items():
         declared = get_method(method, PLUGINS)
         assert key not in (declared.stage_names("fit") if declared.fit else ()), f"{method}.{key} is a fit parameter"
-        assert key in yaml.safe_load(declared.schema.read_text())["properties"], f"{method} has no parameter {key}"
+        assert key in load_schema(declared.schema)["properties"], f"{method} has no parameter {key}"
         assert key not in declared.stage_names("report"), f"{method}.{key} is a report parameter"
     assert {instance(name)["method"] for name in INSTANCES} <= set(SCORE_ONLY_CHANGE), "give each method a score-only change"
 
@@ -191,7 +192,7 @@ def fit_keys(name: str) -> list[str]:
 def fit_jobs_run(log: str) -> list[str]:
     """``scorer/scope`` of every fit job a Snakemake log says it started (scope: a dataset, or dataset/category/setting/run<n>)."""
     started = []
-    for block in re.split(r"\b(?:local)?rule fit_(?:run|dataset):", log)[1:]:
+    for block in re.split(r"^(?:local)?rule fit_(?:run|dataset):$", log, flags=re.M)[1:]:
         wildcards = block.split("wildcards:", 1)[1].splitlines()[0]
         fields = dict(part.strip().split("=", 1) for part in wildcards.split(","))
         scope = [fields["dataset"]] + ([fields["category"], fields["setting"], f"run{fields['run']}"] if "run" in fields else [])

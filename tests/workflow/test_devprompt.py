@@ -68,3 +68,35 @@ def test_a_sweep_over_lambda_k_and_a_reruns_only_fit_and_score_jobs(devprompt_ru
         assert set(outputs.str.extract(rf"/{folder}/(\w+)/")[0]) == {"devprompt", "devprompt_k30"}
     reports = {f"method_report_{name}" for name in ("devprompt", "devprompt_k30")}
     assert set(table["rule"]) <= {"fit_run", "score", "evaluate"} | AGGREGATES | reports
+
+
+def test_a_full_promptad_fit_on_the_tiny_backbone_gives_the_fused_map_with_visual_and_textual_sub_scores(tmp_path):
+    """PromptAD in full through the workflow: the feature job caches the mid-block states memory_blocks asks for, the
+    fit saves the galleries and the image-level prompts, the score job writes the fused maps and the branches'
+    sub-scores, and the image table shows them."""
+    import h5py
+    import numpy as np
+
+    promptad = {
+        **DEFAULT_CONFIG["scorers"]["promptad"], "backbone": "tiny_tokens", "epochs": 1, "vv_block": 2, "memory_blocks": [1, 2],
+        "cls_prompts": 3, "compare_with": [],
+    }
+    overlay = write_config(tmp_path / "promptad.yaml", {
+        "backbones": {"tiny_tokens": DEFAULT_CONFIG["backbones"]["tiny_tokens"]},
+        "scorers": {"winclip": None, "anomalous_memory": None, "devprompt": None, "promptad": promptad},
+    })
+    snakemake(tmp_path, "--cores", "2", "--until", "method_report_promptad", configfiles=(overlay,))
+    results = tmp_path / "results"
+    tensors = load_file(results / "models" / "promptad" / FIT / "model.safetensors")
+    assert {"memory_1", "memory_2", "cls_text_prototypes", "text_prototypes"} <= set(tensors)
+    assert tuple(tensors["cls_normal_ctx"].shape[:1]) == (3,)
+    scores = pd.read_parquet(results / "scores" / "promptad" / f"{FIT}.parquet")
+    assert {"score", "textual_global", "textual_max", "visual_max"} <= set(scores.columns)
+    fused = 1 / (1 / scores["visual_max"] + 1 / scores["textual_global"])
+    np.testing.assert_allclose(scores["score"], fused, rtol=1e-5)
+    with h5py.File(results / "scores" / "promptad" / f"{FIT}.maps.h5") as h5:
+        maps = h5["maps"][:]
+    # harmonic fusion: below both branches, so below the textual softmax's 1 and (1 - cos) / 2's 1
+    assert maps.shape[0] == len(scores) and np.isfinite(maps).all() and 0 < maps.max() < 1
+    image = pd.read_csv(results / "tables" / "promptad" / "image_auroc.csv", dtype=str, keep_default_na=False)
+    assert list(image.columns)[3:] == ["promptad", "promptad: textual_global", "promptad: visual_max", "weights"]

@@ -1,3 +1,18 @@
 """Built-in dataset adapters; importing this package registers them all."""
 
-from fsad.data.adapters import btad, elpv, folder, mpdd, mvtec_ad, sdd, synthetic, textile, visa  # noqa: F401
+from fsad.data.adapters import (  # noqa: F401
+    aitex,
+    btad,
+    dagm,
+    dtd_synthetic,
+    elpv,
+    folder,
+    medical,
+    mpdd,
+    mvtec_ad,
+    sdd,
+    semantic,
+    synthetic,
+    textile,
+    visa,
+)

@@ -10,8 +10,9 @@ Layout, per category (a subfolder of the root that has ``train/``)::
 Images may be png, jpg, jpeg, bmp, tif(f) or webp. A mask is ``<stem>_mask.*`` or ``<stem>.*`` in
 ``ground_truth/<defect_type>/``. When that folder exists every anomalous image of the defect type
 needs its mask (a missing one is an error); when it does not, the defect type has no masks
-(``mask_path`` empty). Images are referenced in place. :func:`mvtec_layout_rows` and
-:func:`fetch_mvtec_layout` serve the adapters of datasets shipped in this layout (mvtec_ad, btad, mpdd).
+(``mask_path`` empty). Images are referenced in place. :func:`mvtec_layout_rows`,
+:func:`fetch_mvtec_layout` (downloaded) and :func:`placed_mvtec_layout` (placed by hand) serve the adapters of datasets
+shipped in this layout (mvtec_ad, btad, mpdd, dtd_synthetic).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsad.data.download import fetch_dataset
+from fsad.data.download import fetch_dataset, find_dataset_root
 from fsad.data.manifest import MANIFEST_COLUMNS, manifest_row
 from fsad.data.registry import DatasetSpec, dataset_categories, raw_root, register
-from fsad.data.sources import DownloadSource
+from fsad.data.sources import DownloadSource, ManualSource
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = ("train", "test")
@@ -118,6 +119,22 @@ def fetch_mvtec_layout(spec: DatasetSpec, data_dir: Path, source: DownloadSource
         layout=f"<category>/train/{normal_folder} and <category>/test for {categories}",
     )
     return mvtec_layout_rows(root, categories, normal_folder)
+
+
+def placed_mvtec_layout(spec: DatasetSpec, data_dir: Path, source: ManualSource, item: str = "category") -> pd.DataFrame:
+    """Manifest rows of the configured categories of an MVTec-layout dataset placed by hand at ``raw_root``;
+    ``item`` is what the dataset calls a category (MPDD: part), for the message.
+
+    Raises:
+        FileNotFoundError: :meth:`ManualSource.missing`, naming the source page and where to put the files.
+    """
+    categories = dataset_categories(spec)
+    root = raw_root(spec, data_dir)
+    found = find_dataset_root(root, lambda folder: is_mvtec_layout(folder, categories))
+    if found is None:
+        layout = f"<{item}>/train/good, <{item}>/test/<defect_type> and <{item}>/ground_truth/<defect_type>/<stem>_mask.png"
+        raise FileNotFoundError(source.missing(root, f"{layout} for the {item}s {', '.join(categories)}"))
+    return mvtec_layout_rows(found, categories)
 
 
 @register("folder", categories=folder_categories, has_masks=True)

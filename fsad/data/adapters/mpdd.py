@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from fsad.data import sources
-from fsad.data.adapters.folder import is_mvtec_layout, mvtec_layout_rows
-from fsad.data.download import find_dataset_root
-from fsad.data.registry import DatasetSpec, dataset_categories, raw_root, register
+from fsad.data.adapters.folder import placed_mvtec_layout
+from fsad.data.registry import DatasetSpec, register
 
 CATEGORIES = ["bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"]
 
@@ -26,23 +25,7 @@ def mpdd_categories(spec: DatasetSpec) -> list[str]:
     return list(CATEGORIES)
 
 
-def missing_mpdd_message(root: Path, categories: list[str]) -> str:
-    """What to download and where to put it."""
-    return (
-        f"{root}: MPDD not found (looked for <part>/train and <part>/test for {categories}). "
-        f"MPDD has no direct download: open {sources.MPDD_README_URL} and follow its README's download link "
-        "(a VUT / Brno University of Technology SharePoint folder), then unpack it so that "
-        f"{root}/<part>/train/good, {root}/<part>/test/<defect_type> and {root}/<part>/ground_truth/<defect_type>/<stem>_mask.png "
-        f"exist for the parts {', '.join(CATEGORIES)}; or set the dataset's `root` to where they already are."
-    )
-
-
 @register("mpdd", categories=mpdd_categories, has_masks=True)
 def prepare_mpdd(spec: DatasetSpec, data_dir: Path) -> pd.DataFrame:
     """Manifest rows of the configured parts from the hand-placed files."""
-    categories = dataset_categories(spec)
-    root = raw_root(spec, data_dir)
-    found = find_dataset_root(root, lambda folder: is_mvtec_layout(folder, categories))
-    if found is None:
-        raise FileNotFoundError(missing_mpdd_message(root, categories))
-    return mvtec_layout_rows(found, categories)
+    return placed_mvtec_layout(spec, data_dir, sources.MPDD, item="part")

@@ -21,9 +21,7 @@ extracted to ``<root>/extracted/``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from sklearn.model_selection import train_test_split
 
 from fsad.data import sources
 from fsad.data.adapters.folder import mvtec_layout_rows
-from fsad.data.download import fetch_dataset, remove_stale_staging, staging_folder
+from fsad.data.download import built_once, fetch_dataset
 from fsad.data.registry import DatasetSpec, raw_root, register
 
 CATEGORY = "electrical_commutators"
@@ -90,22 +88,17 @@ def write_sdd_crops(kolektor_root: Path, crops_dir: Path) -> Path:
     The tree is built in a staging folder beside ``crops_dir`` and renamed into place, so an
     existing ``crops_dir`` is always complete (one prepare job per dataset writes ``data_dir``).
     """
-    if crops_dir.exists():
-        return crops_dir
-    parts = kolektor_parts(kolektor_root)
-    anomalous, normal = [], []
-    for name, _, label_path in parts:
-        label = read_label(label_path)
-        for index, (top, bottom) in enumerate(third_bounds(label.shape[0])):
-            (anomalous if label[top:bottom].any() else normal).append(f"{name}_{index}")
-    train_names, test_names = train_test_split(normal, test_size=TEST_FRACTION, random_state=SPLIT_SEED)
-    folder_of = {n: Path("train/good") for n in train_names} | {n: Path("test/good") for n in test_names}
-    folder_of |= {n: Path("test") / DEFECT_TYPE for n in anomalous}
-    anomalous_names = set(anomalous)
-
-    remove_stale_staging(crops_dir, "building")
-    staging = staging_folder(crops_dir, "building")
-    try:
+    def build(staging: Path) -> None:
+        parts = kolektor_parts(kolektor_root)
+        anomalous, normal = [], []
+        for name, _, label_path in parts:
+            label = read_label(label_path)
+            for index, (top, bottom) in enumerate(third_bounds(label.shape[0])):
+                (anomalous if label[top:bottom].any() else normal).append(f"{name}_{index}")
+        train_names, test_names = train_test_split(normal, test_size=TEST_FRACTION, random_state=SPLIT_SEED)
+        folder_of = {n: Path("train/good") for n in train_names} | {n: Path("test/good") for n in test_names}
+        folder_of |= {n: Path("test") / DEFECT_TYPE for n in anomalous}
+        anomalous_names = set(anomalous)
         category_dir = staging / CATEGORY
         for folder in ("train/good", "test/good", f"test/{DEFECT_TYPE}", f"ground_truth/{DEFECT_TYPE}"):
             (category_dir / folder).mkdir(parents=True)
@@ -121,11 +114,8 @@ def write_sdd_crops(kolektor_root: Path, crops_dir: Path) -> Path:
                 if crop_name in anomalous_names:
                     mask = (label[top:bottom] * 255).astype(np.uint8)
                     Image.fromarray(mask).save(category_dir / "ground_truth" / DEFECT_TYPE / f"{crop_name}_mask.png")
-        os.rename(staging, crops_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return crops_dir
+
+    return built_once(crops_dir, "building", build)
 
 
 @register("sdd", categories=sdd_categories, has_masks=True)

@@ -4,7 +4,7 @@ Params (``schema.yaml`` beside this module, defaults filled in): ``window_sizes`
 added), ``coverage_threshold``, ``partial_windows`` (see
 :func:`~fsad.scorers.anomalous_memory.torch_model.split_by_coverage`), ``n_augmentations``, ``n_draws``,
 ``distributions``, ``score_weights`` (``baseline`` or a distribution: which total fills ``score`` and the fused
-map), ``prompt_preset``, ``temperature``, ``text_normalisation`` (as winclip).
+map), ``prompt_preset``, ``temperature``, ``text_normalisation`` (as winclip: :mod:`fsad.text.prompt_params`).
 
 The zero-shot map (part of the fused map) aggregates the windows of every size in ``window_sizes``; the
 zero-shot sub-score is the image embedding's score either way.
@@ -28,6 +28,7 @@ from PIL import Image
 from fsad.data.augment import augment
 from fsad.fusion.validation import WeightValidation, validate_weights
 from fsad.fusion.score_weights import baseline_weights
+from fsad.maps import upsample
 from fsad.scorers.anomalous_memory.torch_model import (
     DualMemory,
     anomalous_memory_scores,
@@ -37,9 +38,8 @@ from fsad.scorers.anomalous_memory.torch_model import (
     weighted_total,
 )
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.winclip.torch_model import upsample_maps
 from fsad.seeding import derive_seed
-from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with the zero-shot, reference-memory and anomalous-memory sub-scores."""
     params = ctx.params
     window_sizes = list(params["window_sizes"])
-    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
+    temperature = prompt_temperature(params)
     names = sub_score_names(window_sizes)
     distributions = list(params["distributions"])
     mode = params["score_weights"]
@@ -146,7 +146,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
             )
         if choice.normal_fallback:
             log.warning("%s scale %s: no window is free of the defect; the %d least covered form the reference memory", ctx.split.label, choice.scale, len(choice.normal))
-    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
+    text = class_text_embeddings(params, ctx.text_encoder, ctx.class_name, ctx.device)
 
     ids = list(ctx.split.test)
     sub_scores, grid_maps = [], []
@@ -166,7 +166,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
     columns: dict[str, object] = {"image_id": ids, "score": weighted_total(test_sub_scores, chosen).cpu().numpy()}
     columns |= {name: test_sub_scores[:, i].cpu().numpy() for i, name in enumerate(names)}
     columns |= {f"score_{name}": weighted_total(test_sub_scores, torch.as_tensor(w, dtype=torch.float32)).cpu().numpy() for name, w in weights.items()}
-    maps = upsample_maps(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
+    maps = upsample(torch.cat([fused_map(m, chosen) for m in grid_maps]), ctx.map_size)
     extra = {
         "anomalous_ref": ref_id,
         "score_weights": mode,

@@ -2,8 +2,9 @@
 
 Sources: DevPrompt (Poudineh & Lalonde) Eqs. 5-8; DevNet (Pang et al.) as its common implementations do
 it: reference scores drawn from N(0, 1) (5,000 draws) give ``mu`` and ``sigma`` (``torch.std``, unbiased),
-the hinge margin is ``a = 5``, batches are half normal and half anomalous, and the Top-K module keeps ``max(int(P * ratio), 1)`` instances
-(``--topk 0.1``: "k percentage of instances in the topk module").
+the hinge margin is ``a = 5``, and the Top-K module keeps ``max(int(P * ratio), 1)`` instances (``--topk 0.1``: "k
+percentage of instances in the topk module"). The loss is Eq. 8's plain mean over the batch; DevNet's batches are half
+normal and half anomalous, where that equals the class-balanced mean kept as an option.
 
 Shapes: ``N`` images (bags), ``P`` patches (instances) per image.
 """
@@ -34,12 +35,17 @@ def image_deviation(deviations: torch.Tensor, k: int) -> torch.Tensor:
     return deviations.topk(k, dim=-1).values.mean(dim=-1)
 
 
-def deviation_loss(image_deviations: torch.Tensor, labels: torch.Tensor, margin: float = 5.0, normal_weight: float = 1.0) -> torch.Tensor:
-    """``lambda (1 - y) |D(x)| + y max(0, a - D(x))`` (Eq. 8), on a balanced batch as DevNet samples it.
+AVERAGES = ("batch", "balanced")
 
-    DevNet averages the loss over batches half normal, half anomalous; a fit here has a few normal shots and
-    more anomalous examples, so each class's terms are averaged on their own and the two means averaged, which
-    is DevNet's batch mean when the halves are equal.
+
+def deviation_loss(
+    image_deviations: torch.Tensor, labels: torch.Tensor, margin: float = 5.0, normal_weight: float = 1.0, average: str = "batch"
+) -> torch.Tensor:
+    """``lambda (1 - y) |D(x)| + y max(0, a - D(x))`` (Eq. 8), averaged over the batch.
+
+    ``average``: ``batch`` is Eq. 8's plain mean over the ``N`` images; ``balanced`` averages each class's terms on
+    their own and then the two means, DevNet's batch mean when its halves are equal (a fit here has a few normal
+    shots and more anomalous examples, which the plain mean weighs by their counts).
 
     Args:
         image_deviations: ``(N,)`` image deviations ``D``.
@@ -50,6 +56,10 @@ def deviation_loss(image_deviations: torch.Tensor, labels: torch.Tensor, margin:
     anomalous = labels.bool()
     if anomalous.all() or not anomalous.any():
         raise ValueError("the deviation loss needs normal and anomalous images in its batch")
-    normal_term = normal_weight * image_deviations[~anomalous].abs().mean()
-    anomalous_term = (margin - image_deviations[anomalous]).clamp(min=0).mean()
-    return (normal_term + anomalous_term) / 2
+    normal_terms = normal_weight * image_deviations[~anomalous].abs()
+    anomalous_terms = (margin - image_deviations[anomalous]).clamp(min=0)
+    if average == "batch":
+        return torch.cat([normal_terms, anomalous_terms]).mean()
+    if average == "balanced":
+        return (normal_terms.mean() + anomalous_terms.mean()) / 2
+    raise ValueError(f"unknown deviation_average {average!r}; use one of {AVERAGES}")

@@ -4,7 +4,9 @@ Params (``schema.yaml``, defaults filled in): the prompt sizes and lists, ``vv_b
 weights, the synthetic anomalies and the SGD schedule. Saved tensors (``ctx.model`` of the score step):
 ``text_prototypes`` ``(2, D)``, ``logit_scale``, ``visual_proj`` ``(W, D)`` (a copy of the frozen projection, so
 score jobs never build the backbone), the context vectors, and with the deviation loss ``log_scale``, ``bias``,
-``reference_mean``, ``reference_std``.
+``reference_mean``, ``reference_std``; with ``memory_blocks`` the galleries ``memory_{n}`` ``(k * P, W)`` per block;
+with ``cls_prompts`` PromptAD's image-level model, ``cls_text_prototypes`` ``(2, D)`` and its context vectors
+``cls_normal_ctx``, ``cls_abnormal_ctx`` (``train_cls.py``: its own prompts, trained on the shots' CLS embeddings).
 """
 
 from __future__ import annotations
@@ -15,35 +17,42 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from fsad.data.images import read_image
+from fsad.features.projection import project_tokens
 from fsad.scorers.base import FitContext, FitResult, TrainingCategory
 from fsad.scorers.devprompt.anomalies import synthetic_anomalies
 from fsad.scorers.devprompt.deviation import reference_statistics
 from fsad.scorers.devprompt.prompt_learner import PromptLearner
-from fsad.scorers.devprompt.prompt_texts import ABNORMAL_PLACEHOLDER, NORMAL_PLACEHOLDER, abnormal_states, prompt_texts, tokenize_checked
-from fsad.scorers.devprompt.torch_model import patch_tokens, project_tokens
+from fsad.scorers.devprompt.prompt_texts import ABNORMAL_PLACEHOLDER, NORMAL_PLACEHOLDER, abnormal_states, prompt_texts
+from fsad.scorers.devprompt.torch_model import memory_gallery, patch_tokens
 from fsad.scorers.devprompt.training import TrainingConfig, train_prompts
+from fsad.text.learned_prompts import tokenize_with_placeholders
 
 log = logging.getLogger(__name__)
 
 
-def build_learner(backbone, category: TrainingCategory, params: dict, generator: torch.Generator) -> PromptLearner:
-    """The prompt learner of ``category``'s class name with the instance's prompt lists and context sizes."""
+def build_learner(
+    backbone, category: TrainingCategory, params: dict, generator: torch.Generator, n_prompts: int | None = None
+) -> PromptLearner:
+    """The prompt learner of ``category``'s class name with the instance's prompt lists and context sizes
+    (``n_prompts`` normal context sets; default the instance's ``n_prompts``)."""
     n_ctx, n_abnormal_ctx = params["n_ctx"], params["n_abnormal_ctx"]
+    n_prompts = params["n_prompts"] if n_prompts is None else n_prompts
     texts = prompt_texts(
         category.class_name,
         params["normal_states"],
         abnormal_states(params["abnormal_states"], category.category, params["class_states"]),
-        n_ctx, params["n_prompts"], n_abnormal_ctx, params["n_learned_abnormal"],
+        n_ctx, n_prompts, n_abnormal_ctx, params["n_learned_abnormal"],
     )
     normal_places = [(NORMAL_PLACEHOLDER, 1, n_ctx)]
     return PromptLearner(
         backbone.model.token_embedding,
-        tokenize_checked(backbone.tokenizer, texts.normal, normal_places),
-        tokenize_checked(backbone.tokenizer, texts.handcrafted, normal_places),
-        tokenize_checked(backbone.tokenizer, texts.learned, [*normal_places, (ABNORMAL_PLACEHOLDER, 1 + n_ctx, n_abnormal_ctx)]),
-        n_ctx, params["n_prompts"], n_abnormal_ctx, params["n_learned_abnormal"],
+        tokenize_with_placeholders(backbone.tokenizer, texts.normal, normal_places),
+        tokenize_with_placeholders(backbone.tokenizer, texts.handcrafted, normal_places),
+        tokenize_with_placeholders(backbone.tokenizer, texts.learned, [*normal_places, (ABNORMAL_PLACEHOLDER, 1 + n_ctx, n_abnormal_ctx)]),
+        n_ctx, n_prompts, n_abnormal_ctx, params["n_learned_abnormal"],
         generator=generator,
     )
 
@@ -88,7 +97,7 @@ def fit(ctx: FitContext) -> FitResult:
         lr_min=params["lr_min"], alignment_weight=params["alignment_weight"], triplet_margin=params["triplet_margin"],
         promptad_weight=params["promptad_weight"],
         deviation=params["deviation_loss"], lambda_dev=params["lambda_dev"], margin=params["margin"],
-        topk_ratio=params["topk_ratio"], deviation_score=params["deviation_score"],
+        topk_ratio=params["topk_ratio"], deviation_score=params["deviation_score"], deviation_average=params["deviation_average"],
     )
     started = time.perf_counter()
     trained = train_prompts(model, learner, normal_patches, anomalous_patches, logit_scale, config, reference, backbone.autocast_dtype)
@@ -107,5 +116,22 @@ def fit(ctx: FitContext) -> FitResult:
         tensors |= {
             "log_scale": trained.log_scale.detach(), "bias": trained.bias.detach(),
             "reference_mean": reference[0], "reference_std": reference[1],
+        }
+    if params["memory_blocks"]:
+        normal.require(mid_layers=params["memory_blocks"])
+        tensors |= {f"memory_{n}": memory_gallery(normal.mid_layers[n]).to(ctx.device) for n in params["memory_blocks"]}
+    if params["cls_prompts"] is not None:
+        # PromptAD's train_cls.py: a second prompt learner (its own n_pro), the same losses on the normalised CLS
+        # embeddings, one "patch" per shot; built after the segmentation learner, so that one's numbers do not move
+        cls_learner = build_learner(backbone, category, params, generator, params["cls_prompts"]).to(ctx.device)
+        cls_embeddings = F.normalize(normal.image_embeddings.float().to(ctx.device), dim=-1).unsqueeze(1)
+        started = time.perf_counter()
+        cls_trained = train_prompts(model, cls_learner, cls_embeddings, None, logit_scale, config, None, backbone.autocast_dtype)
+        details |= {"cls_training_seconds": round(time.perf_counter() - started, 3), "cls_final_terms": cls_trained.terms,
+                    "cls_losses": cls_trained.losses}
+        tensors |= {
+            "cls_text_prototypes": cls_trained.prototypes,
+            "cls_normal_ctx": cls_learner.normal_ctx.detach(),
+            "cls_abnormal_ctx": cls_learner.abnormal_ctx.detach(),
         }
     return FitResult(tensors, trained.losses, details)

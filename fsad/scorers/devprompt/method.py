@@ -1,4 +1,5 @@
-"""The ``devprompt`` method declaration (parameters in ``schema.yaml``): DevPrompt, or PromptAD with ``deviation_loss: false``."""
+"""The ``devprompt`` method declaration (parameters in ``schema.yaml``): DevPrompt, or PromptAD with ``deviation_loss: false``
+(its text branch; with ``memory_blocks`` and ``cls_prompts`` the full method)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
 
     if not params["deviation_loss"] and params["promptad_weight"] == 0:
         return "deviation_loss is false and promptad_weight is 0, so nothing would be trained; set either"
+    if params["deviation_loss"] and (params["memory_blocks"] or params["cls_prompts"] is not None):
+        return ("memory_blocks and cls_prompts are PromptAD's visual memory and image-level model, which fuse with its softmax "
+                "scores; they need deviation_loss: false (leave them out for DevPrompt)")
+    if params["cls_prompts"] is not None and params["promptad_weight"] == 0:
+        return "cls_prompts trains PromptAD's image-level prompts with its losses, and promptad_weight is 0; set promptad_weight"
     scorers = config["scorers"]
     for name in params["compare_with"]:
         if name not in scorers:
@@ -40,7 +46,9 @@ METHOD = Method(
     prompt_class_name=configured_class_name,
     score="fsad.scorers.devprompt.scorer:score",
     schema=SCHEMA,
-    features=lambda params: FeatureNeeds(vv_layers=() if params.get("vv_block") is None else (params["vv_block"],)),
+    features=lambda params: FeatureNeeds(
+        vv_layers=() if params.get("vv_block") is None else (params["vv_block"],), mid_layers=tuple(params.get("memory_blocks", ()))
+    ),
     needs=Needs(min_normal_shots=1),
     fit=Fit(run="fsad.scorers.devprompt.fit:fit", scope="run"),
     report=Report(

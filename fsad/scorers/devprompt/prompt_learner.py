@@ -1,4 +1,4 @@
-"""Learnable context prompts (PromptAD's ``PromptLearner``) and a text-tower forward that takes token embeddings.
+"""Learnable context prompts (PromptAD's ``PromptLearner``); their text forward is :mod:`fsad.text.learned_prompts`.
 
 Shapes: ``n_prompts`` sets of ``n_ctx`` normal context vectors of width ``W`` (the text transformer's width),
 ``n_learned_abnormal`` sets of ``n_abnormal_ctx`` abnormal context vectors, prompts of ``L`` tokens, ``D`` the
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# PromptAD initialises every context vector from N(0, 0.02^2) (``nn.init.normal_(..., std=0.02)``).
-CTX_INIT_STD = 0.02
+from fsad.text.learned_prompts import frozen_token_embeddings, learned_tensor
 
 
 @dataclass
@@ -61,12 +60,11 @@ class PromptLearner(nn.Module):
         super().__init__()
         width = token_embedding.weight.shape[1]
         self.n_ctx, self.n_prompts, self.n_abnormal_ctx, self.n_learned_abnormal = n_ctx, n_prompts, n_abnormal_ctx, n_learned_abnormal
-        self.normal_ctx = nn.Parameter(torch.randn(n_prompts, n_ctx, width, generator=generator) * CTX_INIT_STD)
-        self.abnormal_ctx = nn.Parameter(torch.randn(n_learned_abnormal, n_abnormal_ctx, width, generator=generator) * CTX_INIT_STD)
-        with torch.no_grad():
-            for name, tokens in (("normal", normal_tokens), ("handcrafted", handcrafted_tokens), ("learned", learned_tokens)):
-                self.register_buffer(f"{name}_tokens", tokens.clone(), persistent=False)
-                self.register_buffer(f"{name}_embedding", token_embedding(tokens.to(token_embedding.weight.device)).float(), persistent=False)
+        self.normal_ctx = learned_tensor(n_prompts, n_ctx, width, generator=generator)
+        self.abnormal_ctx = learned_tensor(n_learned_abnormal, n_abnormal_ctx, width, generator=generator)
+        for name, tokens in (("normal", normal_tokens), ("handcrafted", handcrafted_tokens), ("learned", learned_tokens)):
+            self.register_buffer(f"{name}_tokens", tokens.clone(), persistent=False)
+            self.register_buffer(f"{name}_embedding", frozen_token_embeddings(token_embedding, tokens), persistent=False)
 
     def _with_normal_ctx(self, embedding: torch.Tensor, middle: list[torch.Tensor] = ()) -> torch.Tensor:
         """``embedding`` ``(S * n_prompts, L, W)`` with positions ``1..n_ctx`` (and after them ``middle``) replaced."""
@@ -86,45 +84,3 @@ class PromptLearner(nn.Module):
             handcrafted_tokens=self.handcrafted_tokens,
             learned_tokens=self.learned_tokens,
         )
-
-
-def encode_token_embeddings(model: nn.Module, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's ``CLIP.encode_text`` from token embeddings instead of token ids (gradients flow to ``embeddings``).
-
-    With the causal mask of CLIP's text tower, the pooled (end-of-text) position sees only the tokens before
-    it, so the sequence is cut after the last pooled position: the same result for a fraction of the work.
-
-    Args:
-        model: an open_clip ``CLIP`` (its text tower: ``token_embedding``, ``positional_embedding``,
-            ``transformer``, ``attn_mask``, ``ln_final``, ``text_projection``).
-        embeddings: ``(N, L, W)`` token embeddings.
-        tokens: ``(N, L)`` the token ids the embeddings stand for (they locate the pooled position).
-
-    Returns:
-        ``(N, D)`` un-normalised text embeddings.
-    """
-    from open_clip.transformer import text_global_pool
-
-    for name in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
-        if not hasattr(model, name):
-            raise RuntimeError(f"the backbone's text tower has no {name!r}; learned prompts need an open_clip CLIP text transformer")
-    if not getattr(model.transformer, "batch_first", True):
-        raise RuntimeError("learned prompts expect open_clip's batch-first text transformer (open_clip_torch >= 2.26)")
-    pool_type = getattr(model, "text_pool_type", "argmax")
-    eos_id = getattr(model, "text_eos_id", None)
-    mask = model.attn_mask
-    length = tokens.shape[1]
-    if mask is not None and pool_type in ("argmax", "eos"):
-        pooled = tokens.argmax(dim=-1) if pool_type == "argmax" else (tokens == eos_id).int().argmax(dim=-1)
-        length = int(pooled.max()) + 1
-        mask = mask[:length, :length]
-    tokens = tokens[:, :length]
-    cast = model.transformer.get_cast_dtype()
-    x = embeddings[:, :length].to(cast) + model.positional_embedding[:length].to(cast)
-    x = model.transformer(x, attn_mask=mask)
-    x = model.ln_final(x)
-    x = text_global_pool(x, tokens, pool_type, eos_token_id=eos_id)
-    projection = model.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, nn.Linear) else x @ projection

@@ -8,9 +8,8 @@ reserves their positions; the learner swaps in the vectors after the token embed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
-import torch
+from fsad.text.learned_prompts import PLACEHOLDER
 
 # PromptAD's generic anomaly states (``state_anomaly``).
 PROMPTAD_ABNORMAL_STATES = (
@@ -58,7 +57,7 @@ CLASS_ABNORMAL_STATES: dict[str, tuple[str, ...]] = {
 }
 
 # Words that hold the places of the context vectors; each is one BPE token of CLIP's tokenizer.
-NORMAL_PLACEHOLDER = "X"
+NORMAL_PLACEHOLDER = PLACEHOLDER
 ABNORMAL_PLACEHOLDER = "Y"
 
 
@@ -101,15 +100,3 @@ def prompt_texts(
         handcrafted=[f"{ctx} {state.format(class_name)}." for state in abnormal_state_list for _ in range(n_prompts)],
         learned=[f"{ctx} {abnormal_ctx} {class_name}." for _ in range(n_learned_abnormal) for _ in range(n_prompts)],
     )
-
-
-def tokenize_checked(tokenizer: Callable[[list[str]], torch.Tensor], prompts: list[str], places: list[tuple[str, int, int]]) -> torch.Tensor:
-    """``(len(prompts), L)`` token ids, checked to hold, for each ``(placeholder, start, count)`` of ``places``,
-    ``count`` copies of the placeholder's token from position ``start`` (where the learner puts its vectors)."""
-    tokens = tokenizer(prompts)
-    for placeholder, start, count in places:
-        expected = tokenizer([placeholder])[0, 1]
-        if not bool((tokens[:, start : start + count] == expected).all()):
-            where = f"positions {start}..{start + count - 1} of {prompts[0]!r}"
-            raise ValueError(f"the tokenizer does not give {placeholder!r} one token per word at {where}")
-    return tokens

@@ -5,7 +5,8 @@ Rows are this instance's (dataset, setting, category) results, each dataset clos
 mean over its categories, NaN if any category is); cells are AUROC in percent, mean ± std over runs (std only
 with two runs or more). Columns are scorer instances: those of ``compare_with`` and this one, or for a
 sensitivity table this one and the sweep instances of ``sensitivity``, one column per value of the swept
-parameter. Missing results are ``–``.
+parameter. Missing results are ``–``. The image table adds the instance's ``sub_scores`` (image AUROC of each
+sub-score column, e.g. PromptAD's textual and visual branches ``textual_global`` and ``visual_max``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def instance_cells(metrics: pd.DataFrame, scorer: str, metric: str, claimed: pd.
     return mean_std_cells(rows, ["dataset", "setting"], rows[ROW_KEYS] if claimed is None else claimed, DIGITS)
 
 
-def comparison_table(metrics: pd.DataFrame, columns: dict[str, str], own: str, metric: str) -> pd.DataFrame:
-    """Rows of instance ``own``'s results; one text column per ``label -> scorer`` of ``columns``.
+def comparison_table(metrics: pd.DataFrame, columns: dict[str, str | tuple[str, str]], own: str, metric: str) -> pd.DataFrame:
+    """Rows of instance ``own``'s results; one text column per ``label -> scorer`` of ``columns`` (or ``label -> (scorer,
+    metric)`` for a column of another metric, e.g. a sub-score's ``image_auroc:visual_max``).
 
     Every column's mean row covers the categories of ``own``'s rows, so a compared instance that misses one is n/a.
     """
@@ -48,7 +50,8 @@ def comparison_table(metrics: pd.DataFrame, columns: dict[str, str], own: str, m
     keys = sorted(instance_cells(metrics, own, metric).index, key=lambda key: (key[0], key[1], key[2] == MEAN_ROW, key[2]))
     index = pd.MultiIndex.from_tuples(keys, names=ROW_KEYS) if keys else pd.MultiIndex.from_arrays([[], [], []], names=ROW_KEYS)
     claimed = own_rows[ROW_KEYS]
-    table = pd.DataFrame({label: instance_cells(metrics, scorer, metric, claimed).reindex(index) for label, scorer in columns.items()}, index=index)
+    pairs = {label: value if isinstance(value, tuple) else (value, metric) for label, value in columns.items()}
+    table = pd.DataFrame({label: instance_cells(metrics, *pair, claimed).reindex(index) for label, pair in pairs.items()}, index=index)
     return table.fillna(MISSING).reset_index()
 
 
@@ -75,8 +78,11 @@ def write_report(ctx: ReportContext) -> list[Path]:
     written = []
     comparison = {name: name for name in [*params["compare_with"], own]}
     for metric in ("pixel_auroc", "image_auroc"):
-        table = comparison_table(metrics, comparison, own, metric)
+        columns = comparison | ({f"{own}: {sub}": (own, f"image_auroc:{sub}") for sub in params["sub_scores"]} if metric == "image_auroc" else {})
+        table = comparison_table(metrics, columns, own, metric)
         caption = f"{METRIC_LABELS[metric].capitalize()} (%) per category: {own} beside {', '.join(params['compare_with']) or 'no other instance'}"
+        if metric == "image_auroc" and params["sub_scores"]:
+            caption += f", and {own}'s sub-scores {', '.join(params['sub_scores'])} as image scores"
         written += write_table(table, ctx.table_files(metric), caption, _weights_rows(metrics, comparison.values(), metric), _empty_note(table, metric))
     metric = params["sensitivity_metric"]
     for parameter, (name, _, caption) in SENSITIVITY.items():

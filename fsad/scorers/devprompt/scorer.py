@@ -4,19 +4,25 @@ With the deviation loss (DevPrompt), the anomaly map is the patch deviation ``|s
 score the mean of the Top-K patch deviations (DevPrompt Algorithm 1 returns ``D(x)``); sub-scores ``deviation_max``
 (largest patch deviation), ``textual_max`` and ``textual_global`` (PromptAD's readouts of the same prompts).
 Without it (PromptAD), the map is PromptAD's softmax of the abnormal prompt per patch and the image score its
-softmax for the class-token embedding (``textual_global``); sub-score ``textual_max``.
+softmax for the class-token embedding (``textual_global``, with the image-level prompts of ``cls_prompts`` when it is
+set); sub-score ``textual_max``. With ``memory_blocks`` (full PromptAD) the visual memory's map ``V`` joins the textual
+map ``T``: the map is ``1 / (1 / T + 1 / V)`` on the patch grid, the image score
+``1 / (1 / max V + 1 / textual_global)`` with ``max V`` taken on the upsampled, unsmoothed visual map (PromptAD's
+``metric_cal_img`` on its ``cls`` maps); sub-scores ``textual_global``, ``textual_max`` and ``visual_max`` keep the
+branches apart.
 Maps are upsampled bilinearly to ``ctx.map_size`` and smoothed with PromptAD's Gaussian (``smoothing_sigma``).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
+from fsad.features.projection import project_tokens
+from fsad.maps import concat_numpy, smooth, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.devprompt.deviation import top_k_count
-from fsad.scorers.devprompt.torch_model import devprompt_scores, patch_tokens, project_tokens, smooth_maps, textual_anomaly, upsample_maps
+from fsad.scorers.devprompt.torch_model import devprompt_scores, harmonic_fusion, patch_tokens, textual_anomaly, visual_anomaly
 
 
 def score(ctx: ScoringContext) -> ScoreResult:
@@ -24,15 +30,17 @@ def score(ctx: ScoringContext) -> ScoreResult:
     params, model = ctx.params, ctx.model
     vv_block = params["vv_block"]
     prototypes, logit_scale = model["text_prototypes"], model["logit_scale"]
+    cls_prototypes = model["cls_text_prototypes"] if params["cls_prompts"] is not None else prototypes
+    memory_blocks = params["memory_blocks"]
     columns: dict[str, list[torch.Tensor]] = {}
     maps = []
     for features in ctx.test_batches([]):
-        features.require(vv_layers=[] if vv_block is None else [vv_block])
+        features.require(vv_layers=[] if vv_block is None else [vv_block], mid_layers=memory_blocks)
         patches = project_tokens(patch_tokens(features, vv_block), model["visual_proj"])
         grid = features.grid
         textual = textual_anomaly(patches, prototypes, logit_scale)
         step = {
-            "textual_global": textual_anomaly(features.image_embeddings.float(), prototypes, logit_scale),
+            "textual_global": textual_anomaly(features.image_embeddings.float(), cls_prototypes, logit_scale),
             "textual_max": textual.amax(dim=-1),
         }
         if params["deviation_loss"]:
@@ -42,16 +50,17 @@ def score(ctx: ScoringContext) -> ScoreResult:
             )
             step = {"score": out.image_deviation, "deviation_max": out.deviations.amax(dim=-1), **step}
             patch_map = out.deviations
+        elif memory_blocks:
+            visual = visual_anomaly([features.mid_layers[n] for n in memory_blocks], [model[f"memory_{n}"] for n in memory_blocks])
+            visual_max = upsample(visual.reshape(-1, grid, grid), ctx.map_size).amax(dim=(1, 2))
+            step = {"score": harmonic_fusion(step["textual_global"], visual_max), **step, "visual_max": visual_max}
+            patch_map = harmonic_fusion(textual, visual)
         else:
             step = {"score": step["textual_global"], **step}
             patch_map = textual
         for name, values in step.items():
             columns.setdefault(name, []).append(values)
-        maps.append(upsample_maps(patch_map.reshape(-1, grid, grid), ctx.map_size))
+        maps.append(upsample(patch_map.reshape(-1, grid, grid), ctx.map_size))
 
-    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
-    return ScoreResult(frame, smooth_maps(_numpy(maps), params["smoothing_sigma"]))
-
-
-def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).float().cpu().numpy()
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: concat_numpy(parts) for name, parts in columns.items()}})
+    return ScoreResult(frame, smooth(concat_numpy(maps), params["smoothing_sigma"]))

@@ -5,16 +5,17 @@ Shapes: ``N`` images, ``P = G * G`` patches, ``W`` token width, ``D`` joint embe
 * DevPrompt (Eqs. 3-7): the cosine of each patch with the abnormal prompt, ``s_a(p)`` (``"abnormal"``), or its
   margin over the normal prompt, ``s_a(p) - s_n(p)`` (``"contrast"``), through the learned scoring parameters
   ``scale * c + bias``; the patch deviation ``|s - mu| / sigma`` is the anomaly map and the Top-K mean the image score.
-* PromptAD: ``softmax(t * [s_n, s_a])`` of the abnormal class per patch (the map) and for the class token.
+* PromptAD: ``softmax(t * [s_n, s_a])`` of the abnormal class per patch (the textual map) and for the class token;
+  its visual memory's ``min (1 - cos) / 2`` over each gallery, averaged over the galleries (the visual map), and the
+  harmonic fusion ``1 / (1 / a + 1 / b)`` of the two (``PromptAD/model.py``: ``calculate_visual_anomaly_score``,
+  ``forward``; ``utils/metrics.py::metric_cal_img``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
 from fsad.features.types import FeatureBatch
@@ -26,11 +27,6 @@ DEVIATION_SCORES = ("abnormal", "contrast")
 def patch_tokens(features: FeatureBatch, vv_block: int | None) -> torch.Tensor:
     """``(N, P, W)`` the tokens the prompts score: the final patch tokens, or the V-V path's after block ``vv_block``."""
     return features.patch_tokens if vv_block is None else features.vv_layers[vv_block]
-
-
-def project_tokens(tokens: torch.Tensor, visual_proj: torch.Tensor) -> torch.Tensor:
-    """``(N, P, W)`` patch tokens after ``ln_post`` -> ``(N, P, D)`` normalised joint-space patch embeddings."""
-    return F.normalize(tokens.float() @ visual_proj.float(), dim=-1)
 
 
 def prompt_cosines(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -92,13 +88,24 @@ def textual_anomaly(embeddings: torch.Tensor, prototypes: torch.Tensor, logit_sc
     return (prompt_cosines(embeddings, prototypes) * logit_scale).softmax(dim=-1)[..., 1]
 
 
-def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear upsampling of ``(N, G, G)`` maps to ``(N, size, size)`` (PromptAD: ``align_corners=False``)."""
-    return F.interpolate(maps.unsqueeze(1).float(), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+def memory_gallery(tokens: torch.Tensor) -> torch.Tensor:
+    """``(M, W)`` normalised gallery of the normal shots' ``(k, P, W)`` tokens (PromptAD's ``build_image_feature_gallery``)."""
+    return F.normalize(tokens.reshape(-1, tokens.shape[-1]).float(), dim=-1)
 
 
-def smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """PromptAD's Gaussian smoothing (``scipy.ndimage.gaussian_filter``) of each ``(N, S, S)`` map; ``sigma`` 0 leaves them."""
-    if sigma <= 0:
-        return maps
-    return ndimage.gaussian_filter(maps, sigma=(0, sigma, sigma))
+def visual_anomaly(tokens: list[torch.Tensor], galleries: list[torch.Tensor]) -> torch.Tensor:
+    """PromptAD's visual map ``(N, P)``: per gallery ``min over it of (1 - cos) / 2``, averaged over the galleries.
+
+    Args:
+        tokens: per memory block ``(N, P, W)`` test tokens (normalised here).
+        galleries: per memory block ``(M, W)`` normalised gallery (:func:`memory_gallery`), in the same order.
+    """
+    if not tokens or len(tokens) != len(galleries):
+        raise ValueError(f"visual_anomaly needs one gallery per token tensor, got {len(tokens)} and {len(galleries)}")
+    scores = [((1.0 - F.normalize(t.float(), dim=-1) @ g.T).amin(dim=-1) / 2.0) for t, g in zip(tokens, galleries)]
+    return torch.stack(scores).mean(dim=0)
+
+
+def harmonic_fusion(textual: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 / textual + 1 / visual)``, PromptAD's fusion of its maps and of its image scores (same shapes)."""
+    return 1.0 / (1.0 / textual + 1.0 / visual)

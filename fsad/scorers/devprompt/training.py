@@ -17,8 +17,9 @@ from torch.nn import functional as F
 
 from fsad.scorers.devprompt.deviation import deviation_loss, top_k_count
 from fsad.scorers.devprompt.losses import abnormal_alignment_loss, anchor, triplet_loss, visual_to_text_loss
-from fsad.scorers.devprompt.prompt_learner import PromptLearner, encode_token_embeddings
+from fsad.scorers.devprompt.prompt_learner import PromptLearner
 from fsad.scorers.devprompt.torch_model import calibrated_scoring, devprompt_scores, similarity_score, prompt_cosines
+from fsad.text.learned_prompts import encode_token_embeddings, pooled_positions
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainingConfig:
     margin: float
     topk_ratio: float
     deviation_score: str
+    deviation_average: str
 
 
 @dataclass
@@ -70,7 +72,7 @@ def encode_prompts(
     embeddings = torch.cat(groups)
     tokens = torch.cat([prompts.normal_tokens, prompts.handcrafted_tokens, prompts.learned_tokens])
     with torch.autocast(embeddings.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        encoded = encode_token_embeddings(model, embeddings, tokens).float()
+        encoded = encode_token_embeddings(model, embeddings, pooled_positions(model, tokens)).float()
     return tuple(encoded.split([len(group) for group in groups]))
 
 
@@ -131,7 +133,7 @@ def train_prompts(
             }
         if config.deviation:
             scored = devprompt_scores(patches, prototypes, log_scale, bias, mu, sigma, k, config.deviation_score)
-            step_terms["deviation"] = deviation_loss(scored.image_deviation, labels, config.margin, config.lambda_dev)
+            step_terms["deviation"] = deviation_loss(scored.image_deviation, labels, config.margin, config.lambda_dev, config.deviation_average)
         loss = sum(step_terms.values())
         loss.backward()
         optimizer.step()

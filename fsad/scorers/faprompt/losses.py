@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fsad.scorers.faprompt.torch_model import BatchOutputs, upsample
+from fsad.maps import square_grid, upsample
+from fsad.scorers.faprompt.torch_model import BatchOutputs
 
 FOCAL_SMOOTH = 1e-5  # loss.py FocalLoss: one-hot clamped to [1e-5, 1 - 1e-5], and 1e-5 added to p_t
 DICE_SMOOTH = 1.0
@@ -115,10 +116,10 @@ def training_loss(outputs: BatchOutputs, masks: torch.Tensor, labels: torch.Tens
     """
     size = masks.shape[-1]
     parts = {
-        "static_map": config.static_map * sum(segmentation_loss(upsample(p, size), masks, config.gamma) for p in outputs.static),
+        "static_map": config.static_map * sum(segmentation_loss(upsample(square_grid(p), size), masks, config.gamma) for p in outputs.static),
     }
     if outputs.prior is not None:
-        parts["prior_map"] = config.prior_map * sum(segmentation_loss(upsample(p, size), masks, config.gamma) for p in outputs.prior)
+        parts["prior_map"] = config.prior_map * sum(segmentation_loss(upsample(square_grid(p), size), masks, config.gamma) for p in outputs.prior)
         parts["prior"] = config.prior * prior_loss(outputs.bias, labels, config.prior_reduction)
     if config.image_ce:
         parts["image_ce"] = config.image_ce * F.cross_entropy(outputs.image_logits, labels.long())

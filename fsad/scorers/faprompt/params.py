@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
+from fsad.features.projection import project_tokens
 from fsad.features.types import FeatureBatch
 from fsad.scorers.faprompt.losses import LossConfig
 from fsad.scorers.faprompt.prompt_learner import PromptConfig, PromptLearner, TextTower
-from fsad.scorers.faprompt.torch_model import ScoreConfig, normalise
+from fsad.scorers.faprompt.torch_model import ScoreConfig
 
 Params = dict[str, Any]
 
@@ -61,6 +62,6 @@ def build_learner(params: Params, backbone: Any, seed: int | None = None) -> Pro
 
 
 def token_levels(features: FeatureBatch, levels: list[int], projection: torch.Tensor) -> list[torch.Tensor]:
-    """Per V-V level ``(N, P, D)``: the cached tokens (after ``ln_post``) times ``visual.proj``, normalised."""
+    """Per V-V level ``(N, P, D)``: the cached tokens projected into the joint space (:func:`project_tokens`)."""
     features.require(vv_layers=levels)
-    return [normalise(features.vv_layers[level].to(projection.device) @ projection) for level in levels]
+    return [project_tokens(features.vv_layers[level], projection) for level in levels]

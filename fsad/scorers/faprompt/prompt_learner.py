@@ -1,8 +1,9 @@
-"""Learned prompts of FAPrompt (CAP, DAP) and AnomalyCLIP, and the frozen open_clip text tower they run through.
+"""Learned prompts of FAPrompt (CAP, DAP) and AnomalyCLIP, and their templates on the frozen open_clip text tower.
 
-Pure torch; the open_clip ``CLIP`` model is read, never changed. Sources: the FAPrompt paper (Sec. 3.3-3.4),
-mala-lab/FAPrompt ``FAPrompt.py`` and zqhang/AnomalyCLIP ``prompt_ensemble.py`` / ``AnomalyCLIP_lib/AnomalyCLIP.py``
-(``ResidualAttentionBlock_learnable_token``, ``encode_text_learn``).
+Pure torch; the open_clip ``CLIP`` model is read, never changed (its forward: :mod:`fsad.text.learned_prompts`).
+Sources: the FAPrompt paper (Sec. 3.3-3.4), mala-lab/FAPrompt ``FAPrompt.py`` and zqhang/AnomalyCLIP
+``prompt_ensemble.py`` / ``AnomalyCLIP_lib/AnomalyCLIP.py`` (``ResidualAttentionBlock_learnable_token``,
+``encode_text_learn``).
 
 Prompts, as token sequences (``[N]`` learnable normal tokens, ``[A]`` learnable abnormal tokens):
 
@@ -23,8 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PLACEHOLDER = "X"
-INIT_STD = 0.02  # both repositories initialise every learned token with N(0, 0.02)
+from fsad.text.learned_prompts import (
+    PLACEHOLDER,
+    check_text_tower,
+    encode_token_embeddings,
+    frozen_token_embeddings,
+    learned_tensor,
+    pooled_positions,
+    tokenize_with_placeholders,
+)
 
 
 @dataclass(frozen=True)
@@ -60,18 +68,10 @@ class PromptConfig:
 
 
 class TextTower:
-    """An open_clip CLIP text transformer run on given token embeddings, with deep prompts.
-
-    The model stays frozen; gradients reach the embeddings and deep prompts passed in. Sequences are cut
-    after the last end-of-text token: with the causal mask, later positions never reach the pooled one.
-    """
+    """An open_clip CLIP text tower (frozen) with its tokenizer: FAPrompt's templates and their text forward."""
 
     def __init__(self, model: nn.Module, tokenizer) -> None:
-        if getattr(model, "attn_mask", None) is None or getattr(model, "text_pool_type", "argmax") != "argmax":
-            raise ValueError(
-                "learned prompts need a CLIP text tower with a causal mask that pools the end-of-text token "
-                "(open_clip CLIP models); this backbone's text tower is not one"
-            )
+        check_text_tower(model)
         self.model = model
         self.tokenizer = tokenizer
 
@@ -94,45 +94,13 @@ class TextTower:
     def template(self, placeholders: int, words: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``(L,)`` and frozen embeddings ``(L, W)`` of ``SOS X x placeholders words EOS``."""
         text = " ".join([PLACEHOLDER] * placeholders + [words])
-        tokens = self.tokenizer([text])[0].to(self.model.token_embedding.weight.device)
-        slots = tokens[1 : 1 + placeholders]
-        if placeholders and not bool((slots == slots[0]).all()):
-            raise ValueError(f"the tokenizer splits the placeholder {PLACEHOLDER!r} of {text!r} into several tokens")
-        with torch.no_grad():
-            embeddings = self.model.token_embedding(tokens).float()
-        return tokens, embeddings
+        tokens = tokenize_with_placeholders(self.tokenizer, [text], [(PLACEHOLDER, 1, placeholders)])[0]
+        return tokens.to(self.model.token_embedding.weight.device), frozen_token_embeddings(self.model.token_embedding, tokens)
 
     def encode(self, embeddings: torch.Tensor, eot: torch.Tensor, deep_prompts: torch.Tensor | None = None) -> torch.Tensor:
-        """Text embeddings of prompts given as token embeddings.
-
-        Args:
-            embeddings: ``(N, L, W)`` token embeddings (learned tokens already in place).
-            eot: ``(N,)`` position of each prompt's end-of-text token.
-            deep_prompts: ``(n, t, W)``: block ``i`` (``1 <= i <= n``, 0-based) first replaces positions
-                ``1 .. t`` of its input with ``deep_prompts[i - 1]``.
-
-        Returns:
-            ``(N, D)`` projected, not normalised.
-        """
-        model = self.model
-        length = int(eot.max()) + 1
-        x = embeddings[:, :length] + model.positional_embedding[:length].to(embeddings.dtype)
-        mask = model.attn_mask[:length, :length]
-        batch_first = getattr(model.transformer, "batch_first", True)
-        n_deep = 0 if deep_prompts is None else len(deep_prompts)
-        for index, block in enumerate(model.transformer.resblocks):
-            if 1 <= index <= n_deep:
-                context = deep_prompts[index - 1]
-                x = torch.cat([x[:, :1], context.expand(len(x), -1, -1), x[:, 1 + len(context) :]], dim=1)
-            x = block(x, attn_mask=mask) if batch_first else block(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
-        x = model.ln_final(x)
-        pooled = x[torch.arange(len(x), device=x.device), eot]
-        projection = model.text_projection
-        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
-
-
-def _learned(*shape: int) -> nn.Parameter:
-    return nn.Parameter(nn.init.normal_(torch.empty(*shape), std=INIT_STD))
+        """``(N, D)`` text embeddings of ``(N, L, W)`` token embeddings pooled at ``eot`` ``(N,)``, with deep prompts
+        (:func:`~fsad.text.learned_prompts.encode_token_embeddings`)."""
+        return encode_token_embeddings(self.model, embeddings, eot, deep_prompts)
 
 
 class PromptLearner(nn.Module):
@@ -149,10 +117,10 @@ class PromptLearner(nn.Module):
         self.config = config
         self.tower = tower
         width = tower.width
-        self.normal_context = _learned(config.normal_tokens, width)
-        self.abnormal_context = _learned(config.n_abnormal, config.abnormal_own_tokens, width)
+        self.normal_context = learned_tensor(config.normal_tokens, width)
+        self.abnormal_context = learned_tensor(config.n_abnormal, config.abnormal_own_tokens, width)
         n_deep = min(config.deep_depth, tower.depth) - 1
-        self.deep_prompts = _learned(n_deep, config.deep_tokens, width) if n_deep > 0 and config.deep_tokens > 0 else None
+        self.deep_prompts = learned_tensor(n_deep, config.deep_tokens, width) if n_deep > 0 and config.deep_tokens > 0 else None
         self.prior_net = None
         if config.prior:
             features = config.prior_patches * tower.embed_dim
@@ -163,8 +131,8 @@ class PromptLearner(nn.Module):
         # Frozen word embeddings of the templates: rebuilt from the backbone, never saved with the fit.
         self.register_buffer("normal_template", normal_embeddings, persistent=False)
         self.register_buffer("abnormal_template", abnormal_embeddings, persistent=False)
-        self.register_buffer("normal_eot", normal_ids.argmax().reshape(1), persistent=False)
-        self.register_buffer("abnormal_eot", abnormal_ids.argmax().reshape(1), persistent=False)
+        self.register_buffer("normal_eot", pooled_positions(tower.model, normal_ids[None]), persistent=False)
+        self.register_buffer("abnormal_eot", pooled_positions(tower.model, abnormal_ids[None]), persistent=False)
 
     def normal_prompt(self) -> torch.Tensor:
         """``(1, L_N, W)``: SOS, the normal tokens, the normal words' embeddings."""

@@ -8,21 +8,13 @@ Columns: ``score``, ``text_probability`` (Eq. 8) and ``map_max`` (the mean of th
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter
+import torch
 
+from fsad.maps import concat_numpy, smooth
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.faprompt.params import build_learner, score_config, token_levels
 from fsad.scorers.faprompt.torch_model import anomaly_maps, forward_batch, normalise
-
-
-
-def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """``(N, S, S)`` maps, each Gaussian-filtered with ``sigma`` pixels (none for 0)."""
-    if sigma <= 0:
-        return maps
-    return np.stack([gaussian_filter(m, sigma=sigma) for m in maps]) if len(maps) else maps
 
 
 def score(ctx: ScoringContext) -> ScoreResult:
@@ -35,14 +27,14 @@ def score(ctx: ScoringContext) -> ScoreResult:
     projection = backbone.model.visual.proj
     levels = list(params["vv_layers"])
 
-    columns: dict[str, list[np.ndarray]] = {"score": [], "text_probability": [], "map_max": []}
+    columns: dict[str, list[torch.Tensor]] = {"score": [], "text_probability": [], "map_max": []}
     maps = []
     for features in ctx.test_batches([]):
         tokens = token_levels(features, levels, projection)
         outputs = forward_batch(learner, tokens, normalise(features.image_embeddings.to(backbone.device)), config)
-        columns["score"].append(outputs.image_score.float().cpu().numpy())
-        columns["text_probability"].append(outputs.text_probability.float().cpu().numpy())
-        columns["map_max"].append(outputs.map_maxima.mean(dim=1).float().cpu().numpy())
-        maps.append(anomaly_maps(outputs, ctx.map_size).float().cpu().numpy())
-    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: np.concatenate(parts) for name, parts in columns.items()}})
-    return ScoreResult(frame, smooth(np.concatenate(maps), params["sigma"]).astype(np.float32))
+        columns["score"].append(outputs.image_score)
+        columns["text_probability"].append(outputs.text_probability)
+        columns["map_max"].append(outputs.map_maxima.mean(dim=1))
+        maps.append(anomaly_maps(outputs, ctx.map_size))
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: concat_numpy(parts) for name, parts in columns.items()}})
+    return ScoreResult(frame, smooth(concat_numpy(maps), params["sigma"]))

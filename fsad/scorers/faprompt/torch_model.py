@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from fsad.maps import square_grid, upsample
 from fsad.scorers.faprompt.prompt_learner import PromptLearner
 
 IMAGE_SCORES = ("eq9", "code", "probability")
@@ -149,16 +149,6 @@ def forward_batch(learner: PromptLearner, tokens: list[torch.Tensor], image: tor
     return BatchOutputs(static, prior, bias, abnormal, logits, probability, maxima, image_score(probability, maxima, config.image_score))
 
 
-def upsample(patch_values: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, P, C)`` values on the square patch grid -> ``(B, C, size, size)``, bilinear (as ``get_similarity_map``)."""
-    batch, patches, channels = patch_values.shape
-    grid = int(round(patches**0.5))
-    if grid * grid != patches:
-        raise ValueError(f"{patches} patch tokens do not form a square grid")
-    square = patch_values.transpose(1, 2).reshape(batch, channels, grid, grid)
-    return F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False)
-
-
 def anomaly_maps(outputs: BatchOutputs, size: int) -> torch.Tensor:
     """Eq. 11 before smoothing: ``(B, size, size)``, the mean over maps (and levels) of the upsampled patch anomaly."""
-    return torch.stack([upsample(patch_anomaly(levels)[..., None], size)[:, 0] for levels in outputs.maps]).mean(dim=0)
+    return torch.stack([upsample(square_grid(patch_anomaly(levels)[..., None]), size)[:, 0] for levels in outputs.maps]).mean(dim=0)

@@ -16,7 +16,7 @@ import torch
 
 from fsad.scorers.base import FitContext, FitResult
 from fsad.scorers.one_to_normal.torch_model import TextMaps, text_margins, text_score_focal_loss
-from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 def fit(ctx: FitContext) -> FitResult:
     params = ctx.params
     levels = list(params["layers"])
-    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
+    temperature = prompt_temperature(params)
     generator = torch.Generator().manual_seed(ctx.seed)
-    texts = [text_embeddings(ctx.text_encoder, c.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device).clone() for c in ctx.categories]
+    texts = [class_text_embeddings(params, ctx.text_encoder, c.class_name, ctx.device).clone() for c in ctx.categories]
     labels = [torch.tensor(c.manifest.loc[c.image_ids, "label"].to_numpy(), dtype=torch.float32) for c in ctx.categories]
     if not torch.cat(labels).unique().numel() == 2:
         raise ValueError(f"the text maps need normal and anomalous training images; {[c.dataset + '/' + c.category for c in ctx.categories]} hold one class")

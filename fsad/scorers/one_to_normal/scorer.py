@@ -3,7 +3,7 @@ anomaly-free pool and the prompts (see :mod:`fsad.scorers.one_to_normal.torch_mo
 
 Params (``schema.yaml`` beside this module, defaults filled in): ``layers``, ``alpha``, ``beta``, ``memory_size``
 (the pool memory: the run's references, then generated images in pool order, up to this many images),
-``prompt_preset``, ``temperature``, ``text_normalisation``. ``ctx.model`` holds the fitted text maps.
+``prompt_preset``, ``temperature``, ``text_normalisation`` (:mod:`fsad.text.prompt_params`). ``ctx.model`` holds the fitted text maps.
 
 Columns: ``score`` (A), ``s_p``, ``s_n``, ``s_text`` and, when the generator personalized under a fixed prompt too,
 ``s_p_fixed`` (S_P against that image) and ``score_fixed`` (A with it): the prompt ablation; and
@@ -13,15 +13,14 @@ holds the memory's make-up and each test image's personalized file, prompt and S
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 
 from fsad.diffusion.image_sets import FIXED_SUFFIX, pool_generated_ids
+from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.one_to_normal.torch_model import BRANCHES, TextMaps, branch_pair_columns, build_memory, combine, image_score, position_distances, triplet_scores
-from fsad.scorers.winclip.torch_model import upsample_maps
-from fsad.text.prompt_ensembles import preset_temperature, text_embeddings
+from fsad.text.prompt_params import class_text_embeddings, prompt_temperature
 
 NAME = "one_to_normal"
 
@@ -29,8 +28,8 @@ NAME = "one_to_normal"
 def _memory(ctx: ScoringContext, levels: list[int]) -> tuple[dict[int, torch.Tensor], dict[str, int]]:
     """Level -> normalised memory of the references and the first generated pool images, up to ``memory_size`` images."""
     refs = ctx.features(ctx.split.normal_refs)
-    generated = pool_generated_ids(ctx.pool.index)[: max(0, ctx.params["memory_size"] - len(ctx.split.normal_refs))]
-    parts = [refs] + ([ctx.pool.features(generated)] if generated else [])
+    generated = pool_generated_ids(ctx.generated_pool.index)[: max(0, ctx.params["memory_size"] - len(ctx.split.normal_refs))]
+    parts = [refs] + ([ctx.generated_pool.features(generated)] if generated else [])
     for part in parts:
         part.require(layers=levels)
     memory = {l: build_memory(torch.cat([part.layers[l] for part in parts])) for l in levels}
@@ -39,12 +38,12 @@ def _memory(ctx: ScoringContext, levels: list[int]) -> tuple[dict[int, torch.Ten
 
 def score(ctx: ScoringContext) -> ScoreResult:
     """Score ``ctx.split.test`` with the triplet score (needs the generator's pool and personalized images)."""
-    if ctx.pool is None or ctx.personalized is None:
+    if ctx.generated_pool is None or ctx.personalized is None:
         raise ValueError(f"{NAME} reads its generator's pool and personalized images; the score job got none (check Method.generated)")
     params = ctx.params
     levels = list(params["layers"])
-    temperature = preset_temperature(params["prompt_preset"], params["temperature"])
-    text = text_embeddings(ctx.text_encoder, ctx.class_name, params["prompt_preset"], params["text_normalisation"]).to(ctx.device)
+    temperature = prompt_temperature(params)
+    text = class_text_embeddings(params, ctx.text_encoder, ctx.class_name, ctx.device)
     text_maps = TextMaps.from_tensors(ctx.model).to(ctx.device).requires_grad_(False)
     memory, make_up = _memory(ctx, levels)
     personalized_index = ctx.personalized.index.set_index("image_id")
@@ -66,9 +65,9 @@ def score(ctx: ScoringContext) -> ScoreResult:
             columns.setdefault(name, []).append(value)
         grid = features.grid
         combined = combine(out.maps, params["alpha"], params["beta"]).reshape(-1, grid, grid)
-        maps.append(upsample_maps(combined, ctx.map_size))
+        maps.append(upsample(combined, ctx.map_size))
 
-    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: _numpy(parts) for name, parts in columns.items()}})
+    frame = pd.DataFrame({"image_id": list(ctx.split.test), **{name: concat_numpy(parts) for name, parts in columns.items()}})
     frame = frame.assign(**branch_pair_columns({b: frame[b].to_numpy() for b in BRANCHES}, params["alpha"], params["beta"]))
     shown = personalized_index.loc[list(ctx.split.test)]
     extra = {
@@ -80,8 +79,4 @@ def score(ctx: ScoringContext) -> ScoreResult:
             for image_id, row in zip(shown.index, shown.itertuples())
         },
     }
-    return ScoreResult(frame, _numpy(maps), extra)
-
-
-def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).float().cpu().numpy()
+    return ScoreResult(frame, concat_numpy(maps), extra)

@@ -174,8 +174,3 @@ def winclip_scores(
         image_scores = (image_scores + few_shot.amax(dim=(-2, -1))) / 2
         sub_scores |= {f"memory_{name}": scale_map.amax(dim=(-2, -1)) for name, scale_map in per_scale.items()}
     return WinClipOutput(image_scores, maps, sub_scores)
-
-
-def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear upsampling of ``(N, G, G)`` grid maps to ``(N, size, size)`` (as anomalib, no smoothing)."""
-    return F.interpolate(maps.unsqueeze(1), size=(size, size), mode="bilinear").squeeze(1)
