@@ -164,28 +164,37 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
     return context + header + "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="ViT-B-16-plus-240", help="open_clip architecture (fsad-tiny for a smoke run)")
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every throughput bench here shares: images, batches, devices, repeats, seed, threads, output."""
     parser.add_argument("--n-images", type=int, default=8, help="test images")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda when present)")
-    parser.add_argument(
-        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="our rows on CUDA (anomalib stays fp32)"
-    )
     parser.add_argument("--images", type=Path, default=None, help="folder with nominal/ and local/ textile jpgs (default: conformal-clip-data)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file for the table")
-    args = parser.parse_args(argv)
+
+
+def run_bench(args: argparse.Namespace, bench: Callable[[argparse.Namespace, torch.device], list[dict]], table: Callable[[list[dict], argparse.Namespace], str]) -> None:
+    """Run ``bench`` on every device asked for and write (and print) the Markdown ``table`` of its rows."""
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = [row for name in devices for row in bench_device(args, torch.device(name))]
-    table = markdown(rows, args)
-    write_text(args.out, table)
-    print(table)
+    rows = [row for name in devices for row in bench(args, torch.device(name))]
+    text = table(rows, args)
+    write_text(args.out, text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="ViT-B-16-plus-240", help="open_clip architecture (fsad-tiny for a smoke run)")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="our rows on CUDA (anomalib stays fp32)"
+    )
+    common_arguments(parser)
+    run_bench(parser.parse_args(argv), bench_device, markdown)
 
 
 if __name__ == "__main__":

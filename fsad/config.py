@@ -200,15 +200,57 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     settings = {s["name"]: s for s in config["settings"]}
     for dataset in datasets.values():
         get_adapter(dataset["kind"])
+    for name, backbone in config["backbones"].items():
+        _check_backbone(name, backbone)
     for name, method in methods.items():
         instance = config["scorers"][name]
         _check_references(name, instance, config, datasets, settings)
         _check_needs(name, instance, method, params[name], datasets, settings)
+        _check_timm_features(name, instance, method, params[name], config)
         problem = method.check(params[name], config)
         if problem:
             raise ConfigError(f"config: scorers.{name}: {problem}")
         _check_generated(name, instance, method, params[name], config, settings)
     _check_pools(config, settings)
+
+
+# What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation,
+# PromptAD's resize (``direct``, the default, is every backbone's).
+CLIP_ONLY_KEYS = {"window_sizes": "window embeddings", "vv_layers": "V-V attention tokens", "quick_gelu": "a CLIP MLP activation", "resize": "PromptAD resize"}
+# What only open_clip backbones compute for an instance: the keys above, and PromptAD's mid-block states (asked by scorers).
+CLIP_ONLY_FEATURES = {**CLIP_ONLY_KEYS, "mid_layers": "mid-block states"}
+
+
+def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
+    """A timm backbone names none of what only CLIP networks have."""
+    from fsad.backbones.spec import OPEN_CLIP, backbone_library
+
+    try:
+        library = backbone_library(backbone)
+    except ValueError as err:
+        raise ConfigError(f"config: backbones.{name}: {err}") from None
+    if library == OPEN_CLIP:
+        return
+    for key, what in CLIP_ONLY_KEYS.items():
+        if backbone.get(key) not in (None, [], "direct"):
+            fix = "set window_sizes: [] (its default is [2, 3], for CLIP)" if key == "window_sizes" else f"remove {key}"
+            raise ConfigError(f"config: backbones.{name}.{key}: a {library} backbone has no {what}; {fix}")
+
+
+def _check_timm_features(name: str, instance: dict[str, Any], method: Method, params: Params, config: dict[str, Any]) -> None:
+    """An instance on a timm backbone declares no window sizes, V-V or mid-block layers (they are CLIP features)."""
+    from fsad.backbones.spec import OPEN_CLIP, backbone_library
+
+    backbone = config["backbones"][instance["backbone"]]
+    if backbone_library(backbone) == OPEN_CLIP:
+        return
+    declared = method.features(params)
+    for key in ("window_sizes", "vv_layers", "mid_layers"):
+        if getattr(declared, key):
+            raise ConfigError(
+                f"config: scorers.{name}: method {method.name!r} reads {CLIP_ONLY_FEATURES[key]} ({key} {list(getattr(declared, key))}), which backbone "
+                f"{instance['backbone']!r} ({backbone_library(backbone)}) does not have; give the instance an open_clip backbone"
+            )
 
 
 def _check_generated(name: str, instance: dict[str, Any], method: Method, params: Params, config: dict[str, Any], settings: dict) -> None:

@@ -6,7 +6,7 @@ metrics row records :func:`environment`. Versions come from the installed distri
 imports open_clip); torch's is ``torch.__version__``, which also names the build (``+cu130``, ``+cpu``). fsad's own entry is its package version plus, in a git checkout, the commit (``+dirty`` when
 the tracked files differ from it).
 
-Feature stores hold numbers that the torch and open_clip versions decide (kernels, model code): a store written
+Feature stores hold numbers that the torch, open_clip and timm versions decide (kernels, model code): a store written
 under other versions than the running ones is refused (:func:`check_same_numerics`), never mixed silently.
 """
 
@@ -23,12 +23,16 @@ from typing import Any
 DISTRIBUTIONS = {
     "torch": "torch",
     "open_clip": "open_clip_torch",
+    "timm": "timm",
     "diffusers": "diffusers",
     "transformers": "transformers",
     "numpy": "numpy",
 }
 # What decides a feature store's numbers: a store written under other versions of these is refused.
 NUMERIC = ("torch", "open_clip")
+# Decides them too (timm builds the timm backbones), checked against the stores that record it: stores written before
+# it was recorded hold open_clip features, which stay readable.
+NUMERIC_WHEN_RECORDED = ("timm",)
 
 
 def _distribution_version(name: str) -> str | None:
@@ -61,7 +65,7 @@ def fsad_version() -> str:
 
 @cache
 def environment() -> dict[str, str | None]:
-    """``{python, torch, open_clip, diffusers, transformers, numpy, fsad}`` -> version (None: not installed)."""
+    """``{python, torch, open_clip, timm, diffusers, transformers, numpy, fsad}`` -> version (None: not installed)."""
     import torch  # every job has it loaded; its own version names the build too (2.14.1+cu130 vs +cpu)
 
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -82,9 +86,11 @@ class EnvironmentMismatchError(RuntimeError):
 
 def check_same_numerics(recorded: dict[str, Any] | None, what: str, fix: str) -> None:
     """Raise :class:`EnvironmentMismatchError` when ``recorded`` (a stored :func:`environment`) has other
-    :data:`NUMERIC` versions than the running environment; the message names both sets and ``fix``."""
-    running = {name: environment()[name] for name in NUMERIC}
-    stored = {name: (recorded or {}).get(name) for name in NUMERIC}
+    :data:`NUMERIC` versions (and :data:`NUMERIC_WHEN_RECORDED` ones it records) than the running environment; the
+    message names both sets and ``fix``."""
+    names = NUMERIC + tuple(name for name in NUMERIC_WHEN_RECORDED if name in (recorded or {}))
+    running = {name: environment()[name] for name in names}
+    stored = {name: (recorded or {}).get(name) for name in names}
     if stored != running:
         def show(versions: dict[str, Any]) -> str:
             return ", ".join(f"{name} {version or 'unrecorded'}" for name, version in versions.items())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from fsad.backbones.spec import backbone_key, network_spec
+from fsad.backbones.spec import OPEN_CLIP, backbone_key, backbone_library, network_spec
 from fsad.config import canonical, check_complete, check_config, check_datasets
 from fsad.data.registry import dataset_categories
 from fsad.diffusion.config import generator_params, stage_params
@@ -89,8 +89,10 @@ def feature_needs(backbone_dir, dataset):
     plus what every scorer instance on that backbone declares for that dataset (scored or trained on)."""
     name = backbone_name(backbone_dir)
     spec = config["backbones"][name]
+    # a dataset's extra window sizes are CLIP windows: a timm backbone has none
+    extra = DATASETS[dataset].get("extra_window_sizes", []) if backbone_library(spec) == OPEN_CLIP else []
     needs = {
-        "window_sizes": set(spec["window_sizes"]) | set(DATASETS[dataset].get("extra_window_sizes", [])),
+        "window_sizes": set(spec["window_sizes"]) | set(extra),
         "layers": set(spec.get("layers", [])),
         "vv_layers": set(spec.get("vv_layers", [])),
         "mid_layers": set(),  # asked by scorers only (PromptAD's memory_blocks)

@@ -1,10 +1,11 @@
-"""Load open_clip backbones: pretrained tag, local checkpoint or random weights, with WinCLIP preprocessing.
+"""Load backbones: pretrained tag, local checkpoint or random weights, with their preprocessing.
 
-Weights are resolved without waiting on a network that is not there: a local file is used as is, a
-tag found in the Hugging Face cache loads from the cache, and only otherwise does open_clip download
-(after a quick check that the hub is reachable). When that fails, ``weights_fallback`` decides:
-``error`` stops with the ways to provide the weights, ``random`` warns loudly and builds random
-weights that are identical in every job (seeded on CPU).
+Two libraries build them (the entry's ``library``): open_clip (CLIP, here) and timm (CNN feature maps and ViT patch
+tokens, :mod:`fsad.backbones.timm_models`). Weights are resolved the same way for both, without waiting on a network
+that is not there: a local file is used as is, a tag found in the Hugging Face cache loads from the cache, and only
+otherwise does the library download (after a quick check that the hub is reachable). When that fails,
+``weights_fallback`` decides: ``error`` stops with the ways to provide the weights, ``random`` warns loudly and builds
+random weights that are identical in every job (seeded on CPU).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import os
 import socket
 import sys
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 from urllib.parse import urlparse
 
 import open_clip
@@ -24,7 +26,13 @@ import torch
 from torchvision.transforms import v2
 
 from fsad.backbones.activation import NO_WEIGHTS, ActivationMismatchError, built_quick_gelu, check_tag_table, declared_quick_gelu, is_weights_file
+from fsad.backbones.preprocess import autocast_dtype, square_preprocessing
+from fsad.backbones.spec import TIMM, backbone_library
 from fsad.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from fsad.backbones.timm_models import TimmBackbone
+    from fsad.features.types import FeatureBatch
 
 log = logging.getLogger(__name__)
 # The fsad-tiny presets (see fsad.backbones): registered wherever models are built, i.e. on importing this module.
@@ -65,7 +73,27 @@ class Backbone:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """bf16 autocast on CUDA when the spec asks for it; None (fp32) otherwise."""
-        return torch.bfloat16 if self.spec.get("precision") == "bf16" and self.device.type == "cuda" else None
+        return autocast_dtype(self.spec, self.device)
+
+    def check_indices(self, layers: Collection[int], vv_layers: Collection[int], mid_layers: Collection[int] = ()) -> None:
+        """Raise a config hint when ``layers``, ``vv_layers`` or ``mid_layers`` name blocks this backbone lacks."""
+        from fsad.backbones.taps import check_block_indices
+
+        check_block_indices(self.depth, layers, vv_layers, mid_layers)
+
+    def encode(
+        self,
+        pixels: torch.Tensor,
+        window_sizes: list[int],
+        with_image: bool = True,
+        layers: Collection[int] = (),
+        vv_layers: Collection[int] = (),
+        mid_layers: Collection[int] = (),
+    ) -> FeatureBatch:
+        """Features of preprocessed images ``(B, 3, S, S)``: :func:`fsad.backbones.window_embeddings.encode_images`."""
+        from fsad.backbones.window_embeddings import encode_images
+
+        return encode_images(self, pixels, window_sizes, with_image=with_image, layers=layers, vv_layers=vv_layers, mid_layers=mid_layers)
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -120,15 +148,7 @@ def preprocessing(model: torch.nn.Module, image_size: int, resize: str | None = 
                 v2.Normalize(mean=cfg["mean"], std=cfg["std"]),
             ]
         )
-    return v2.Compose(
-        [
-            v2.Lambda(lambda img: img.convert("RGB") if hasattr(img, "convert") else img),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Resize((image_size, image_size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.Normalize(mean=cfg["mean"], std=cfg["std"]),
-        ]
-    )
+    return square_preprocessing(image_size, cfg["mean"], cfg["std"], "bicubic")
 
 
 def _hub_reachable(url: str, timeout: float = 3.0) -> bool:
@@ -183,21 +203,102 @@ def _random_model(arch: str, image_size: int, seed: int, quick_gelu: bool) -> to
         return _create(arch, image_size, None, quick_gelu)
 
 
-def _pretrained_model(arch: str, image_size: int, pretrained: str, quick_gelu: bool) -> torch.nn.Module:
-    """Load a local checkpoint or an open_clip tag; raise WeightsUnavailableError with the reason when it cannot be had."""
+class Network(Protocol):
+    """How one library builds a backbone entry's network, for the weights resolution every library shares."""
+
+    arch: str
+    pretrained: str | None
+
+    def check(self) -> None:
+        """Raise ValueError when ``pretrained`` is neither a file nor a tag the library knows for ``arch``."""
+
+    def random(self, seed: int) -> torch.nn.Module:
+        """The network with random weights, the same tensors in every job for one ``seed``."""
+
+    def from_file(self, path: str) -> torch.nn.Module:
+        """The network with the weights of a checkpoint file (a local one, or the tag's in the Hugging Face cache)."""
+
+    def cached_checkpoint(self) -> str | None:
+        """The tag's checkpoint in the Hugging Face cache, if it is there."""
+
+    def download(self) -> torch.nn.Module:
+        """The network with the tag's weights, downloaded by the library."""
+
+    def how_to_provide(self) -> str:
+        """The ways to provide the weights, for the error when they cannot be had."""
+
+    def backbone(self, model: torch.nn.Module, spec: dict[str, Any], weights: str, device: torch.device) -> Any:
+        """The loaded backbone (eval mode, on ``device``) of ``model`` with weights provenance ``weights``."""
+
+
+@dataclass
+class _OpenClipNetwork:
+    """An open_clip entry's network: the activation its weights declare, at the entry's input size."""
+
+    arch: str
+    pretrained: str | None
+    image_size: int
+    quick_gelu: bool
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> _OpenClipNetwork:
+        arch = spec["arch"]
+        image_size = int(spec.get("image_size") or open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
+        return cls(arch, spec.get("pretrained"), image_size, declared_quick_gelu(spec))
+
+    def check(self) -> None:
+        if self.pretrained not in open_clip.list_pretrained_tags_by_model(self.arch):
+            raise ValueError(
+                f"{self.pretrained!r} is neither a file nor an open_clip tag of {self.arch}; tags: {open_clip.list_pretrained_tags_by_model(self.arch)}"
+            )
+        check_tag_table(self.arch, self.pretrained)
+
+    def random(self, seed: int) -> torch.nn.Module:
+        return _random_model(self.arch, self.image_size, seed, self.quick_gelu)
+
+    def from_file(self, path: str) -> torch.nn.Module:
+        return _create(self.arch, self.image_size, path, self.quick_gelu)
+
+    def cached_checkpoint(self) -> str | None:
+        return _cached_checkpoint(self.arch, self.pretrained)
+
+    def download(self) -> torch.nn.Module:
+        return _create(self.arch, self.image_size, self.pretrained, self.quick_gelu)
+
+    def how_to_provide(self) -> str:
+        return _how_to_provide(self.arch, self.pretrained)
+
+    def backbone(self, model: torch.nn.Module, spec: dict[str, Any], weights: str, device: torch.device) -> Backbone:
+        model = model.eval().to(device)
+        visual = model.visual
+        grid = visual.grid_size[0] if isinstance(visual.grid_size, tuple) else int(visual.grid_size)
+        return Backbone(
+            model=model,
+            tokenizer=open_clip.get_tokenizer(self.arch),
+            preprocess=preprocessing(model, self.image_size, spec.get("resize")),
+            spec=dict(spec),
+            weights=weights,
+            grid=grid,
+            device=device,
+        )
+
+
+def _pretrained_model(network: Network) -> torch.nn.Module:
+    """Load a local checkpoint or a tag; raise WeightsUnavailableError with the reason when it cannot be had."""
+    pretrained = network.pretrained
     if is_weights_file(pretrained):
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
-        return _create(arch, image_size, str(path), quick_gelu)
-    cached = _cached_checkpoint(arch, pretrained)
+        return network.from_file(str(path))
+    cached = network.cached_checkpoint()
     if cached:
-        return _create(arch, image_size, cached, quick_gelu)
+        return network.from_file(cached)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable(endpoint):
-        raise WeightsUnavailableError(f"{arch}/{pretrained} is not in the Hugging Face cache and {endpoint} cannot be reached")
+        raise WeightsUnavailableError(f"{network.arch}/{pretrained} is not in the Hugging Face cache and {endpoint} cannot be reached")
     try:
-        return _create(arch, image_size, pretrained, quick_gelu)
+        return network.download()
     except RuntimeError as err:
         raise WeightsUnavailableError(str(err)) from err
 
@@ -211,17 +312,43 @@ def _how_to_provide(arch: str, pretrained: str) -> str:
     )
 
 
+def _with_weights(network: Network, weights_fallback: str, seed: int, weights: str | None) -> tuple[torch.nn.Module, str]:
+    """The network with its weights, and their provenance: the tag or file, ``random``, or ``random (fallback: ...)``."""
+    arch, pretrained = network.arch, network.pretrained
+    if pretrained not in NO_WEIGHTS and not is_weights_file(pretrained):
+        network.check()
+    if pretrained in NO_WEIGHTS:
+        return network.random(seed), RANDOM
+    if weights is not None and weights.startswith(RANDOM):
+        return network.random(seed), weights
+    try:
+        return _pretrained_model(network), pretrained
+    except WeightsUnavailableError as err:
+        # Features recorded with pretrained weights must never meet a random text tower.
+        if weights_fallback != RANDOM or weights is not None:
+            raise WeightsUnavailableError(f"pretrained weights unavailable: {err}. {network.how_to_provide()}") from err
+        message = (
+            f"\n{'!' * 78}\n!! {arch}: pretrained weights {pretrained!r} unavailable ({err}).\n"
+            f"!! weights_fallback: random -> continuing with RANDOM weights. Results are NOT comparable to papers.\n{'!' * 78}"
+        )
+        log.warning(message)
+        # The job's stderr goes to its log file; the terminal running snakemake must see this too.
+        print(message, file=sys.__stderr__)
+        return network.random(seed), f"random (fallback: {pretrained} unavailable)"
+
+
 def load_backbone(
     spec: dict[str, Any],
     device: torch.device | str | None = None,
     weights_fallback: str = "error",
     seed: int = 0,
     weights: str | None = None,
-) -> Backbone:
-    """Load the backbone of a config entry (``arch``, ``pretrained``, ``image_size``, ``quick_gelu``, ``precision``).
+) -> Backbone | TimmBackbone:
+    """Load the backbone of a config entry (``library``, ``arch``, ``pretrained``, ``image_size``, ``resize``, ``quick_gelu``, ``precision``).
 
-    The network has the MLP activation its weights were trained with (:mod:`fsad.backbones.activation`): QuickGELU
-    for OpenAI's tags, whether the weights come from the hub, the cache, a file or the random fallback.
+    An open_clip network has the MLP activation its weights were trained with (:mod:`fsad.backbones.activation`):
+    QuickGELU for OpenAI's tags, whether the weights come from the hub, the cache, a file or the random fallback. A timm
+    entry (``library: timm``) gives a :class:`fsad.backbones.timm_models.TimmBackbone`, its weights resolved alike.
 
     At an ``image_size`` other than the architecture's own, open_clip builds the model for the new patch
     grid (``create_model(force_image_size=...)``) and, loading a checkpoint, resizes its position
@@ -236,48 +363,12 @@ def load_backbone(
         weights: a provenance recorded earlier (a feature store's); ``random...`` rebuilds those random
             weights without trying the pretrained ones again, so a scoring job always matches its features.
     """
-    arch = spec["arch"]
-    image_size = int(spec.get("image_size") or open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
-    pretrained = spec.get("pretrained")
     device = torch.device(device) if device is not None else pick_device()
-    quick_gelu = declared_quick_gelu(spec)
-    if pretrained not in NO_WEIGHTS and not is_weights_file(pretrained):
-        if pretrained not in open_clip.list_pretrained_tags_by_model(arch):
-            raise ValueError(
-                f"{pretrained!r} is neither a file nor an open_clip tag of {arch}; tags: {open_clip.list_pretrained_tags_by_model(arch)}"
-            )
-        check_tag_table(arch, pretrained)
+    if backbone_library(spec) == TIMM:
+        from fsad.backbones.timm_models import TimmNetwork
 
-    if pretrained in NO_WEIGHTS:
-        model, provenance = _random_model(arch, image_size, seed, quick_gelu), RANDOM
-    elif weights is not None and weights.startswith(RANDOM):
-        model, provenance = _random_model(arch, image_size, seed, quick_gelu), weights
+        network = TimmNetwork.of(spec)
     else:
-        try:
-            model, provenance = _pretrained_model(arch, image_size, pretrained, quick_gelu), pretrained
-        except WeightsUnavailableError as err:
-            # Features recorded with pretrained weights must never meet a random text tower.
-            if weights_fallback != RANDOM or weights is not None:
-                raise WeightsUnavailableError(f"pretrained weights unavailable: {err}. {_how_to_provide(arch, pretrained)}") from err
-            provenance = f"random (fallback: {pretrained} unavailable)"
-            message = (
-                f"\n{'!' * 78}\n!! {arch}: pretrained weights {pretrained!r} unavailable ({err}).\n"
-                f"!! weights_fallback: random -> continuing with RANDOM weights. Results are NOT comparable to papers.\n{'!' * 78}"
-            )
-            log.warning(message)
-            # The job's stderr goes to its log file; the terminal running snakemake must see this too.
-            print(message, file=sys.__stderr__)
-            model = _random_model(arch, image_size, seed, quick_gelu)
-
-    model = model.eval().to(device)
-    visual = model.visual
-    grid = visual.grid_size[0] if isinstance(visual.grid_size, tuple) else int(visual.grid_size)
-    return Backbone(
-        model=model,
-        tokenizer=open_clip.get_tokenizer(arch),
-        preprocess=preprocessing(model, image_size, spec.get("resize")),
-        spec=dict(spec),
-        weights=provenance,
-        grid=grid,
-        device=device,
-    )
+        network = _OpenClipNetwork.of(spec)
+    model, provenance = _with_weights(network, weights_fallback, seed, weights)
+    return network.backbone(model, spec, provenance, device)

@@ -52,11 +52,9 @@ class BackboneSession:
     def image_encoder(self, needs: FeaturesWanted):
         """``list[PIL.Image] -> FeatureBatch`` holding what ``needs`` names, for images outside the feature store."""
         def encode(images: list) -> Any:
-            from fsad.backbones.window_embeddings import encode_images  # open_clip: only for jobs that encode
-
             pixels = torch.stack([self.backbone.preprocess(img.convert("RGB")) for img in images]).to(self.device)
-            return encode_images(
-                self.backbone, pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers, mid_layers=needs.mid_layers
+            return self.backbone.encode(
+                pixels, list(needs.window_sizes), layers=needs.layers, vv_layers=needs.vv_layers, mid_layers=needs.mid_layers
             )
 
         return encode

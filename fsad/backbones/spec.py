@@ -2,8 +2,9 @@
 
 A backbone entry mixes three kinds of keys:
 
-* the *network* (:data:`NETWORK_KEYS`): architecture, weights, input size, the activation the weights declare
-  (:mod:`fsad.backbones.activation`), compute precision and storage dtype. They decide every number a feature,
+* the *network* (:data:`NETWORK_KEYS`): the library that builds it (open_clip or timm), architecture, weights, input
+  size, the activation the weights declare (open_clip only, :mod:`fsad.backbones.activation`), compute precision and
+  storage dtype. They decide every number a feature,
   fit or score job computes from the backbone, so they are the only backbone keys those jobs receive as params
   and the feature directory is named by their hash (:func:`backbone_key`);
 * what a store holds (window sizes, layers, V-V layers): added to an existing store, never a new one; each
@@ -23,14 +24,37 @@ from typing import Any
 from fsad.backbones.activation import declared_quick_gelu
 
 # ``resize`` only when set (absent is direct), so the keys of backbones without it stay what they were.
-NETWORK_KEYS = ("arch", "pretrained", "image_size", "resize", "quick_gelu", "precision", "storage_dtype")
+NETWORK_KEYS = ("library", "arch", "pretrained", "image_size", "resize", "quick_gelu", "precision", "storage_dtype")
 RUN_SETTINGS = {"batch_size": 8, "workers": None}
+# The libraries a backbone entry's ``library`` names; entries without one are open_clip's (config/schema.yaml).
+OPEN_CLIP, TIMM = "open_clip", "timm"
+LIBRARIES = (OPEN_CLIP, TIMM)
+
+
+def backbone_library(spec: dict[str, Any]) -> str:
+    """The library that builds a backbone entry's network: ``open_clip`` (CLIP, with a text tower) or ``timm``."""
+    library = spec.get("library") or OPEN_CLIP
+    if library not in LIBRARIES:
+        raise ValueError(f"backbone {spec.get('arch')}: library {library!r} is not one of {list(LIBRARIES)}; fix it in the config")
+    return library
 
 
 def network_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring)."""
-    network = {key: spec[key] for key in NETWORK_KEYS if spec.get(key) is not None and not (key == "resize" and spec[key] == "direct")}
-    network["quick_gelu"] = declared_quick_gelu(spec)
+    """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring).
+
+    An open_clip entry leaves ``library`` out, so every open_clip feature directory keeps the name it had before timm
+    backbones existed; a timm entry names its library and has no activation to declare. ``resize: direct`` is left
+    out too (it is the default).
+    """
+    network = {
+        key: spec[key]
+        for key in NETWORK_KEYS
+        if spec.get(key) is not None and key != "library" and not (key == "resize" and spec[key] == "direct")
+    }
+    if backbone_library(spec) == OPEN_CLIP:
+        network["quick_gelu"] = declared_quick_gelu(spec)
+    else:
+        network["library"] = backbone_library(spec)
     return network
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 from torchvision import transforms as v1
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
@@ -59,6 +60,22 @@ def _rotate(pair: Pair) -> Pair:
     height, width = pair[0].shape[-2:]
     pad = math.ceil(max(height, width) * math.sin(math.radians(ROTATION_DEGREES)) / 2) + 2
     return _on_reflected(pair, pad, pad, lambda t: TF.rotate(t, angle, interpolation=InterpolationMode.BILINEAR))
+
+
+def rotate_reflected(image: torch.Tensor, degrees: float) -> torch.Tensor:
+    """``(C, H, W)`` rotated by ``degrees`` (counter-clockwise) about its centre, bilinearly; the corners it uncovers
+    show the mirrored image (``d c b | a b c d``, OpenCV's default border), not black.
+
+    The image is reflect-padded just enough for the angle (the source of an output pixel lies at most
+    ``max(H, W) / 2 |sin(angle)|`` beyond the image; capped one pixel short of the smaller side, which only very
+    elongated images at steep angles exceed), rotated and cropped back. DreamBooth's augmentation and AnomalyDINO's
+    rotated references use it.
+    """
+    height, width = image.shape[-2:]
+    pad = min(math.ceil(max(height, width) / 2 * abs(math.sin(math.radians(degrees)))) + 2, min(height, width) - 1)
+    padded = F.pad(image.unsqueeze(0), (pad, pad, pad, pad), mode="reflect").squeeze(0)
+    rotated = TF.rotate(padded, degrees, interpolation=InterpolationMode.BILINEAR)
+    return rotated[:, pad : pad + height, pad : pad + width]
 
 
 def _flip(pair: Pair, flip: Callable[[torch.Tensor], torch.Tensor]) -> Pair:

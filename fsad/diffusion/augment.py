@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+
+from fsad.data.augment import rotate_reflected
 
 
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
     return low + (high - low) * torch.rand((), generator=generator).item()
-
-
-def _rotate_reflected(image: torch.Tensor, degrees: float) -> torch.Tensor:
-    """``(3, S, S)`` rotated by ``degrees`` about its centre; the corners it uncovers show the mirrored image, not black."""
-    side = image.shape[-1]
-    # The source of an output pixel lies at most S/2 sin(|angle|) beyond the image.
-    pad = min(math.ceil(side / 2 * math.sin(math.radians(abs(degrees)))) + 2, side - 1)
-    padded = F.pad(image.unsqueeze(0), (pad, pad, pad, pad), mode="reflect").squeeze(0)
-    rotated = TF.rotate(padded, degrees, interpolation=TF.InterpolationMode.BILINEAR)
-    return rotated[:, pad : pad + side, pad : pad + side]
 
 
 def _random_crop(image: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -53,7 +43,7 @@ def augment_references(images: torch.Tensor, params: dict[str, Any], generator: 
         if params["vflip"] and torch.rand((), generator=generator).item() < 0.5:
             image = image.flip(-2)
         if params["rotation_degrees"] > 0:
-            image = _rotate_reflected(image, _uniform(-params["rotation_degrees"], params["rotation_degrees"], generator))
+            image = rotate_reflected(image, _uniform(-params["rotation_degrees"], params["rotation_degrees"], generator))
         if params["crop_scale"] < 1:
             image = _random_crop(image, params["crop_scale"], generator)
         out.append(image)

@@ -1,7 +1,9 @@
 """The pipeline's own tables from ``metrics.csv``, built with :mod:`fsad.evaluation.tables`.
 
 - :func:`dataset_table`: one dataset, rows = its categories and a ``mean`` row, columns = scorer x setting x metric;
-- :func:`summary_table`: rows = dataset x scorer x setting, columns = mean image AUROC, pixel AUROC and PRO.
+- :func:`summary_table`: rows = dataset x scorer x setting, columns = mean image AUROC, pixel AUROC and PRO;
+- :func:`instance_table`: one scorer instance, rows = dataset x setting x category with a ``mean`` row per dataset and
+  setting, columns = its metrics (the report of methods without tables of their own paper's: PatchCore, AnomalyDINO).
 
 Values are in percent with one decimal, ``mean ± std`` over runs. A dataset's value in a run is the mean over all its
 categories, so the ``mean`` row's std is the spread of that mean across runs; a category without a value makes it
@@ -17,6 +19,7 @@ from fsad.evaluation.tables import (
     MISSING,
     TableFiles,
     category_means,
+    mean_std_cells,
     over_runs,
     percent,
     stats_cells,
@@ -87,6 +90,26 @@ def summary_table(metrics: pd.DataFrame, metric_names: dict[str, str] = SUMMARY_
     provenance = metrics.groupby(["dataset", "scorer", "setting"])["weights"].agg(lambda w: "; ".join(sorted(w.astype(str).unique())))
     table["weights"] = provenance.reindex(table.index)
     return table.sort_index()
+
+
+def instance_table(metrics: pd.DataFrame, scorer: str, metric_names: dict[str, str] = MAIN_METRICS) -> pd.DataFrame:
+    """Per-category results of one scorer instance.
+
+    Returns:
+        text cells with index ``(dataset, setting, category)`` (each dataset and setting's categories sorted, then its
+        ``mean`` row: per run the mean over those categories) and one column per metric label present, mean ± std
+        over runs; ``–`` where the instance has no value of a metric (no maps, or a dataset without masks).
+    """
+    rows = _select(metrics[metrics["scorer"] == scorer], metric_names)
+    if rows.empty:
+        raise ValueError(f"metrics hold no rows of scorer {scorer!r} with metrics {list(metric_names)}; run its evaluation first")
+    keys = ["dataset", "setting"]
+    cells = mean_std_cells(rows, [*keys, "metric"], rows[[*keys, "category"]].drop_duplicates()).rename("text").reset_index()
+    table = cells.pivot(index=[*keys, "category"], columns="metric", values="text")
+    order = sorted(table.index, key=lambda key: (key[0], key[1], key[2] == MEAN_ROW, key[2]))
+    table = table.reindex(index=order, columns=[m for m in metric_names if m in table.columns]).rename(columns=metric_names).fillna(MISSING)
+    table.columns.name = None
+    return table
 
 
 def write_dataset_tables(metrics: pd.DataFrame, dataset: str, files: TableFiles) -> pd.DataFrame:

@@ -21,15 +21,14 @@ from fsad.features.types import FeatureBatch
 
 if TYPE_CHECKING:
     from fsad.backbones.loading import Backbone
+    from fsad.backbones.timm_models import TimmBackbone
 
 log = logging.getLogger(__name__)
 
 
-def encode_images(backbone: Backbone, pixels: torch.Tensor, window_sizes: list[int], **kwargs: Any) -> FeatureBatch:
-    """:func:`fsad.backbones.window_embeddings.encode_images`, imported when first needed (it pulls in open_clip)."""
-    from fsad.backbones.window_embeddings import encode_images as encode
-
-    return encode(backbone, pixels, window_sizes, **kwargs)
+def encode_images(backbone: Backbone | TimmBackbone, pixels: torch.Tensor, window_sizes: list[int], **kwargs: Any) -> FeatureBatch:
+    """The backbone's features of preprocessed images (``Backbone.encode``: open_clip's or timm's)."""
+    return backbone.encode(pixels, window_sizes, **kwargs)
 
 
 class _PreprocessedImages:

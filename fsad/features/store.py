@@ -338,9 +338,8 @@ class FeatureStore:
         Only one job may update a store at a time (the workflow runs one job per store).
         """
         from fsad.backbones.spec import canonical_spec
-        from fsad.backbones.taps import check_block_indices
 
-        check_block_indices(backbone.depth, layers, vv_layers, mid_layers)
+        backbone.check_indices(layers, vv_layers, mid_layers)
         dtype = storage_dtype(backbone.spec)
         index = self._remove_leftovers()
         if index is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -11,7 +11,7 @@ from fsad.features.parts import PART_NAMES
 
 @dataclass
 class FeatureBatch:
-    """CLIP features of ``N`` images, in the order of ``image_ids``.
+    """Backbone features (CLIP, or a timm network's) of ``N`` images, in the order of ``image_ids``.
 
     Attributes:
         image_ids: the images, in row order.
@@ -20,9 +20,11 @@ class FeatureBatch:
             ``P = grid * grid``), the patch-scale memory of WinCLIP+.
         windows: window size in patches -> ``(N, n_windows, D)`` projected window embeddings
             (not normalised), windows ordered as :func:`fsad.backbones.windows.window_patch_indices`.
-        grid: patch grid side (15 for ViT-B-16-plus-240 at 240 px).
+        grid: patch grid side (15 for ViT-B-16-plus-240 at 240 px; a timm CNN's last feature map).
         layers: 1-based block index -> ``(N, P, W)`` that block's patch tokens after ``ln_post``, not
-            projected (AnomalyCLIP, One-to-Normal: blocks 6, 12, 18, 24 of ViT-L-14).
+            projected (AnomalyCLIP, One-to-Normal: blocks 6, 12, 18, 24 of ViT-L-14); for a timm CNN, feature stage
+            -> ``(N, h * w, C)`` its feature map, row-major, each stage with its own square grid
+            (:mod:`fsad.backbones.timm_models`).
         vv_layers: 1-based block index -> ``(N, P, W)`` the V-V attention path's patch tokens after that
             block, after ``ln_post``, not projected (AnomalyCLIP's DPAM, :mod:`fsad.backbones.vv_attention`).
         mid_layers: 1-based block index -> ``(N, P, W)`` the residual stream's patch tokens inside that block,
@@ -46,6 +48,37 @@ class FeatureBatch:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "FeatureBatch":
         move = lambda t: t.to(device=device, dtype=dtype or t.dtype)  # noqa: E731
         return self._map(move)
+
+    @staticmethod
+    def concat(batches: Sequence["FeatureBatch"]) -> "FeatureBatch":
+        """The rows of ``batches`` in order, with the window sizes and layers (of each kind) every one of them holds (the first's reader).
+
+        Raises:
+            ValueError: the batches come from different patch grids (other backbones or input sizes).
+        """
+        first, *rest = batches
+        if not rest:
+            return first
+        grids = sorted({batch.grid for batch in batches})
+        if len(grids) > 1:
+            raise ValueError(f"feature batches of patch grids {grids} cannot be joined; they come from different backbones")
+        join = lambda values: torch.cat(list(values))  # noqa: E731
+
+        def common(field_name: str) -> dict[int, torch.Tensor]:
+            parts = [getattr(batch, field_name) for batch in batches]
+            return {k: join(part[k] for part in parts) for k in parts[0] if all(k in part for part in parts[1:])}
+
+        return FeatureBatch(
+            [i for batch in batches for i in batch.image_ids],
+            join(batch.image_embeddings for batch in batches),
+            join(batch.patch_tokens for batch in batches),
+            common("windows"),
+            first.grid,
+            common("layers"),
+            common("vv_layers"),
+            common("mid_layers"),
+            reader=first.reader,
+        )
 
     def select(self, ids: list[str]) -> "FeatureBatch":
         """Rows of ``ids``, in that order."""

@@ -61,6 +61,7 @@ class ScoringContext:
             of cached layer tokens); jobs that never call it never build the model.
         generated_pool, personalized: the run's generated images (a generator's pool, not the split's reference
             pools), when the method declares it reads them (``Method.generated``).
+        input_size: side of the backbone's (square) input images in pixels, where maps are made at input resolution.
     """
 
     split: Split
@@ -77,6 +78,25 @@ class ScoringContext:
     backbone: Callable[[], Any] | None = None
     generated_pool: GeneratedImages | None = None
     personalized: GeneratedImages | None = None
+    input_size: int | None = None
+
+    def _generated_ids(self, generated: int | None) -> list[str]:
+        from fsad.diffusion.image_sets import pool_generated_ids
+
+        return pool_generated_ids(self.generated_pool.index)[:generated] if self.generated_pool is not None else []
+
+    def reference_features(self, generated: int | None = None) -> FeatureBatch:
+        """The split's normal references' features, followed by those of the first ``generated`` generated images of
+        the run's pool (all when None; none when the method reads no pool), in pool order (One-to-Normal's transfer)."""
+        references = self.features(self.split.normal_refs)
+        if self.generated_pool is None:
+            return references
+        return FeatureBatch.concat([references, self.generated_pool.features(self._generated_ids(generated))])
+
+    def reference_files(self, generated: int | None = None) -> list[str]:
+        """The image files of :meth:`reference_features`' rows, in the same order."""
+        files = dict(zip(self.generated_pool.index["image_id"], self.generated_pool.index["file"])) if self.generated_pool is not None else {}
+        return [str(self.manifest.loc[i, "image_path"]) for i in self.split.normal_refs] + [files[i] for i in self._generated_ids(generated)]
 
     def test_batches(self, window_sizes: list[int]) -> Iterator[FeatureBatch]:
         """The test images' features in steps of :data:`IMAGES_PER_STEP`, each checked to hold ``window_sizes``."""

@@ -82,6 +82,12 @@ class Generated:
     personalized: bool = False
 
 
+def generator_pool(params: Params) -> Generated:
+    """What a memory-bank method reads through its ``generator`` parameter: that generator's anomaly-free pool, whose
+    generated images join the references (One-to-Normal's transfer experiment); nothing when it is null."""
+    return Generated(params["generator"], pool=True) if params["generator"] else Generated()
+
+
 @dataclass(frozen=True)
 class Fit:
     """A learned artifact: one fit job per scope, written to ``models/{scorer}/{fit_key}/``.
@@ -167,7 +173,7 @@ class Method:
         name: the value of ``method:`` in a scorer instance.
         score: ``"module:function"`` taking a ScoringContext, returning a ScoreResult.
         schema: the method's parameter schema (JSON schema as YAML, every default in it; shared fragments it
-            includes are merged in by :func:`fsad.scorers.method_schema.load_schema`).
+            includes are merged in by :func:`fsad.schemas.load_schema`).
         features: the cached features an instance with these parameters reads.
         needs: data and split requirements, checked before any job starts.
         fit: the learned artifact, if the method learns one.

@@ -158,6 +158,7 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         backbone=lambda: session.backbone,
         generated_pool=read_generated(generated.get("generated_pool"), generated.get("generated_pool_features"), weights, device, reader),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
+        input_size=job.backbone_spec.get("image_size"),
     )
     score_step = resolve(method.score)
     age = seconds_since_process_start()

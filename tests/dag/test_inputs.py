@@ -16,7 +16,8 @@ from .dag_build import ROOT, build_dag
 
 # The default's instances: their backbone, and where their fits learn (dataset scope: a training dataset).
 BACKBONE = {"winclip": "vitb16plus", "anomalous_memory": "vitb16plus", "devprompt": "vitb16plus", "promptad": "vitb16plus",
-            "faprompt": "vitb16plus", "anomalyclip": "vitb16plus", "one_to_normal": "tiny_tokens"}
+            "faprompt": "vitb16plus", "anomalyclip": "vitb16plus", "one_to_normal": "tiny_tokens", "patchcore": "tiny_cnn",
+            "anomalydino": "tiny_dino"}
 FITS = {
     "fit_dataset:faprompt/synthetic": ("synthetic", ["textile"]),
     "fit_dataset:anomalyclip/synthetic": ("synthetic", ["textile"]),
@@ -26,13 +27,16 @@ FITS = {
 }
 # What each store must hold: the backbone's own window sizes, plus each reader's declaration (anomalous_memory: window
 # sizes 2, 3, 7 on synthetic; faprompt/anomalyclip: V-V block 12 where they score (textile, elpv) and train (synthetic);
-# one_to_normal: blocks 1, 2 where it scores (textile) and trains (elpv)).
+# one_to_normal: blocks 1, 2 where it scores (textile) and trains (elpv); patchcore: stages 2, 3 of its CNN where it scores
+# (synthetic); anomalydino: the patch tokens every store holds, on its own ViT where it scores (synthetic)).
 STORES = {
     "extract_features:vitb16plus/synthetic/textile": {"window_sizes": [2, 3, 7], "layers": [], "vv_layers": [12]},
     "extract_features:vitb16plus/textile/textile": {"window_sizes": [2, 3], "layers": [], "vv_layers": [12]},
     "extract_features:vitb16plus/elpv/mono": {"window_sizes": [2, 3], "layers": [], "vv_layers": [12]},
     "extract_features:tiny_tokens/textile/textile": {"window_sizes": [], "layers": [1, 2], "vv_layers": []},
     "extract_features:tiny_tokens/elpv/mono": {"window_sizes": [], "layers": [1, 2], "vv_layers": []},
+    "extract_features:tiny_cnn/synthetic/textile": {"window_sizes": [], "layers": [2, 3], "vv_layers": []},
+    "extract_features:tiny_dino/synthetic/textile": {"window_sizes": [], "layers": [], "vv_layers": []},
 }
 
 

@@ -19,7 +19,7 @@ from .dag_build import ROOT, build_dag, replan, select
 # --- bases: the embedded default, and smaller overlays on it with one method family and a bystander ----------------
 
 OFF = None  # dag_build.merged: None deletes the instance
-ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal")
+ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal", "patchcore", "anomalydino")
 
 
 def only(**instances: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +56,15 @@ BASES: dict[str, dict[str, Any]] = {
             anomalyclip={"datasets": ["textile"]},
         ),
     },
+    # patchcore and anomalydino, each with a bystander instance of its method reading the same store.
+    "patchcore": only(
+        patchcore={},
+        patchcore_b={"method": "patchcore", "backbone": "tiny_cnn", "datasets": ["synthetic"], "settings": ["k1"]},
+    ),
+    "anomalydino": only(
+        anomalydino={},
+        anomalydino_b={"method": "anomalydino", "backbone": "tiny_dino", "datasets": ["synthetic"], "settings": ["k1"]},
+    ),
     # one_to_normal and a WinCLIP bystander on the same backbone and dataset; a second generator to switch to.
     "one_to_normal": {
         "generators": {"tiny2": {"base_model": "tiny", "resolution": 64, "precision": "fp32", "pool": {"text_to_image": 2, "image_to_image": 2, "steps": 10}}},
@@ -207,6 +216,8 @@ ROWS: list[Row] = [
     Row("settings.runs", "default", settings_with("k1", runs=2), RUN1),
     # backbones: the network moves the stores; what a store holds extends it; run settings replan nothing
     Row("backbones", "default", {"backbones": {"spare": {"arch": "fsad-tiny"}}}, NOTHING),
+    # naming open_clip, the library an entry without one has, keeps its feature directory
+    Row("backbones.library", "default", {"backbones": {"tiny_tokens": {"library": "open_clip"}}}, NOTHING),
     Row("backbones.arch", "default", {"backbones": {"tiny_tokens": {"arch": "ViT-B-16"}}}, AFTER_TINY + ["score:winclip_t/*"], TINY_STORES),
     Row("backbones.pretrained", "default", {"backbones": {"tiny_tokens": {"pretrained": "openai"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.image_size", "default", {"backbones": {"tiny_tokens": {"image_size": 96}}}, AFTER_TINY, TINY_STORES),
@@ -303,6 +314,19 @@ ROWS: list[Row] = [
         "vv_layers": ([11], ["extract_features:vitb16plus/*", *after_fit("faprompt", "anomalyclip")]),
         "compare_scorers": ([], report_of("faprompt")),
         "ablation": ([{"label": "FAPrompt", "scorer": "faprompt"}], report_of("faprompt")),
+    }),
+    *method_rows("patchcore", "patchcore", {
+        **{key: (value, after_score("patchcore")) for key, value in {
+            "embedding": "original", "coreset_ratio": 0.5, "neighbours": 3, "image_score": "max", "sigma": 2.0, "generated_references": 2}.items()},
+        # a stage no instance read yet: synthetic's store of the CNN extends, and both instances reading it rerun
+        "layers": ([1, 2, 3], ["extract_features:tiny_cnn/synthetic/*", *after_score("patchcore", "patchcore_b")]),
+        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_cnn/pools/*", *after_score("patchcore")]),
+    }),
+    *method_rows("anomalydino", "anomalydino", {
+        **{key: (value, after_score("anomalydino")) for key, value in {
+            "rotations": False, "masking": True, "mask_threshold": 5.0, "mask_references": True, "top_fraction": 0.05, "sigma": 2.0,
+            "generated_references": 2}.items()},
+        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_dino/pools/*", *after_score("anomalydino")]),
     }),
     *method_rows("one_to_normal", "one_to_normal", {
         **{key: (value, after_fit("one_to_normal")) for key, value in {

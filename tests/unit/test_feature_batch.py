@@ -42,3 +42,22 @@ def test_require_names_the_missing_features_and_the_config_key(asked, message):
     features.require(window_sizes=[2, 3], layers=[6], vv_layers=[24])
     with pytest.raises(ValueError, match=message):
         features.require(**asked)
+
+
+def test_concat_joins_rows_in_order_with_the_parts_every_batch_holds():
+    first, second = with_taps(3), random_features(2)
+    second.image_ids = ["g0", "g1"]
+    joined = FeatureBatch.concat([first.read_by("scorers.x"), second])
+    assert joined.image_ids == ["img0", "img1", "img2", "g0", "g1"] and joined.reader == "scorers.x"
+    torch.testing.assert_close(joined.patch_tokens, torch.cat([first.patch_tokens, second.patch_tokens]))
+    torch.testing.assert_close(joined.windows[2], torch.cat([first.windows[2], second.windows[2]]))
+    assert set(joined.windows) == set(first.windows) & set(second.windows)
+    assert joined.layers == {} and joined.vv_layers == {}  # only the first holds taps
+    first.mid_layers, second.mid_layers = {4: torch.randn(3, 4, 5)}, {4: torch.randn(2, 4, 5), 9: torch.randn(2, 4, 5)}
+    joined = FeatureBatch.concat([first.read_by("scorers.x"), second])
+    assert set(joined.mid_layers) == {4} and joined.reader == "scorers.x"
+    torch.testing.assert_close(joined.mid_layers[4], torch.cat([first.mid_layers[4], second.mid_layers[4]]))
+    assert FeatureBatch.concat([first]) is first
+    second.grid = first.grid + 1
+    with pytest.raises(ValueError, match="patch grids"):
+        FeatureBatch.concat([first, second])

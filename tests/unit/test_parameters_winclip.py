@@ -9,7 +9,6 @@ distances computed here from the stored features.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,13 @@ from torch.nn import functional as F
 
 from fsad.backbones.loading import load_backbone
 from fsad.data.splits import read_split
-from fsad.features.extract import update_store
 from fsad.features.store import FeatureStore
 from fsad.scorers.registry import method_params
 from fsad.scorers.winclip.method import METHOD
 from fsad.text import class_names
 from fsad.text.prompt_ensembles import ANOMALIB_TEMPLATES, ANOMALOUS_STATES, NORMAL_STATES, PAPER_TEMPLATES
 
-from .tiny_world import CATEGORY, LAYERS, TINY, VV_LAYERS, WINDOW_SIZES, ScoreOutputs, World, build_world
+from .tiny_world import CATEGORY, LAYERS, TINY, VV_LAYERS, WINDOW_SIZES, ScoreOutputs, World, build_world, memoized_scores, write_pool
 
 
 COVERED: dict[str, str] = {
@@ -59,15 +57,7 @@ def backbone():
 @pytest.fixture(scope="module")
 def runs(world):
     """``runs(params, setting)``: score outputs, memoised so the modules' tests share the baseline runs."""
-    cache: dict[str, ScoreOutputs] = {}
-
-    def run(params: dict | None = None, setting: str = "k1") -> ScoreOutputs:
-        key = repr((sorted((params or {}).items()), setting))
-        if key not in cache:
-            cache[key] = world.score("winclip", params or {}, setting=setting, out=world.root / "scores" / f"run{len(cache)}")
-        return cache[key]
-
-    return run
+    return memoized_scores(world, "winclip")
 
 
 def split_test_ids(world: World, setting: str) -> list[str]:
@@ -205,22 +195,10 @@ def test_without_references_the_window_sizes_move_the_map_and_not_the_image_scor
 
 
 @pytest.fixture(scope="module")
-def pool(world, backbone) -> dict[str, Path]:
+def pool(world) -> dict[str, Path]:
     """A generator's pool for the k1 run: the reference, then ``g0`` (a train normal) and ``g1`` (a copy of the
     first anomalous test image), with their feature store."""
-    split = read_split(world.splits["k1"])
-    manifest = pd.read_csv(world.manifest).set_index("image_id")
-    copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
-    unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
-    directory = world.root / "pools" / "gen_a"
-    directory.mkdir(parents=True)
-    for name, source in (("g0.png", unused), ("g1.png", copy_of)):
-        shutil.copy(manifest.loc[source, "image_path"], directory / name)
-    pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
-                  "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
-    store = world.root / "pools" / "gen_a.h5"
-    update_store(FeatureStore(store), backbone, {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")}, WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS)
-    return {"generated_pool": directory, "generated_pool_features": store, "copy_of": copy_of, "unused": unused}
+    return write_pool(world, WINDOW_SIZES, LAYERS, VV_LAYERS)
 
 
 def with_pool(world: World, pool: dict, params: dict, name: str) -> ScoreOutputs:

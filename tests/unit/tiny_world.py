@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from fsad.backbones.loading import load_backbone
 from fsad.data.manifest import manifest_row, write_manifest
-from fsad.data.splits import draw_pool, draw_split, pool_image_ids
+from fsad.data.splits import draw_pool, draw_split, pool_image_ids, read_split
 from fsad.features.extract import update_store
 from fsad.features.store import FeatureStore
 from fsad.io import write_json
@@ -72,6 +72,7 @@ class World:
     dataset: str = "toy"
     map_size: int = 32
     plugins: list[str] = field(default_factory=list)
+    backbone: dict[str, Any] = field(default_factory=lambda: dict(TINY))
 
     def params(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """``params`` checked against the method's schema, defaults filled in (as the workflow does)."""
@@ -89,7 +90,7 @@ class World:
         run_scope = declared.fit.scope == "run"
         scope = FitScope(self.dataset, CATEGORY, setting, 0) if run_scope else FitScope(self.dataset)
         run_fit(FitJob(method, method_module=method_modules(self.plugins)[method], scope=scope, categories=categories or [self.category_files()],
-                       split_path=self.splits[setting] if run_scope else None, text_cache_dir=self.root / "text", backbone_spec=TINY,
+                       split_path=self.splits[setting] if run_scope else None, text_cache_dir=self.root / "text", backbone_spec=self.backbone,
                        fit_params=declared.fit_params(filled), weights_fallback="error", seed=seed, out_model=out / "model.safetensors",
                        out_info=out / "fit.json"), torch.device("cpu"))
         return out / "model.safetensors"
@@ -101,7 +102,7 @@ class World:
         filled = self.params(method, params)
         out = out or self.root / "scores" / f"{method}-{abs(hash(repr(sorted(filled.items()))))}-{setting}-{seed}"
         run_scorer(ScoreJob(method, method_module=method_modules(self.plugins)[method], split_path=self.splits[setting], manifest_path=self.manifest,
-                            features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=TINY, scorer_params=declared.score_params(filled),
+                            features_store=self.store, text_cache_dir=self.root / "text", backbone_spec=self.backbone, scorer_params=declared.score_params(filled),
                             map_size=self.map_size, weights_fallback="error", seed=seed, out_scores=out / "run0.parquet", out_maps=out / "run0.maps.h5",
                             out_details=out / "run0.json", model_path=model, generated=generated or {}), torch.device("cpu"))
         maps = None
@@ -112,11 +113,13 @@ class World:
 
 
 def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int = 3, size: int = 112,
-                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS, dataset: str = "toy", seed: int = 0) -> World:
+                window_sizes=WINDOW_SIZES, layers=LAYERS, vv_layers=VV_LAYERS, dataset: str = "toy", seed: int = 0,
+                backbone: dict[str, Any] = TINY) -> World:
     """Write the tiny world under ``root`` and encode its store with the tiny CLIP (random weights, a few seconds).
 
     ``dataset`` names the world's dataset (pool, splits); ``seed`` draws its pixels and masks, so two worlds built with
-    different seeds (e.g. a training and an evaluated dataset) share image ids but no image content.
+    different seeds (e.g. a training and an evaluated dataset) share image ids but no image content. ``backbone`` is
+    the network of the store (e.g. a timm one, with the window sizes and layers it has).
     """
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,51 @@ def build_world(root: Path, n_train: int = 6, n_good: int = 3, n_anomalous: int 
         write_json(splits[name], draw_split(pool, setting, 0))
     paths = manifest.set_index("image_id")["image_path"]
     store = root / "features" / f"{CATEGORY}.h5"
-    update_store(FeatureStore(store), load_backbone(TINY, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
+    update_store(FeatureStore(store), load_backbone(backbone, "cpu"), {i: paths[i] for i in pool_image_ids(pool)}, window_sizes,
                                layers=layers, vv_layers=vv_layers)
-    return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset)
+    return World(root, root / "manifest.csv", root / "pool.json", store, splits, dataset=dataset, backbone=dict(backbone))
+
+
+def memoized_scores(world: World, method: str, default_setting: str = "k1") -> Callable[..., ScoreOutputs]:
+    """``run(params, setting)``: :meth:`World.score` of ``method``, memoised so a module's tests share their runs."""
+    cache: dict[str, ScoreOutputs] = {}
+
+    def run(params: dict[str, Any] | None = None, setting: str = default_setting) -> ScoreOutputs:
+        key = repr((sorted((params or {}).items()), setting))
+        if key not in cache:
+            cache[key] = world.score(method, params or {}, setting=setting, out=world.root / "scores" / f"{method}-run{len(cache)}")
+        return cache[key]
+
+    return run
+
+
+def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: str = "k1",
+               copy: Callable[[Image.Image], Image.Image] = lambda image: image) -> dict[str, Any]:
+    """A generator's pool ``gen_a`` for ``setting``'s run: the reference, then ``g0`` (a train normal the split does not
+    use) and ``g1`` (``copy`` of the first anomalous test image), with their feature store on the world's backbone.
+
+    Returns:
+        ``generated_pool`` and ``generated_pool_features`` (a score job's ``generated``), ``copy_of`` and ``unused`` (the source images).
+    """
+    split = read_split(world.splits[setting])
+    manifest = pd.read_csv(world.manifest).set_index("image_id")
+    copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
+    unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
+    directory = world.root / "pools" / "gen_a"
+    directory.mkdir(parents=True)
+    Image.open(manifest.loc[unused, "image_path"]).save(directory / "g0.png")
+    copy(Image.open(manifest.loc[copy_of, "image_path"])).save(directory / "g1.png")
+    pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
+                  "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
+    store = world.root / "pools" / "gen_a.h5"
+    update_store(FeatureStore(store), load_backbone(world.backbone, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")},
+                 window_sizes, layers=layers, vv_layers=vv_layers)
+    return {"generated_pool": directory, "generated_pool_features": store, "copy_of": copy_of, "unused": unused}
+
+
+def assert_smoothing_moves_the_maps_alone(sharp: ScoreOutputs, default: ScoreOutputs, blurred: ScoreOutputs) -> None:
+    """Runs at a smaller, the default and a larger Gaussian sigma: the same scores, maps whose pixel variance falls."""
+    pd.testing.assert_frame_equal(sharp.scores, default.scores)
+    pd.testing.assert_frame_equal(blurred.scores, default.scores)
+    spread = [out.maps.astype(np.float64).var(axis=(1, 2)).mean() for out in (sharp, default, blurred)]
+    assert spread[0] > spread[1] > spread[2], spread

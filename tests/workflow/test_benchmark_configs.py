@@ -98,6 +98,13 @@ def expected_devprompt(datasets, sweep_dataset, sweep_instances, learned_instanc
                      "evaluate": counts["evaluate"] + fits}
 
 
+def expected_baselines(datasets, settings, instances, backbones, runs=3):
+    """The few-shot baselines' protocol: every instance on every dataset, setting and run, no fit; one store per
+    category on each backbone (PatchCore's CNN, AnomalyDINO's ViT at two sizes)."""
+    counts = expected(datasets, settings, [datasets] * instances, [], runs)
+    return counts | {"extract_features": counts["extract_features"] * backbones}
+
+
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
 # devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA; DevPrompt at
 # 256 px on its own backbone entry, PromptAD in full and text-only at 240 px.
@@ -111,6 +118,8 @@ CASES = {
     "faprompt.yaml": expected_cross_dataset(["mvtec_ad", "visa", "sdd", "btad", "mpdd"], 6, ["mvtec_ad", "visa"]),
     "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
     "one_to_normal.yaml": expected_one_to_normal(["mvtec_ad", "visa", "sdd", "elpv"], ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
+    # fewshot_baselines.yaml: PatchCore on wide_resnet50_2, AnomalyDINO on DINOv2 ViT-S/14 at 448 and at 672 px
+    "fewshot_baselines.yaml": expected_baselines(["mvtec_ad", "visa"], ["k1", "k2", "k4", "k8"], instances=3, backbones=3),
 }
 
 

@@ -68,6 +68,8 @@ SCORE_ONLY_CHANGE = {
     "devprompt": ("smoothing_sigma", 2.0),
     "faprompt": ("sigma", 2.0),
     "one_to_normal": ("alpha", 0.5),
+    "patchcore": ("sigma", 2.0),
+    "anomalydino": ("sigma", 2.0),
     "toy_mean": ("scale", 2.0),
     "toy_mean_dataset": ("scale", 3.0),
 }
@@ -76,9 +78,10 @@ GENERATORS = {"tiny": {"class_images": {"count": 2, "steps": 4}, "dreambooth": {
 OVERLAY = {
     "plugins": PLUGINS,
     "generators": GENERATORS,
-    # a complete config (tests/workflow/conftest.py: write_config): the default's backbone of One-to-Normal, its
-    # generator (smaller), and every default instance as the tiny config has it or the default defines it
-    "backbones": {"tiny_tokens": DEFAULT["backbones"]["tiny_tokens"]},
+    # a complete config (tests/workflow/conftest.py: write_config): the default's backbones the tiny config lacks (One-to-
+    # Normal's, PatchCore's and AnomalyDINO's), One-to-Normal's generator (smaller), and every default instance as the
+    # tiny config has it or the default defines it
+    "backbones": {name: spec for name, spec in DEFAULT["backbones"].items() if name not in TINY_CONFIG["backbones"]},
     "scorers": {
         **{name: {**DEFAULT["scorers"][name], **TINY_CONFIG["scorers"].get(name, {}), **TINY_RUN.get(name, {})} for name in DEFAULT["scorers"]},
         **TOYS,

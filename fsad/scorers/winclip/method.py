@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from fsad.scorers.method import FeatureNeeds, Generated, Method
+from fsad.scorers.method import FeatureNeeds, Method, generator_pool
 from fsad.text.class_names import configured_class_name
 
 METHOD = Method(
@@ -11,5 +11,5 @@ METHOD = Method(
     score="fsad.scorers.winclip.scorer:score",
     schema=Path(__file__).with_name("schema.yaml"),
     features=lambda params: FeatureNeeds(window_sizes=tuple(params["window_sizes"])),
-    generated=lambda params: Generated(params["generator"], pool=True) if params["generator"] else Generated(),
+    generated=generator_pool,
 )

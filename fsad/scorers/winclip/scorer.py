@@ -10,10 +10,7 @@ of the run's pool (``generated_references`` of them, all when null) join the ref
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
-from fsad.diffusion.image_sets import pool_generated_ids
-from fsad.features.types import FeatureBatch
 from fsad.maps import concat_numpy, upsample
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.scorers.winclip.torch_model import build_reference_memory, winclip_scores
@@ -29,9 +26,7 @@ def score(ctx: ScoringContext) -> ScoreResult:
 
     memory = None
     if ctx.split.normal_refs:
-        references = ctx.features(ctx.split.normal_refs)
-        if ctx.generated_pool is not None:
-            references = _with_generated(references, ctx, params["generated_references"])
+        references = ctx.reference_features(params["generated_references"])
         references.require(window_sizes=window_sizes)
         memory = build_reference_memory(references, window_sizes)
 
@@ -48,17 +43,3 @@ def score(ctx: ScoringContext) -> ScoreResult:
         columns[name] = concat_numpy([step[name] for step in sub_scores])
     frame = pd.DataFrame(columns)
     return ScoreResult(frame, concat_numpy(maps))
-
-
-def _with_generated(references: FeatureBatch, ctx: ScoringContext, count: int | None) -> FeatureBatch:
-    """The references followed by the first ``count`` (all when None) generated images of the run's pool."""
-    generated = ctx.generated_pool.features(pool_generated_ids(ctx.generated_pool.index)[:count])
-    join = lambda a, b: torch.cat([a, b])  # noqa: E731
-    return FeatureBatch(
-        references.image_ids + generated.image_ids,
-        join(references.image_embeddings, generated.image_embeddings),
-        join(references.patch_tokens, generated.patch_tokens),
-        {k: join(references.windows[k], generated.windows[k]) for k in references.windows},
-        references.grid,
-        reader=references.reader,
-    )
