@@ -46,10 +46,11 @@ PLUGIN_ENV = {"PYTHONPATH": str(ROOT / "tests" / "plugins")}
 AUDIT_PATH = str(ROOT / "tests" / "tools" / "read_audit")
 
 # What the default's instances need to run on the tiny config (its datasets are synthetic and textile, its backbone
-# the 2-block fsad-tiny): the smallest training, datasets the tiny config has, V-V tokens of its last block.
+# the 2-block fsad-tiny): the smallest training, datasets the tiny config has, V-V tokens of its last block, PromptAD's
+# memory in both of its blocks (blocks 4 and 9 of ViT-B/16+ in the default).
 TINY_RUN = {
     "devprompt": {"epochs": 1, "synthetic_anomalies": 2},
-    "promptad": {"epochs": 1},
+    "promptad": {"epochs": 1, "vv_block": 2, "memory_blocks": [1, 2]},
     "faprompt": {"datasets": ["textile"], "vv_layers": [2], "epochs": 1},
     "anomalyclip": {"datasets": ["textile"], "vv_layers": [2], "epochs": 1},
     # the text maps train on another dataset than the evaluated one, as in the paper's protocol
