@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from fsad.scorers.anomalydino.scorer import masks_category, rotated
 from fsad.scorers.anomalydino.torch_model import ROTATIONS, anomaly_maps, first_component, foreground_masks, memory_bank, patch_distances, top_fraction_mean
-from fsad.scorers.maps import gaussian_blur, reflected_index
+from fsad.maps import gaussian_blur, reflected_index
 
 
 def test_each_patch_scores_one_minus_the_cosine_of_its_nearest_memory_token():

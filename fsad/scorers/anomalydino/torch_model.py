@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from fsad.scorers.maps import gaussian_blur, upsample
+from fsad.maps import gaussian_blur, upsample
 from fsad.scorers.nearest import nearest
 
 # The code's reference rotations (src/utils.py augment_image): 0, 45, ..., 315 degrees; 0 is the reference itself.

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from fsad.scorers.base import ScoreResult, ScoringContext
-from fsad.scorers.maps import upsample
+from fsad.maps import upsample
 from fsad.scorers.patchcore.torch_model import anomaly_maps, greedy_coreset, patch_embeddings, patch_scores, reweighted_scores
 
 # Images embedded at a time: the original embedding's 3x3 neighbourhoods of a 1024-channel stage are ~37 MB per image.

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from fsad.features.types import FeatureBatch
-from fsad.scorers.maps import gaussian_blur, upsample
+from fsad.maps import gaussian_blur, upsample
 from fsad.scorers.nearest import nearest, pairwise_distances
 
 EMBEDDINGS = ("anomalib", "original")
