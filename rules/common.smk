@@ -83,26 +83,36 @@ def fit_datasets(scorer):
     return sorted({train_dataset(scorer, dataset) for dataset in scorer_datasets(scorer)})
 
 
-@cache
-def feature_needs(backbone_dir, dataset):
-    """Sorted window sizes, layers, V-V layers and mid-block states the store of (backbone, dataset) holds: the backbone's own
-    plus what every scorer instance on that backbone declares for that dataset (scored or trained on)."""
-    name = backbone_name(backbone_dir)
-    spec = config["backbones"][name]
-    # a dataset's extra window sizes are CLIP windows: a timm backbone has none
-    extra = DATASETS[dataset].get("extra_window_sizes", []) if backbone_library(spec) == OPEN_CLIP else []
+def store_needs(backbone_dir, readers, extra_window_sizes=()):
+    """Sorted window sizes, layers, V-V layers and mid-block states a store of ``backbone_dir`` holds: the backbone's
+    own (with ``extra_window_sizes``) plus what each scorer instance of ``readers`` declares."""
+    spec = config["backbones"][backbone_name(backbone_dir)]
     needs = {
-        "window_sizes": set(spec["window_sizes"]) | set(extra),
+        "window_sizes": set(spec["window_sizes"]) | set(extra_window_sizes),
         "layers": set(spec.get("layers", [])),
         "vv_layers": set(spec.get("vv_layers", [])),
         "mid_layers": set(),  # asked by scorers only (PromptAD's memory_blocks)
     }
-    for scorer in SCORERS:
-        if SCORERS[scorer]["backbone"] == name and dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}:
-            declared = METHODS[scorer].features(PARAMS[scorer])
-            for key in needs:
-                needs[key] |= set(getattr(declared, key))
+    for scorer in readers:
+        declared = METHODS[scorer].features(PARAMS[scorer])
+        for key in needs:
+            needs[key] |= set(getattr(declared, key))
     return {key: sorted(values) for key, values in needs.items()}
+
+
+@cache
+def feature_needs(backbone_dir, dataset):
+    """What the store of (backbone, dataset) holds: the backbone's own parts plus what every scorer instance on that
+    backbone declares for that dataset (scored or trained on)."""
+    name = backbone_name(backbone_dir)
+    spec = config["backbones"][name]
+    # a dataset's extra window sizes are CLIP windows: a timm backbone has none
+    extra = DATASETS[dataset].get("extra_window_sizes", []) if backbone_library(spec) == OPEN_CLIP else []
+    readers = [
+        scorer for scorer in SCORERS
+        if SCORERS[scorer]["backbone"] == name and dataset in {*scorer_datasets(scorer), *fit_datasets(scorer)}
+    ]
+    return store_needs(backbone_dir, readers, extra)
 
 
 def feature_dir(backbone):
@@ -232,18 +242,15 @@ def generation_inputs(wildcards):
 
 @cache
 def generated_feature_needs(backbone_dir, kind, generator, dataset):
-    """What the store of a run's pool or personalized images holds: the backbone's own window sizes and layers plus
-    what every scorer instance on that backbone that reads those images declares."""
-    spec = config["backbones"][backbone_name(backbone_dir)]
-    needs = {"window_sizes": set(spec["window_sizes"]), "layers": set(spec.get("layers", [])), "vv_layers": set(spec.get("vv_layers", [])), "mid_layers": set()}
+    """What the store of a run's pool or personalized images holds: the backbone's own parts plus what every scorer
+    instance on that backbone that reads those images declares."""
     key = "pool" if kind == "pools" else "personalized"
+    readers = []
     for scorer in SCORERS:
         declared = METHODS[scorer].generated(PARAMS[scorer])
         if SCORERS[scorer]["backbone"] == backbone_name(backbone_dir) and declared.generator == generator and getattr(declared, key) and dataset in scorer_datasets(scorer):
-            features = METHODS[scorer].features(PARAMS[scorer])
-            for part in needs:
-                needs[part] |= set(getattr(features, part))
-    return {part: sorted(values) for part, values in needs.items()}
+            readers.append(scorer)
+    return store_needs(backbone_dir, readers)
 
 
 def generated_feature_param(part):
