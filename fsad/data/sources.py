@@ -52,6 +52,14 @@ KOLEKTOR_SDD = DownloadSource(
     licence="CC BY-NC-SA 4.0",
 )
 
+BMAD = DownloadSource(
+    name="BMAD (Benchmarks for Medical Anomaly Detection: Retina_OCT2017, Retina_RESC and four more)",
+    url="https://huggingface.co/datasets/code-dev05/BMAD/resolve/main/bmad.zip",
+    sha256="df655def31f3f638a91c567550de54d6e45a74b2368f666c13a6a3052c063165",
+    filename="bmad.zip",
+    licence="CC BY-NC-SA 4.0 (anomalib's BMAD module)",
+)
+
 # MPDD has no direct download link (a VUT SharePoint folder), hence no checksum either.
 MPDD_README_URL = "https://github.com/stepanje/MPDD"
 
@@ -152,4 +160,16 @@ TN3K = ManualSource(
     page="https://github.com/haifangong/TRFE-Net-for-thyroid-nodule-segmentation",
     how="follow the README's download link for TN3K",
     licence=_NOT_VERIFIED,
+)
+ENDOTECT = ManualSource(
+    name="Endo (EndoTect 2020 polyp segmentation test set)",
+    page="https://endotect.com/",
+    how="download the EndoTect 2020 segmentation test dataset (images and their polyp masks) from the challenge page",
+    licence=_NOT_VERIFIED,
+)
+LAG = ManualSource(
+    name="LAG (Large-scale Attention-based Glaucoma database, part 1)",
+    page="https://github.com/smilell/AG-CNN",
+    how="request LAG_database_part_1 from the authors as its README says (a Dropbox file under request, password by e-mail)",
+    licence="not stated as a licence; the README allows academic use only and forbids re-uploading",
 )

@@ -303,3 +303,64 @@ def test_folder_errors_name_the_missing_root_and_the_missing_mask(tmp_path):
     (root / "widget/ground_truth/dent").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="no mask d_mask.png"):
         prepare_dataset({"name": "parts", "kind": "folder", "root": str(root)}, tmp_path / "data")
+
+
+# --- BMAD (OCT2017, RESC): one zip of several sets, each set's own train/valid/test folders --------------------------
+
+
+@pytest.fixture
+def bmad_archive(tmp_path, server, monkeypatch):
+    src = tmp_path / "bmad_src" / "BMAD"
+    oct_set, resc = src / "Retina_OCT2017", src / "Retina_RESC"
+    for i in range(4):
+        save_image(oct_set / "train/good" / f"normal_{i}.png")
+    save_image(oct_set / "valid/good/val_n.png")  # BMAD's validation split: not read
+    save_image(oct_set / "valid/Ungood/val_a.png")
+    for stem in ("NORMAL-1", "NORMAL-2"):
+        save_image(oct_set / "test/good" / f"{stem}.png")
+    for stem in ("CNV-1", "DME-1", "DRUSEN-1"):
+        save_image(oct_set / "test/Ungood" / f"{stem}.png")
+    for i in range(3):
+        save_image(resc / "train/good" / f"{i:04d}.png")
+    save_image(resc / "test/good/img/n0.png")
+    save_mask(resc / "test/good/label/n0.png", np.zeros((12, 16)))
+    for i, stem in enumerate(("e0", "e1")):
+        save_image(resc / "test/Ungood/img" / f"{stem}.png")
+        mask = np.zeros((12, 16))
+        mask[i : i + 3, 2:6] = 255
+        save_mask(resc / "test/Ungood/label" / f"{stem}.png", mask)
+    save_image(resc / "valid/Ungood/img/v0.png")
+    save_mask(resc / "valid/Ungood/label/v0.png", np.full((12, 16), 255))
+    return publish(server, zip_folder(tmp_path / "bmad_src", tmp_path / "bmad.zip"), monkeypatch, "BMAD")
+
+
+def test_oct2017_and_resc_share_one_verified_bmad_download_and_keep_its_train_test_partition(tmp_path, server, bmad_archive):
+    root = tmp_path / "bmad_raw"  # both datasets pointed at one root: one download
+    oct2017 = prepare_dataset({"name": "oct2017", "kind": "oct2017", "root": str(root)}, tmp_path / "data/oct2017")
+    assert server.requests == [("/bmad.zip", None)] and (root / "downloads/bmad.zip.sha256-ok").is_file()
+    assert dataset_categories({"name": "oct2017", "kind": "oct2017"}) == ["retina"]
+    assert oct2017.groupby(["split", "defect_type"]).size().to_dict() == {
+        ("test", "good"): 2, ("test", "retinal_disease"): 3, ("train", "good"): 4,
+    }  # fmt: skip
+    assert sorted(Path(p).stem for p in oct2017.loc[oct2017["label"] == 1, "image_path"]) == ["CNV-1", "DME-1", "DRUSEN-1"]
+    assert (oct2017["mask_path"] == "").all() and not oct2017["image_path"].str.contains("/valid/").any()
+
+    resc = prepare_dataset({"name": "resc", "kind": "resc", "root": str(root)}, tmp_path / "data/resc")
+    assert len(server.requests) == 1  # extracted once, read in place
+    assert resc.groupby(["split", "defect_type"]).size().to_dict() == {("test", "good"): 1, ("test", "retinal_edema"): 2, ("train", "good"): 3}
+    anomalous = resc[resc["label"] == 1]
+    for image, mask in zip(anomalous["image_path"], anomalous["mask_path"]):
+        assert Path(mask).parent.name == "label" and Path(mask).name == Path(image).name and Path(image).parent.name == "img"
+    assert (resc.loc[resc["label"] == 0, "mask_path"] == "").all() and not resc["image_path"].str.contains("/valid/").any()
+    mask_rows = [int(np.nonzero(np.asarray(Image.open(m)).any(axis=1))[0][0]) for m in sorted(anomalous["mask_path"])]
+    assert mask_rows == [0, 1]  # e0's defect starts on row 0, e1's on row 1: each image has its own mask
+
+
+def test_resc_without_a_mask_names_the_image_and_the_folder(tmp_path):
+    resc = tmp_path / "placed/Retina_RESC"
+    save_image(resc / "train/good/0.png")
+    save_image(resc / "test/good/img/1.png")
+    save_image(resc / "test/Ungood/img/2.png")
+    (resc / "test/Ungood/label").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"2\.png: no mask 2\.png in .*Ungood/label"):
+        prepare_dataset({"name": "resc", "kind": "resc", "root": str(tmp_path / "placed")}, tmp_path / "data")

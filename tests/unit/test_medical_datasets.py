@@ -85,6 +85,26 @@ def test_headct_follows_labels_csv_and_its_inctrl_split(tmp_path):
     assert stems(inctrl[inctrl["split"] == "train"]) == sorted(train) and len(train) == 3
 
 
+def test_lag_reads_the_image_folders_of_both_classes_and_not_the_attention_maps(tmp_path):
+    root = tmp_path / "lag" / "LAG_database_part_1"
+    for i in range(4):
+        save(root / "non_glaucoma" / "image" / f"{i}.jpg")
+        save(root / "non_glaucoma" / "attention_map" / f"{i}.jpg")
+    for i in (10, 11):
+        save(root / "suspicious_glaucoma" / "image" / f"{i}.jpg")
+        save(root / "suspicious_glaucoma" / "attention_map" / f"{i}.jpg")
+    spec = {"name": "lag", "kind": "lag", "root": str(tmp_path / "lag")}
+    assert dataset_categories(spec) == ["fundus"] and not get_adapter("lag").has_masks
+    manifest = prepare_dataset(spec, tmp_path / "data")
+    assert manifest.groupby(["split", "defect_type"]).size().to_dict() == {("test", "glaucoma"): 2, ("test", "good"): 4}
+    assert stems(manifest[manifest["label"] == 1]) == ["10", "11"] and (manifest["mask_path"] == "").all()
+    assert manifest["image_path"].map(lambda p: Path(p).parent.name == "image").all()
+    pool = draw_pool(manifest, dataset="lag", category="fundus", seed=0, max_test=None, normal_pool=4, anomalous_pool=0)
+    assert len(draw_split(pool, {"name": "zs", "normal_shots": 0, "anomalous_shots": 0, "validation_normals": 0}, 0)["test"]) == 6
+    with pytest.raises(ValueError, match="no normal training images"):
+        draw_split(pool, {"name": "k1", "normal_shots": 1, "anomalous_shots": 0, "validation_normals": 0}, 0)
+
+
 @pytest.mark.parametrize(
     ("kind", "category", "images", "masks", "mask_name"),
     [
@@ -92,6 +112,7 @@ def test_headct_follows_labels_csv_and_its_inctrl_split(tmp_path):
         ("cvc_colondb", "colon", "images", "masks", "{}.png"),
         ("kvasir", "colon", "images", "masks", "{}.jpg"),
         ("tn3k", "thyroid", "test-image", "test-mask", "{}.jpg"),
+        ("endo", "colon", "images", "masks", "{}.png"),
         ("isic2016", "skin", "ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth", "{}_Segmentation.png"),
     ],
 )
@@ -125,6 +146,8 @@ def test_segmentation_sets_are_test_only_anomalies_each_with_its_own_mask(tmp_pa
         ("cvc_colondb", "polyp.grand-challenge.org/CVCColonDB"),
         ("kvasir", "datasets.simula.no/kvasir-seg"),
         ("tn3k", "github.com/haifangong/TRFE-Net-for-thyroid-nodule-segmentation"),
+        ("endo", "endotect.com"),
+        ("lag", "github.com/smilell/AG-CNN"),
     ],
 )
 def test_missing_medical_sets_name_their_source_page_and_the_folder(tmp_path, kind, page):

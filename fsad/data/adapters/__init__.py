@@ -2,6 +2,7 @@
 
 from fsad.data.adapters import (  # noqa: F401
     aitex,
+    bmad,
     btad,
     dagm,
     dtd_synthetic,

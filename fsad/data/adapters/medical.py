@@ -15,6 +15,11 @@ reads (FAPrompt reads the same files):
   image a polyp with its mask; category ``colon``.
 * ``tn3k`` (TN3K test set): ``test-image/`` and ``test-mask/``; every image a thyroid nodule with its mask;
   category ``thyroid``.
+* ``endo`` (Endo: the EndoTect 2020 polyp segmentation test set, AnomalyCLIP's ``endoTect.py``): ``images/`` and
+  ``masks/`` with the same stems (AnomalyCLIP pairs them by sorted name), every image a polyp; category ``colon``.
+* ``lag`` (LAG database part 1, as FAPrompt's image-level table uses it): ``non_glaucoma/image/`` normal,
+  ``suspicious_glaucoma/image/`` glaucoma; the ``attention_map/`` folders are eye-tracking maps, not anomaly masks,
+  and are not read; category ``fundus``.
 
 Every image is a test image (``protocol: test_only``, AnomalyCLIP's and FAPrompt's zero-shot protocol): such a
 dataset has no normal training images, so it runs with zero-shot settings only (the split stage says so for a
@@ -129,6 +134,17 @@ LAYOUTS: dict[str, tuple[MedicalLayout, sources.ManualSource]] = {
         MedicalLayout("thyroid", "test-image/ and test-mask/", _has("test-image", "test-mask"), paired_mask_items("test-image", "test-mask", "nodule"), True),
         sources.TN3K,
     ),
+    "endo": (MedicalLayout("colon", "images/ and masks/", _has("images", "masks"), paired_mask_items("images", "masks", "polyp"), True), sources.ENDOTECT),
+    "lag": (
+        MedicalLayout(
+            "fundus",
+            "non_glaucoma/image/*.jpg and suspicious_glaucoma/image/*.jpg",
+            _has("non_glaucoma/image", "suspicious_glaucoma/image"),
+            class_folder_items("non_glaucoma/image", "suspicious_glaucoma/image", "glaucoma"),
+            False,
+        ),
+        sources.LAG,
+    ),
 }
 
 
@@ -187,5 +203,5 @@ def _register_test_only(kind: str) -> None:
 
 
 # The test-only sets take no options.
-for _kind in ("br35h", "isic2016", "cvc_clinicdb", "cvc_colondb", "kvasir", "tn3k"):
+for _kind in ("br35h", "isic2016", "cvc_clinicdb", "cvc_colondb", "kvasir", "tn3k", "endo", "lag"):
     _register_test_only(_kind)
