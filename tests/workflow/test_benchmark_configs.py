@@ -14,6 +14,15 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = ROOT / "config" / "benchmarks"
 # Categories per dataset, from the datasets' own documentation (not from this project's code).
 CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2}  # elpv: mono- and polycrystalline cells
+# The seed papers' further datasets: DAGM 2007's ten classes, DTD-Synthetic's twelve textures, MNIST's ten digits and
+# CIFAR-10's ten classes (one class against the rest each), the rest one class.
+PAPER_DATASETS = {
+    "aitex": 1, "dagm": 10, "dtd_synthetic": 12, "mnist": 10, "cifar10": 10, "brainmri": 1, "headct": 1, "br35h": 1,
+    "isic2016": 1, "cvc_clinicdb": 1, "cvc_colondb": 1, "kvasir": 1, "tn3k": 1, "endo": 1, "lag": 1, "oct2017": 1,
+    "resc": 1,
+}  # fmt: skip
+# Under InCTRL's partition (protocol: inctrl, convert_elpv.py), as FAPrompt and One-to-Normal: one category.
+INCTRL_CATEGORIES = CATEGORIES | PAPER_DATASETS | {"elpv": 1}
 
 
 def dry_run(workdir, *configfiles) -> tuple[dict[str, int], set[str]]:
@@ -48,8 +57,9 @@ def expected(datasets, winclip_settings, winclip_instances, anomalous_datasets, 
 
 def expected_cross_dataset(datasets, learned_instances, training_datasets, backbones=2):
     """Jobs of a zero-shot cross-dataset protocol (FAPrompt): every dataset in one zero-shot run, each learned instance
-    fitted once per training dataset, one more instance (WinCLIP) beside them, features of every dataset per backbone."""
-    categories = sum(CATEGORIES[d] for d in datasets)
+    fitted once per training dataset, one more instance (WinCLIP) beside them, features of every dataset per backbone.
+    ELPV in InCTRL's partition: one category."""
+    categories = sum(INCTRL_CATEGORIES[d] for d in datasets)
     scores = categories * (learned_instances + 1)
     return {
         "prepare_dataset": len(datasets),
@@ -67,7 +77,7 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     """One-to-Normal's protocol: per run a DreamBooth model, its pool and personalized test images, class images once
     per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones.
     ELPV follows InCTRL's partition there (convert_elpv.py): one category."""
-    categories = sum((CATEGORIES | {"elpv": 1})[d] for d in datasets)
+    categories = sum(INCTRL_CATEGORIES[d] for d in datasets)
     per_run = categories * len(settings) * runs
     return {
         "prepare_dataset": len(datasets),
@@ -105,6 +115,12 @@ def expected_baselines(datasets, settings, instances, backbones, runs=3):
     return counts | {"extract_features": counts["extract_features"] * backbones}
 
 
+# The papers' dataset lists: FAPrompt's 19 (Sec. 4.1), One-to-Normal's 11 (Sec. 4.1, Tables 4 and 5).
+FAPROMPT_DATASETS = [
+    "mvtec_ad", "visa", "dagm", "dtd_synthetic", "aitex", "sdd", "btad", "mpdd", "elpv",
+    "brainmri", "headct", "lag", "br35h", "cvc_colondb", "cvc_clinicdb", "kvasir", "endo", "isic2016", "tn3k",
+]  # fmt: skip
+ONE_TO_NORMAL_DATASETS = ["mvtec_ad", "visa", "sdd", "aitex", "elpv", "oct2017", "brainmri", "headct", "resc", "mnist", "cifar10"]
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
 # devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA; DevPrompt at
 # 256 px on its own backbone entry, PromptAD in full and text-only at 240 px.
@@ -115,9 +131,9 @@ CASES = {
     "winclip_anomalous_samples.yaml": expected(
         ["mvtec_ad", "visa", "sdd"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa", "sdd"], ["mvtec_ad", "visa"]], ["mvtec_ad", "visa", "sdd"]
     ),
-    "faprompt.yaml": expected_cross_dataset(["mvtec_ad", "visa", "sdd", "btad", "mpdd"], 6, ["mvtec_ad", "visa"]),
+    "faprompt.yaml": expected_cross_dataset(FAPROMPT_DATASETS, 6, ["mvtec_ad", "visa"]),
     "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
-    "one_to_normal.yaml": expected_one_to_normal(["mvtec_ad", "visa", "sdd", "elpv"], ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
+    "one_to_normal.yaml": expected_one_to_normal(ONE_TO_NORMAL_DATASETS, ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
     # fewshot_baselines.yaml: PatchCore on wide_resnet50_2, AnomalyDINO on DINOv2 ViT-S/14 at 448 and at 672 px
     "fewshot_baselines.yaml": expected_baselines(["mvtec_ad", "visa"], ["k1", "k2", "k4", "k8"], instances=3, backbones=3),
 }
@@ -180,10 +196,6 @@ def test_snakemake_lint_reports_nothing(name, tmp_path):
 
 # The seed papers' further datasets, categories from their own documentation: DAGM 2007's ten classes, DTD-Synthetic's
 # twelve textures, MNIST's ten digits and CIFAR-10's ten classes (one class against the rest each), the rest one class.
-PAPER_DATASETS = {
-    "aitex": 1, "dagm": 10, "dtd_synthetic": 12, "mnist": 10, "cifar10": 10, "brainmri": 1, "headct": 1, "br35h": 1,
-    "isic2016": 1, "cvc_clinicdb": 1, "cvc_colondb": 1, "kvasir": 1, "tn3k": 1,
-}  # fmt: skip
 
 
 def test_the_papers_further_datasets_plan_zero_shot_jobs_per_documented_category(tmp_path):
@@ -201,3 +213,13 @@ def test_the_papers_further_datasets_plan_zero_shot_jobs_per_documented_category
     assert counts["prepare_dataset"] == len(PAPER_DATASETS)
     assert counts["draw_pool"] == counts["extract_features"] == counts["draw_split"] == categories
     assert counts["score"] == counts["evaluate"] == 2 * categories
+
+
+@pytest.mark.parametrize(("name", "datasets"), [("faprompt.yaml", FAPROMPT_DATASETS), ("one_to_normal.yaml", ONE_TO_NORMAL_DATASETS)])
+def test_paper_benchmarks_list_every_dataset_of_their_paper_and_their_learned_instances_score_them_all(name, datasets):
+    import yaml
+
+    config = yaml.safe_load((BENCHMARKS / name).read_text())
+    assert [d["name"] for d in config["datasets"]] == datasets
+    named = {instance: spec["datasets"] for instance, spec in config["scorers"].items() if "datasets" in spec}
+    assert named and all(listed == datasets for listed in named.values()), named
