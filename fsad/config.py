@@ -215,15 +215,22 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
 
 
 # What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation,
-# PromptAD's resize (``direct``, the default, is every backbone's).
-CLIP_ONLY_KEYS = {"window_sizes": "window embeddings", "vv_layers": "V-V attention tokens", "quick_gelu": "a CLIP MLP activation", "resize": "PromptAD resize"}
+# PromptAD's resize, the public codes' position-embedding resize and image embedding (their defaults are every backbone's).
+CLIP_ONLY_KEYS = {
+    "window_sizes": "window embeddings",
+    "vv_layers": "V-V attention tokens",
+    "quick_gelu": "a CLIP MLP activation",
+    "resize": "PromptAD resize",
+    "pos_embed_resize": "CLIP position-embedding resize",
+    "image_embedding": "CLIP image embedding choice",
+}
 # What only open_clip backbones compute for an instance: the keys above, and PromptAD's mid-block states (asked by scorers).
 CLIP_ONLY_FEATURES = {**CLIP_ONLY_KEYS, "mid_layers": "mid-block states"}
 
 
 def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
     """A timm backbone names none of what only CLIP networks have."""
-    from fsad.backbones.spec import OPEN_CLIP, backbone_library
+    from fsad.backbones.spec import DEFAULT_LEFT_OUT, OPEN_CLIP, backbone_library
 
     try:
         library = backbone_library(backbone)
@@ -232,7 +239,7 @@ def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
     if library == OPEN_CLIP:
         return
     for key, what in CLIP_ONLY_KEYS.items():
-        if backbone.get(key) not in (None, [], "direct"):
+        if backbone.get(key) not in (None, [], DEFAULT_LEFT_OUT.get(key)):
             fix = "set window_sizes: [] (its default is [2, 3], for CLIP)" if key == "window_sizes" else f"remove {key}"
             raise ConfigError(f"config: backbones.{name}.{key}: a {library} backbone has no {what}; {fix}")
 
