@@ -200,6 +200,7 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     settings = {s["name"]: s for s in config["settings"]}
     for dataset in datasets.values():
         get_adapter(dataset["kind"])
+        _check_shots_file(dataset)
     for name, backbone in config["backbones"].items():
         _check_backbone(name, backbone)
     for name, method in methods.items():
@@ -212,6 +213,18 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
             raise ConfigError(f"config: scorers.{name}: {problem}")
         _check_generated(name, instance, method, params[name], config, settings)
     _check_pools(config, settings)
+
+
+def _check_shots_file(dataset: dict[str, Any]) -> None:
+    """A dataset's ``shots_file`` (the papers' shots) exists, so the run stops before any job when it does not."""
+    path = dataset.get("shots_file")
+    if path and not Path(path).is_file():
+        raise ConfigError(
+            f"config: datasets.{dataset['name']}.shots_file: {path} does not exist (relative paths are from the directory snakemake "
+            f"runs in); convert the papers' shots first (python -m fsad.data.fixed_shots promptad SEEDS_DIR MANIFEST {path}; the "
+            f"manifest is <results_dir>/data/{dataset['name']}/manifest.csv, written by `snakemake <results_dir>/data/{dataset['name']}/manifest.csv` with the config without shots_file), "
+            f"or remove shots_file to draw the shots"
+        )
 
 
 # What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation,

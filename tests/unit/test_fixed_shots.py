@@ -140,3 +140,23 @@ def test_write_shots_refuses_a_malformed_file(tmp_path):
     with pytest.raises(ShotsFileError):
         write_shots(tmp_path / "x.yaml", {"format": FORMAT, "shots": {"bottle": {1: [["a", "b"]]}}})
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_missing_shots_file_stops_the_config_with_the_conversion_command(tmp_path):
+    from fsad.config import ConfigError, _check_shots_file
+
+    with pytest.raises(ConfigError, match=r"datasets.mvtec_ad.shots_file: .*x.yaml does not exist.*python -m fsad.data.fixed_shots promptad"):
+        _check_shots_file({"name": "mvtec_ad", "kind": "mvtec_ad", "shots_file": str(tmp_path / "x.yaml")})
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(SHOTS))
+    _check_shots_file({"name": "mvtec_ad", "kind": "mvtec_ad", "shots_file": str(tmp_path / "x.yaml")})
+
+
+def test_the_papers_shots_overlay_gives_each_devprompt_dataset_a_shots_file_and_one_run():
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parents[2] / "config" / "benchmarks"
+    drawn = yaml.safe_load((benchmarks / "devprompt.yaml").read_text())
+    papers = yaml.safe_load((benchmarks / "papers_shots" / "devprompt.yaml").read_text())
+    assert papers["runs"] == 1
+    assert [{k: v for k, v in d.items() if k != "shots_file"} for d in papers["datasets"]] == drawn["datasets"]
+    assert [d["shots_file"] for d in papers["datasets"]] == ["shots/promptad_mvtec_ad.yaml", "shots/promptad_visa.yaml"]
