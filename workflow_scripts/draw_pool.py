@@ -11,7 +11,7 @@ with job_logging(smk.log[0]) as log:
     manifest = read_manifest(smk.input.manifest)
     category = smk.wildcards.category
     fixed = []
-    if "shots" in smk.input.keys():
+    if "shots" in smk.input.keys():  # noqa: SIM118 (`in` on a Namedlist tests its paths, not its names)
         shots = read_shots(smk.input.shots)
         shots.check_images(manifest, category)
         fixed = shots.images(category)

@@ -10,7 +10,7 @@ smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]):
     setting, run = smk.params.setting, int(smk.wildcards.run)
     fixed = None
-    if "shots" in smk.input.keys() and setting["normal_shots"] > 0:
+    if "shots" in smk.input.keys() and setting["normal_shots"] > 0:  # noqa: SIM118 (`in` on a Namedlist tests its paths)
         fixed = read_shots(smk.input.shots).normal_refs(smk.wildcards.category, setting["normal_shots"], run)
     split = draw_split(read_json(smk.input.pool), setting, run, fixed_refs=fixed)
     if fixed is not None:

@@ -191,7 +191,7 @@ def regrid_bilinear(model: torch.nn.Module, image_size: int) -> torch.nn.Module:
     patch = visual.patch_size[0]
     grid = image_size // patch
     old = visual.positional_embedding.detach()
-    side = int(round((old.shape[0] - 1) ** 0.5))
+    side = round((old.shape[0] - 1) ** 0.5)
     if grid == side:
         return model
     width = old.shape[1]

@@ -7,8 +7,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from fsad.data.fixed_shots import FORMAT, ShotsFileError, convert_promptad, main, parse_shots, read_shots, write_shots
-from fsad.data.manifest import manifest_row, read_manifest, validate_manifest, write_manifest
+from fsad.data.fixed_shots import (
+    FORMAT,
+    ShotsFileError,
+    convert_promptad,
+    main,
+    parse_shots,
+    read_shots,
+    write_shots,
+)
+from fsad.data.manifest import (
+    manifest_row,
+    read_manifest,
+    validate_manifest,
+    write_manifest,
+)
 from fsad.data.splits import draw_pool, draw_split
 
 # Training normals in an order that is not their names' (as an unsorted glob would list them).

@@ -23,13 +23,9 @@ NATIVE_GRID, WIDTH = 24, 64  # fsad-tiny-l14: 336 px, 14 px patches, as ViT-L-14
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A random fsad-tiny-l14 saved at its native 336 px, as a pretrained checkpoint file would be."""
-    torch.manual_seed(0)
-    model = open_clip.create_model("fsad-tiny-l14", pretrained=None)
-    path = tmp_path_factory.mktemp("weights") / "open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), path)
-    return path, {name: value.clone() for name, value in model.state_dict().items()}
+def checkpoint(tiny_l14_checkpoint):
+    """A random fsad-tiny-l14 saved at its native 336 px (tests/unit/conftest.py)."""
+    return tiny_l14_checkpoint
 
 
 def tiny_l14(path, image_size: int, **options):
