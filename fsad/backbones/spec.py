@@ -3,8 +3,9 @@
 A backbone entry mixes three kinds of keys:
 
 * the *network* (:data:`NETWORK_KEYS`): the library that builds it (open_clip or timm), architecture, weights, input
-  size, the activation the weights declare (open_clip only, :mod:`fsad.backbones.activation`), compute precision and
-  storage dtype. They decide every number a feature,
+  size, PromptAD's resize, the position-embedding resize and the image embedding (``ln_post`` or not; the last three
+  open_clip only), the activation the weights declare (open_clip only, :mod:`fsad.backbones.activation`), compute
+  precision and storage dtype. They decide every number a feature,
   fit or score job computes from the backbone, so they are the only backbone keys those jobs receive as params
   and the feature directory is named by their hash (:func:`backbone_key`);
 * what a store holds (window sizes, layers, V-V layers): added to an existing store, never a new one; each
