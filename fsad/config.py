@@ -200,6 +200,7 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     settings = {s["name"]: s for s in config["settings"]}
     for dataset in datasets.values():
         get_adapter(dataset["kind"])
+        _check_shots_file(dataset)
     for name, backbone in config["backbones"].items():
         _check_backbone(name, backbone)
     for name, method in methods.items():
@@ -214,16 +215,35 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
     _check_pools(config, settings)
 
 
+def _check_shots_file(dataset: dict[str, Any]) -> None:
+    """A dataset's ``shots_file`` (the papers' shots) exists, so the run stops before any job when it does not."""
+    path = dataset.get("shots_file")
+    if path and not Path(path).is_file():
+        raise ConfigError(
+            f"config: datasets.{dataset['name']}.shots_file: {path} does not exist (relative paths are from the directory snakemake "
+            f"runs in); convert the papers' shots first (python -m fsad.data.fixed_shots promptad SEEDS_DIR MANIFEST {path}; the "
+            f"manifest is <results_dir>/data/{dataset['name']}/manifest.csv, written by `snakemake <results_dir>/data/{dataset['name']}/manifest.csv` with the config without shots_file), "
+            f"or remove shots_file to draw the shots"
+        )
+
+
 # What only open_clip backbones hold: WinCLIP's window embeddings, AnomalyCLIP's V-V tokens, a declared activation,
-# PromptAD's resize (``direct``, the default, is every backbone's).
-CLIP_ONLY_KEYS = {"window_sizes": "window embeddings", "vv_layers": "V-V attention tokens", "quick_gelu": "a CLIP MLP activation", "resize": "PromptAD resize"}
+# PromptAD's resize, the public codes' position-embedding resize and image embedding (their defaults are every backbone's).
+CLIP_ONLY_KEYS = {
+    "window_sizes": "window embeddings",
+    "vv_layers": "V-V attention tokens",
+    "quick_gelu": "a CLIP MLP activation",
+    "resize": "PromptAD resize",
+    "pos_embed_resize": "CLIP position-embedding resize",
+    "image_embedding": "CLIP image embedding choice",
+}
 # What only open_clip backbones compute for an instance: the keys above, and PromptAD's mid-block states (asked by scorers).
 CLIP_ONLY_FEATURES = {**CLIP_ONLY_KEYS, "mid_layers": "mid-block states"}
 
 
 def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
     """A timm backbone names none of what only CLIP networks have."""
-    from fsad.backbones.spec import OPEN_CLIP, backbone_library
+    from fsad.backbones.spec import DEFAULT_LEFT_OUT, OPEN_CLIP, backbone_library
 
     try:
         library = backbone_library(backbone)
@@ -232,7 +252,7 @@ def _check_backbone(name: str, backbone: dict[str, Any]) -> None:
     if library == OPEN_CLIP:
         return
     for key, what in CLIP_ONLY_KEYS.items():
-        if backbone.get(key) not in (None, [], "direct"):
+        if backbone.get(key) not in (None, [], DEFAULT_LEFT_OUT.get(key)):
             fix = "set window_sizes: [] (its default is [2, 3], for CLIP)" if key == "window_sizes" else f"remove {key}"
             raise ConfigError(f"config: backbones.{name}.{key}: a {library} backbone has no {what}; {fix}")
 

@@ -321,14 +321,22 @@ def fit_params(wildcards):
 # --- targets ----------------------------------------------------------------------------------
 
 
-# Dataset keys that choose what the feature stores hold, not which images the dataset has.
-FEATURE_ONLY_DATASET_KEYS = ("extra_window_sizes",)
+# Dataset keys that choose what the feature stores hold, or which images the splits take, not which images the
+# dataset has (``shots_file`` reaches the split rules as an input file).
+NOT_PREPARATION_DATASET_KEYS = ("extra_window_sizes", "shots_file")
 
 
 def dataset_spec(wildcards):
-    """What a dataset's preparation reads: its entry without the feature-only keys (a new window size reruns the
-    features and their readers, never the manifest, pools and splits)."""
-    return canonical({k: v for k, v in DATASETS[wildcards.dataset].items() if k not in FEATURE_ONLY_DATASET_KEYS})
+    """What a dataset's preparation reads: its entry without the feature-only and split-only keys (a new window size
+    reruns the features and their readers, a shots file the pools and splits, never the manifest)."""
+    return canonical({k: v for k, v in DATASETS[wildcards.dataset].items() if k not in NOT_PREPARATION_DATASET_KEYS})
+
+
+def shots_input(wildcards):
+    """The dataset's shots file (``shots_file``: the papers' fixed shots), for the pool and split rules; none when its
+    shots are drawn, so a config without one plans exactly as before the option existed."""
+    path = DATASETS[wildcards.dataset].get("shots_file")
+    return {"shots": path} if path else {}
 
 
 def dataset_dir(wildcards):

@@ -26,6 +26,7 @@ rule prepare_dataset:
 
 rule draw_pool:
     input:
+        unpack(shots_input),
         manifest=rules.prepare_dataset.output.manifest,
     output:
         pool=f"{R}/splits/{{dataset}}/{{category}}/pool.json",
@@ -44,6 +45,7 @@ rule draw_pool:
 
 rule draw_split:
     input:
+        unpack(shots_input),
         pool=rules.draw_pool.output.pool,
     output:
         split=f"{R}/splits/{{dataset}}/{{category}}/{{setting}}/run{{run}}.json",

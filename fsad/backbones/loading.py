@@ -175,12 +175,49 @@ def _cached_checkpoint(arch: str, tag: str) -> str | None:
     return None
 
 
-def _create(arch: str, image_size: int, pretrained: str | None, quick_gelu: bool) -> torch.nn.Module:
-    """open_clip's model with the activation ``quick_gelu`` asks for; open_clip's QuickGELU-mismatch warning is an error."""
+# A backbone's ``pos_embed_resize`` (absent: bicubic): how position embeddings reach a grid other than the architecture's.
+POS_EMBED_RESIZES = ("bicubic", "bilinear")
+
+
+def regrid_bilinear(model: torch.nn.Module, image_size: int) -> torch.nn.Module:
+    """Make a native-size open_clip model take ``image_size`` px: its patch position grid resized bilinearly.
+
+    What AnomalyCLIP's and FAPrompt's ``VisionTransformer.forward`` does on its first call at a new size
+    (``F.interpolate(..., mode="bilinear")``: no antialiasing, ``align_corners=False``; the class row kept) and
+    writes back into the model; open_clip's own ``resize_pos_embed`` is bicubic and antialiased. ``model`` is
+    changed in place and returned.
+    """
+    visual = model.visual
+    patch = visual.patch_size[0]
+    grid = image_size // patch
+    old = visual.positional_embedding.detach()
+    side = round((old.shape[0] - 1) ** 0.5)
+    if grid == side:
+        return model
+    width = old.shape[1]
+    patches = old[1:].reshape(1, side, side, width).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bilinear", align_corners=False)
+    resized = resized.permute(0, 2, 3, 1).reshape(grid * grid, width)
+    visual.positional_embedding = torch.nn.Parameter(torch.cat([old[:1], resized]), requires_grad=visual.positional_embedding.requires_grad)
+    visual.image_size = (image_size, image_size)
+    visual.grid_size = (grid, grid)
+    return model
+
+
+def _create(arch: str, image_size: int, pretrained: str | None, quick_gelu: bool, pos_embed_resize: str = "bicubic") -> torch.nn.Module:
+    """open_clip's model with the activation ``quick_gelu`` asks for; open_clip's QuickGELU-mismatch warning is an error.
+
+    At an ``image_size`` other than the architecture's, ``pos_embed_resize: bicubic`` builds the model at that size
+    (open_clip resizes a checkpoint's position embeddings once, bicubic); ``bilinear`` builds it at its own size
+    and resizes the grid bilinearly (:func:`regrid_bilinear`).
+    """
     native = open_clip.get_model_config(arch)
     if native is None:
         raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
-    force = None if native["vision_cfg"]["image_size"] == image_size else image_size
+    if pos_embed_resize not in POS_EMBED_RESIZES:
+        raise ValueError(f"pos_embed_resize {pos_embed_resize!r} is not one of {list(POS_EMBED_RESIZES)}; fix `pos_embed_resize:` of the backbone in the config")
+    native_size = native["vision_cfg"]["image_size"]
+    force = None if native_size == image_size or pos_embed_resize == "bilinear" else image_size
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="QuickGELU mismatch")
         try:
@@ -193,14 +230,18 @@ def _create(arch: str, image_size: int, pretrained: str | None, quick_gelu: bool
             f"{arch} ({pretrained or 'no weights'}): built with {'QuickGELU' if built else 'GELU'}, but its weights were trained with "
             f"{'QuickGELU' if quick_gelu else 'GELU'}"
         )
-    return model
+    return regrid_bilinear(model, image_size) if pos_embed_resize == "bilinear" else model
 
 
-def _random_model(arch: str, image_size: int, seed: int, quick_gelu: bool) -> torch.nn.Module:
-    # The activation has no parameters, so random weights of either network are the same tensors.
+def _random_model(arch: str, image_size: int, seed: int, quick_gelu: bool, pos_embed_resize: str = "bicubic") -> torch.nn.Module:
+    """Random weights, the same in every job. The activation has no parameters, so either network gets the same tensors.
+
+    ``bicubic`` draws them at ``image_size`` (the position grid drawn at that size, as before the option existed);
+    ``bilinear`` draws the architecture's own size and resizes its grid, as the public codes would with those weights.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, arch, image_size))
-        return _create(arch, image_size, None, quick_gelu)
+        return _create(arch, image_size, None, quick_gelu, pos_embed_resize)
 
 
 class Network(Protocol):
@@ -239,12 +280,13 @@ class _OpenClipNetwork:
     pretrained: str | None
     image_size: int
     quick_gelu: bool
+    pos_embed_resize: str = "bicubic"
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> _OpenClipNetwork:
         arch = spec["arch"]
         image_size = int(spec.get("image_size") or open_clip.get_model_config(arch)["vision_cfg"]["image_size"])
-        return cls(arch, spec.get("pretrained"), image_size, declared_quick_gelu(spec))
+        return cls(arch, spec.get("pretrained"), image_size, declared_quick_gelu(spec), spec.get("pos_embed_resize") or "bicubic")
 
     def check(self) -> None:
         if self.pretrained not in open_clip.list_pretrained_tags_by_model(self.arch):
@@ -254,16 +296,16 @@ class _OpenClipNetwork:
         check_tag_table(self.arch, self.pretrained)
 
     def random(self, seed: int) -> torch.nn.Module:
-        return _random_model(self.arch, self.image_size, seed, self.quick_gelu)
+        return _random_model(self.arch, self.image_size, seed, self.quick_gelu, self.pos_embed_resize)
 
     def from_file(self, path: str) -> torch.nn.Module:
-        return _create(self.arch, self.image_size, path, self.quick_gelu)
+        return _create(self.arch, self.image_size, path, self.quick_gelu, self.pos_embed_resize)
 
     def cached_checkpoint(self) -> str | None:
         return _cached_checkpoint(self.arch, self.pretrained)
 
     def download(self) -> torch.nn.Module:
-        return _create(self.arch, self.image_size, self.pretrained, self.quick_gelu)
+        return _create(self.arch, self.image_size, self.pretrained, self.quick_gelu, self.pos_embed_resize)
 
     def how_to_provide(self) -> str:
         return _how_to_provide(self.arch, self.pretrained)
@@ -344,7 +386,8 @@ def load_backbone(
     seed: int = 0,
     weights: str | None = None,
 ) -> Backbone | TimmBackbone:
-    """Load the backbone of a config entry (``library``, ``arch``, ``pretrained``, ``image_size``, ``resize``, ``quick_gelu``, ``precision``).
+    """Load the backbone of a config entry (``library``, ``arch``, ``pretrained``, ``image_size``, ``resize``, ``pos_embed_resize``,
+    ``image_embedding``, ``quick_gelu``, ``precision``).
 
     An open_clip network has the MLP activation its weights were trained with (:mod:`fsad.backbones.activation`):
     QuickGELU for OpenAI's tags, whether the weights come from the hub, the cache, a file or the random fallback. A timm
@@ -355,7 +398,9 @@ def load_backbone(
     embeddings to that grid (``resize_pos_embed``: bicubic, antialiased, class row kept), e.g.
     ViT-L-14-336 at 518 px: 24x24 -> 37x37; ViT-L-14 at 240 px: 16x16 -> 17x17 (238 px covered, the last
     2 px unseen). AnomalyCLIP and FAPrompt resize bilinearly instead (at run time), so their features at
-    518 px are close to these, not equal.
+    518 px are close to these, not equal; ``pos_embed_resize: bilinear`` resizes as they do (:func:`regrid_bilinear`).
+    ``image_embedding: no_ln_post`` makes the image embedding ``class token @ proj`` without ``ln_post``, as theirs
+    (:func:`fsad.backbones.window_embeddings.image_embeddings`).
 
     Args:
         weights_fallback: ``error`` or ``random`` (see the module docstring).

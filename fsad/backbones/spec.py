@@ -3,8 +3,9 @@
 A backbone entry mixes three kinds of keys:
 
 * the *network* (:data:`NETWORK_KEYS`): the library that builds it (open_clip or timm), architecture, weights, input
-  size, the activation the weights declare (open_clip only, :mod:`fsad.backbones.activation`), compute precision and
-  storage dtype. They decide every number a feature,
+  size, PromptAD's resize, the position-embedding resize and the image embedding (``ln_post`` or not; the last three
+  open_clip only), the activation the weights declare (open_clip only, :mod:`fsad.backbones.activation`), compute
+  precision and storage dtype. They decide every number a feature,
   fit or score job computes from the backbone, so they are the only backbone keys those jobs receive as params
   and the feature directory is named by their hash (:func:`backbone_key`);
 * what a store holds (window sizes, layers, V-V layers): added to an existing store, never a new one; each
@@ -23,8 +24,13 @@ from typing import Any
 
 from fsad.backbones.activation import declared_quick_gelu
 
-# ``resize`` only when set (absent is direct), so the keys of backbones without it stay what they were.
-NETWORK_KEYS = ("library", "arch", "pretrained", "image_size", "resize", "quick_gelu", "precision", "storage_dtype")
+NETWORK_KEYS = (
+    "library", "arch", "pretrained", "image_size", "resize", "pos_embed_resize", "image_embedding", "quick_gelu", "precision", "storage_dtype"
+)
+# Network keys whose default value is left out of the key, so the keys of backbones that do not set them stay what they
+# were before the option existed: PromptAD's ``resize``, and the two options that reproduce AnomalyCLIP's and FAPrompt's
+# public code (position embeddings resized bilinearly, the image embedding without ``ln_post``).
+DEFAULT_LEFT_OUT = {"resize": "direct", "pos_embed_resize": "bicubic", "image_embedding": "ln_post"}
 RUN_SETTINGS = {"batch_size": 8, "workers": None}
 # The libraries a backbone entry's ``library`` names; entries without one are open_clip's (config/schema.yaml).
 OPEN_CLIP, TIMM = "open_clip", "timm"
@@ -43,13 +49,13 @@ def network_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The keys of a backbone entry that decide its numbers, with ``quick_gelu`` resolved (see the module docstring).
 
     An open_clip entry leaves ``library`` out, so every open_clip feature directory keeps the name it had before timm
-    backbones existed; a timm entry names its library and has no activation to declare. ``resize: direct`` is left
-    out too (it is the default).
+    backbones existed; a timm entry names its library and has no activation to declare. The defaults of
+    :data:`DEFAULT_LEFT_OUT` are left out too.
     """
     network = {
         key: spec[key]
         for key in NETWORK_KEYS
-        if spec.get(key) is not None and key != "library" and not (key == "resize" and spec[key] == "direct")
+        if spec.get(key) is not None and key != "library" and spec[key] != DEFAULT_LEFT_OUT.get(key)
     }
     if backbone_library(spec) == OPEN_CLIP:
         network["quick_gelu"] = declared_quick_gelu(spec)

@@ -101,15 +101,28 @@ def window_embeddings(backbone: Backbone, tokens: torch.Tensor, window_sizes: li
     return out
 
 
+# A backbone's ``image_embedding`` (absent: ln_post): whether the image embedding goes through ``ln_post`` before ``proj``.
+IMAGE_EMBEDDINGS = ("ln_post", "no_ln_post")
+
+
 def image_embeddings(backbone: Backbone, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Image outputs from the last block's output ``(B, 1 + P, W)``.
+
+    The backbone's ``image_embedding`` decides the first: ``ln_post`` (open_clip's ``encode_image``) pools
+    ``ln_post(last)``; ``no_ln_post`` pools ``last`` itself (AnomalyCLIP's and FAPrompt's global feature,
+    ``x_ori[0] @ proj``). The patch tokens are the same either way.
 
     Returns:
         ``(B, D)`` projected class embeddings and ``(B, P, W)`` final patch tokens after ``ln_post``
         (not projected), what open_clip returns with ``output_tokens=True``.
     """
     visual = _visual(backbone)
+    how = backbone.spec.get("image_embedding") or "ln_post"
+    if how not in IMAGE_EMBEDDINGS:
+        raise ValueError(f"image_embedding {how!r} is not one of {list(IMAGE_EMBEDDINGS)}; fix `image_embedding:` of the backbone in the config")
     pooled, patch_tokens = visual._global_pool(visual.ln_post(last))
+    if how == "no_ln_post":
+        pooled, _ = visual._global_pool(last)
     return (pooled @ visual.proj if visual.proj is not None else pooled), patch_tokens
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 # Keys of every datasets: entry, whatever its kind (config/schema.yaml validates them).
-COMMON_KEYS = ("name", "kind", "root", "categories", "extra_window_sizes")
+COMMON_KEYS = ("name", "kind", "root", "categories", "extra_window_sizes", "shots_file")
 # The schema of a kind that declares no options.
 NO_OPTIONS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 

@@ -17,11 +17,15 @@ Each run uses a different training sample (anomalous-samples paper, section 4.1)
   the normal pool minus that run's normal references (they may be another run's references).
 
 References and validation images come from the pools, which are disjoint from the test subset.
+
+With fixed shots (a dataset's ``shots_file``, :mod:`fsad.data.fixed_shots`) the file's images of the category join
+the normal pool and each run's normal references are the file's for that run; the rest is drawn as above.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +94,12 @@ def draw_pool(
     max_test: int | None,
     normal_pool: int,
     anomalous_pool: int,
+    fixed_normals: Collection[str] = (),
 ) -> dict[str, Any]:
     """Fix the test subset and the reference pools of one category.
+
+    ``fixed_normals`` (training normals of a shots file) join the drawn normal pool; they draw nothing, so every other
+    image of the pool is the same with or without them.
 
     Normal candidates are training normals; anomalous candidates are anomalous images (training ones
     first, else test ones; those with masks first, since methods that learn from anomalies need them).
@@ -115,6 +123,7 @@ def draw_pool(
     test = _stratified_test(rng, test_candidates, max_test)
     if not test:
         raise ValueError(f"dataset {dataset!r}, category {category!r}: no test images left after drawing the pools")
+    normals += sorted(set(fixed_normals) - set(normals))
     return {
         "dataset": dataset,
         "category": category,
@@ -136,8 +145,9 @@ def _normal_order(pool: dict[str, Any], setting: str) -> list[str]:
     return _choose(rng, pool["normal_pool"], len(pool["normal_pool"]))
 
 
-def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int) -> None:
-    """Fail, naming the config key, when the pools cannot give ``run`` references disjoint from runs ``0..run-1``."""
+def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int, fixed: bool = False) -> None:
+    """Fail, naming the config key, when the pools cannot give ``run`` references disjoint from runs ``0..run-1``
+    (``fixed``: the normal references come from a shots file, so only their count with the validation normals counts)."""
     n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
     n_pool = len(pool["normal_pool"])
     where = f"dataset {pool['dataset']!r}, category {pool['category']!r}, setting {setting['name']!r}, run {run}"
@@ -148,7 +158,7 @@ def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int) -
             "validation_normals: 0) can run on it; drop the dataset from the few-shot scorers' datasets or the setting "
             "from their settings"
         )
-    if n_normal * (run + 1) > n_pool:
+    if not fixed and n_normal * (run + 1) > n_pool:
         raise ValueError(
             f"{where}: needs {n_normal * (run + 1)} distinct normal references across runs 0..{run} ({n_normal} per run) "
             f"but the normal pool holds {n_pool}; raise reference_pool.normal in the config (or the dataset has too few training normals)"
@@ -166,18 +176,29 @@ def _check_pool_sizes(pool: dict[str, Any], setting: dict[str, Any], run: int) -
         )
 
 
-def draw_split(pool: dict[str, Any], setting: dict[str, Any], run: int) -> dict[str, Any]:
+def draw_split(pool: dict[str, Any], setting: dict[str, Any], run: int, fixed_refs: list[str] | None = None) -> dict[str, Any]:
     """Take the references and validation images of one (setting, run) from a category's pools.
 
     Runs of a setting get disjoint normal references (slices of one per-setting permutation of the normal
     pool) and disjoint anomalous references (slices of the anomalous pool), so each run uses a different
     training sample, as the anomalous-samples protocol asks. Validation normals are drawn with the run's
     seed from the normal pool minus the run's own normal references.
+
+    ``fixed_refs`` (the run's shots from a shots file, all in the pool) are the normal references instead.
     """
-    _check_pool_sizes(pool, setting, run)
+    _check_pool_sizes(pool, setting, run, fixed=fixed_refs is not None)
     name = setting["name"]
     n_normal, n_valid, n_anomalous = setting["normal_shots"], setting["validation_normals"], setting["anomalous_shots"]
-    normal_refs = _normal_order(pool, name)[run * n_normal : (run + 1) * n_normal]
+    if fixed_refs is None:
+        normal_refs = _normal_order(pool, name)[run * n_normal : (run + 1) * n_normal]
+    else:
+        outside = sorted(set(fixed_refs) - set(pool["normal_pool"]))
+        if len(fixed_refs) != n_normal or outside:
+            raise ValueError(
+                f"{pool['dataset']}/{pool['category']}/{name}/run{run}: the fixed shots {fixed_refs} are not {n_normal} images of the normal pool "
+                f"(outside it: {outside}); rerun draw_pool with the dataset's shots_file (delete splits/{pool['dataset']}/{pool['category']}/pool.json)"
+            )
+        normal_refs = list(fixed_refs)
     split_seed = derive_seed(pool["seed"], pool["dataset"], pool["category"], name, run)
     rest = sorted(set(pool["normal_pool"]) - set(normal_refs))
     return {

@@ -190,6 +190,9 @@ ROWS: list[Row] = [
     Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
+    # the papers' shots: an input of the pools and splits (never of the preparation), and of what reads them
+    Row("datasets.shots_file", "default", datasets_with("synthetic", shots_file=str(ROOT / "tests" / "dag" / "shots_file.yaml")),
+        [p for p in AFTER_SYNTHETIC if p != "prepare_dataset:synthetic"]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
     # InCTRL's protocol makes ELPV the one category elpv: mono's jobs give way to elpv/elpv's, as for another category
     Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
@@ -224,6 +227,9 @@ ROWS: list[Row] = [
     Row("backbones.quick_gelu", "default", {"backbones": {"tiny_tokens": {"quick_gelu": True}}}, AFTER_TINY, TINY_STORES),
     # resize: promptad feeds other pixels, a store of its own
     Row("backbones.resize", "default", {"backbones": {"tiny_tokens": {"resize": "promptad"}}}, AFTER_TINY, TINY_STORES),
+    # the public codes' position-embedding resize and image embedding: other features, a store of their own
+    Row("backbones.pos_embed_resize", "default", {"backbones": {"tiny_tokens": {"pos_embed_resize": "bilinear"}}}, AFTER_TINY, TINY_STORES),
+    Row("backbones.image_embedding", "default", {"backbones": {"tiny_tokens": {"image_embedding": "no_ln_post"}}}, AFTER_TINY, TINY_STORES),
     Row("backbones.precision", "default", {"backbones": {"vitb16plus": {"precision": "bf16"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.storage_dtype", "default", {"backbones": {"vitb16plus": {"storage_dtype": "float32"}}}, AFTER_VITB, VITB_STORES),
     Row("backbones.window_sizes", "default", {"backbones": {"tiny_tokens": {"window_sizes": [2]}}}, AFTER_TINY),

@@ -3,7 +3,6 @@ and ViT-L-14 at 240 px (One-to-Normal), on a tiny model with the same patch size
 
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,13 +14,9 @@ NATIVE_GRID = 24  # fsad-tiny-l14: 336 px, 14 px patches, as ViT-L-14-336
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A random fsad-tiny-l14 saved at its native 336 px, as a pretrained checkpoint file would be."""
-    torch.manual_seed(0)
-    model = open_clip.create_model("fsad-tiny-l14", pretrained=None)
-    path = tmp_path_factory.mktemp("weights") / "open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), path)
-    return path, {name: value.clone() for name, value in model.state_dict().items()}
+def checkpoint(tiny_l14_checkpoint):
+    """A random fsad-tiny-l14 saved at its native 336 px (tests/unit/conftest.py)."""
+    return tiny_l14_checkpoint
 
 
 def expected_position_embedding(native: torch.Tensor, grid: int) -> torch.Tensor:

@@ -124,14 +124,15 @@ ONE_TO_NORMAL_DATASETS = ["mvtec_ad", "visa", "sdd", "aitex", "elpv", "oct2017",
 # winclip.yaml and winclip_anomalous_samples.yaml run the paper's and anomalib's prompt presets as two instances side by side.
 # devprompt.yaml: sweeps of lambda (0.1, 0.01), K (20, 30 %) and a (1, 3, 7, 9) beside the default on VisA; DevPrompt at
 # 256 px on its own backbone entry, PromptAD in full and text-only at 240 px.
-# faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA.
+# faprompt.yaml: FAPrompt, AnomalyCLIP and four ablation instances, trained on MVTec AD and (for MVTec AD) on VisA, and
+# FAPrompt and AnomalyCLIP in the public codes' mode on a backbone entry of their own (bilinear position grid, no ln_post).
 CASES = {
     "winclip.yaml": expected(["mvtec_ad", "visa"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa"]] * 2, []),
     "anomalous_samples.yaml": expected(["visa", "mvtec_ad", "sdd"], ["k1"], [["visa", "mvtec_ad", "sdd"]], ["visa", "mvtec_ad", "sdd"]),
     "winclip_anomalous_samples.yaml": expected(
         ["mvtec_ad", "visa", "sdd"], ["zs", "k1", "k2", "k4"], [["mvtec_ad", "visa", "sdd"], ["mvtec_ad", "visa"]], ["mvtec_ad", "visa", "sdd"]
     ),
-    "faprompt.yaml": expected_cross_dataset(FAPROMPT_DATASETS, 6, ["mvtec_ad", "visa"]),
+    "faprompt.yaml": expected_cross_dataset(FAPROMPT_DATASETS, 8, ["mvtec_ad", "visa"], backbones=3),
     "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
     "one_to_normal.yaml": expected_one_to_normal(ONE_TO_NORMAL_DATASETS, ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
     # fewshot_baselines.yaml: PatchCore on wide_resnet50_2, AnomalyDINO on DINOv2 ViT-S/14 at 448 and at 672 px
