@@ -396,6 +396,26 @@ def method_report_outputs(scorer):
     return tables, figures
 
 
+def statistics_options():
+    """The config's ``evaluation.statistics`` as :class:`fsad.evaluation.paired_tables.StatisticsOptions`."""
+    from fsad.evaluation.paired_tables import StatisticsOptions
+
+    return StatisticsOptions(**config["evaluation"]["statistics"])
+
+
+def statistics_outputs(dataset="{dataset}"):
+    """Named files of a dataset's statistics tables (those switched on): ``{table}.{md,csv,tex}`` and their HTML pages."""
+    outputs = {}
+    for table in statistics_options().tables():
+        outputs |= {f"{table}_{ext}": f"{R}/tables/statistics/{dataset}/{table}.{ext}" for ext in ("md", "csv", "tex")}
+        outputs[f"{table}_html"] = f"{R}/tables/html/statistics/{dataset}/{table}.html"
+    return outputs
+
+
+def dataset_maps_files(wildcards):
+    return [score_path(*job, ".maps.h5") for job in score_jobs() if job[1] == wildcards.dataset]
+
+
 def all_targets():
     targets = [f"{R}/metrics/metrics.csv"]
     for dataset in datasets_scored():
@@ -408,6 +428,7 @@ def all_targets():
         for scorer, dataset, category, setting, run in score_jobs()
         if run == 0 and METHODS[scorer].maps
     ]
+    targets += [path for dataset in datasets_scored() for path in statistics_outputs(dataset).values()]
     for scorer in report_scorers():
         tables, figures = method_report_outputs(scorer)
         targets += [*tables.values(), *figures.values()]
