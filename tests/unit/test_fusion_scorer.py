@@ -33,13 +33,13 @@ def member(validation: list[float], test: list[float], side: int = 2, offset: fl
     )
 
 
-def context(members: dict[str, MemberScores], test_labels: np.ndarray = TEST_LABELS, **params) -> ScoringContext:
+def context(scored: dict[str, MemberScores], test_labels: np.ndarray = TEST_LABELS, **params) -> ScoringContext:
     split = Split("d", "c", "k1", 0, 123, ["r0"], [], ["n0"], TEST_IDS)
     manifest = pd.DataFrame({"image_id": TEST_IDS, "label": test_labels}).set_index("image_id", drop=False)
-    defaults = {"members": list(members), "n_draws": 50, "distributions": ["uniform"], "score_weights": "uniform"}
+    defaults = {"members": list(scored), "n_draws": 50, "distributions": ["uniform"], "score_weights": "uniform"}
     return ScoringContext(
         split=split, manifest=manifest, features=None, text_encoder=None, class_name="c", params=defaults | params,
-        map_size=2, device=torch.device("cpu"), seed=123, members=members,
+        map_size=2, device=torch.device("cpu"), seed=123, members=scored,
     )
 
 
