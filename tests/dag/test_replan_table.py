@@ -19,7 +19,7 @@ from .dag_build import ROOT, build_dag, replan, select
 # --- bases: the embedded default, and smaller overlays on it with one method family and a bystander ----------------
 
 OFF = None  # dag_build.merged: None deletes the instance
-ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal", "patchcore", "anomalydino")
+ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal", "patchcore", "anomalydino", "fusion")
 
 
 def only(**instances: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +60,13 @@ BASES: dict[str, dict[str, Any]] = {
     "patchcore": only(
         patchcore={},
         patchcore_b={"method": "patchcore", "backbone": "tiny_cnn", "datasets": ["synthetic"], "settings": ["k1"]},
+    ),
+    # a fusion of winclip and patchcore on synthetic k1, and anomalydino beside it (not a member)
+    "fusion": only(
+        winclip={"datasets": ["synthetic"], "settings": ["k1"]},
+        patchcore={},
+        anomalydino={},
+        fusion={"members": ["winclip", "patchcore"]},
     ),
     "anomalydino": only(
         anomalydino={},
@@ -163,7 +170,18 @@ SETTING_K1 = ["draw_split:*/k1/*", "fit_*:devprompt/*", "fit_*:promptad/*", "dre
 RUN1 = ["draw_split:*/k1/1", "fit_run:*/1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
         "extract_generated_features:*/1", "score:*/1", "evaluate:*/1", *AFTER_METRICS]
 
+FUSION_SCORE = ["score:fusion/*", "evaluate:fusion/*", "gallery:fusion/*", "statistics_tables:synthetic", *AFTER_METRICS]
+# the members' validation set: each member's score job on synthetic k1 reruns, and the fusion that reads them
+FUSION_VALIDATION = [*after_score("winclip", "patchcore", "fusion"), "statistics_tables:synthetic"]
+
 ROWS: list[Row] = [
+    *method_rows("fusion", "fusion", {
+        "members": (["patchcore", "winclip"], FUSION_SCORE),
+        "n_draws": (20, FUSION_SCORE),
+        "distributions": (["uniform", "normal"], FUSION_SCORE),
+        "score_weights": ("equal", FUSION_SCORE),
+        "validation": ({"anomalies": 2}, FUSION_VALIDATION),
+    }),
     # top level
     Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*", "!all:"]),  # the target rule has no output
     Row("seed", "default", {"seed": 1}, EVERY_SEEDED),
@@ -177,6 +195,14 @@ ROWS: list[Row] = [
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
     Row("evaluation.map_size", "default", {"evaluation": {"map_size": 64}}, ["score:*", "evaluate:*", "gallery:*", *AFTER_METRICS]),
     Row("evaluation.pro_fpr_limit", "default", {"evaluation": {"pro_fpr_limit": 0.2}}, ["evaluate:*", *AFTER_METRICS]),
+    # the statistics tables read the score files, never metrics.csv: only they (and the target rule) replan. A switch of
+    # a column keeps the intervals table (the other column stays); a switch of a table drops the jobs of its old outputs.
+    *[Row(f"evaluation.statistics.{key}", "default", {"evaluation": {"statistics": {key: False}}}, ["statistics_tables:*", "all:"])
+      for key in ("confidence_intervals", "fpr_at_95_tpr")],
+    *[Row(f"evaluation.statistics.{key}", "default", {"evaluation": {"statistics": {key: False}}}, ["statistics_tables:*", "all:"], ["statistics_tables:*"])
+      for key in ("paired_tests", "per_defect_type")],
+    Row("evaluation.statistics.n_bootstrap", "default", {"evaluation": {"statistics": {"n_bootstrap": 50}}}, ["statistics_tables:*", "all:"]),
+    Row("evaluation.statistics.level", "default", {"evaluation": {"statistics": {"level": 0.9}}}, ["statistics_tables:*", "all:"]),
     # datasets: a new entry adds its jobs only; each field replans that dataset's jobs and what reads them
     Row("datasets", "default", {"datasets": [*yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"], {"name": "more", "kind": "synthetic", "seed": 3}]},
         ["*:more*", "*/more/*", *AFTER_METRICS]),
@@ -377,7 +403,7 @@ def declared_keys() -> set[str]:
     # a dataset's options, declared by its kind's adapter (fsad/data/adapters/<kind>.schema.yaml)
     keys |= {f"datasets.{key}" for adapter in adapters().values() for key in schema_keys(adapter.option_schema())}
     # a section that only holds sub-keys has no row of its own
-    keys -= {"reference_pool", "evaluation"}
+    keys -= {"reference_pool", "evaluation", "evaluation.statistics"}
     keys |= {f"generators.{key}" for key in schema_keys(yaml.safe_load(Path(GENERATOR_SCHEMA).read_text()))}
     keys -= {"generators.class_images", "generators.dreambooth", "generators.pool", "generators.personalization", "generators.dreambooth.augment"}
     for module in builtin_method_modules().values():
@@ -400,13 +426,30 @@ def plugins_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
 
 
+def with_score_readers(expected: set[str], labels: set[str], config: dict[str, Any]) -> set[str]:
+    """``expected`` plus the jobs that read the score files of its score jobs beyond the per-instance chain the rows
+    name: each dataset's statistics tables (they read every score file of the dataset) and a fusion's score chain (it
+    reads its members' files of the same dataset, category, setting and run)."""
+    scores = {label.split(":", 1)[1] for label in expected if label.startswith("score:")}
+    readers = {f"statistics_tables:{job.split('/')[1]}" for job in scores}
+    for name, entry in config["scorers"].items():
+        if entry and entry.get("method") == "fusion":
+            for job in scores:
+                instance, rest = job.split("/", 1)
+                if instance in entry["members"]:
+                    readers |= {f"score:{name}/{rest}", f"evaluate:{name}/{rest}", f"statistics_tables:{rest.split('/')[0]}"}
+                    if rest.endswith("/0"):  # the gallery shows run 0
+                        readers.add(f"gallery:{name}/{rest.rsplit('/', 1)[0]}")
+    return expected | (readers & labels)
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.key for row in ROWS])
 def test_a_changed_key_replans_exactly_its_stages(row: Row):
     base = build_dag(BASES[row.base])
     new = build_dag(BASES[row.base], row.change)
     plan = replan(base, new)
     labels = {job.label for job in new.jobs.values()}
-    expected = select(labels, row.replans)
+    expected = with_score_readers(select(labels, row.replans), labels, new.config)
     expected_removed = select({job.label for job in base.jobs.values()}, row.removes)
     missing, extra = sorted(expected - plan.replanned), sorted(plan.replanned - expected)
     assert not missing and not extra, f"{row.key}: replans {plan.by_rule()}\nmissing {missing}\nunexpected {extra}"
