@@ -188,7 +188,7 @@ ROWS: list[Row] = [
     Row("weights_fallback", "default", {"weights_fallback": "error"},
         ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
     Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 3}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
+    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 4}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
     Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
@@ -211,18 +211,18 @@ ROWS: list[Row] = [
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
     Row("datasets.kind", "default", dataset_replaced("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
-        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
-    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
     # InCTRL's protocol makes ELPV the one category elpv: mono's jobs give way to elpv/elpv's, as for another category
-    Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+    Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
     Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
+    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),
@@ -238,7 +238,7 @@ ROWS: list[Row] = [
     Row("settings.anomalous_shots", "default", {**settings_with("zs", anomalous_shots=1, validation_normals=1),
                                                  "scorers": {"winclip": {"settings": ["k1"]}, "faprompt": {"settings": ["zs"]}}},
         ["draw_split:*/zs/*", "score:*/zs/*", "evaluate:*/zs/*", "gallery:*/zs", *AFTER_METRICS], ["*winclip/*/zs/*", "gallery:winclip/*/zs", "draw_split:synthetic/*/zs/*"]),  # only winclip read synthetic's zs split
-    Row("settings.validation_normals", "default", settings_with("k1", validation_normals=1), SETTING_K1),
+    Row("settings.validation_normals", "default", settings_with("k1", validation_normals=2), SETTING_K1),
     Row("settings.runs", "default", settings_with("k1", runs=2), RUN1),
     # backbones: the network moves the stores; what a store holds extends it; run settings replan nothing
     Row("backbones", "default", {"backbones": {"spare": {"arch": "fsad-tiny"}}}, NOTHING),
@@ -426,12 +426,13 @@ def plugins_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
 
 
-def with_score_readers(expected: set[str], labels: set[str], config: dict[str, Any]) -> set[str]:
+def with_score_readers(expected: set[str], labels: set[str], config: dict[str, Any], removed: set[str] = frozenset()) -> set[str]:
     """``expected`` plus the jobs that read the score files of its score jobs beyond the per-instance chain the rows
-    name: each dataset's statistics tables (they read every score file of the dataset) and a fusion's score chain (it
-    reads its members' files of the same dataset, category, setting and run)."""
+    name: each dataset's statistics tables (they read every score file of the dataset, so a removed one counts too) and
+    a fusion's score chain (it reads its members' files of the same dataset, category, setting and run)."""
     scores = {label.split(":", 1)[1] for label in expected if label.startswith("score:")}
-    readers = {f"statistics_tables:{job.split('/')[1]}" for job in scores}
+    gone = {label.split(":", 1)[1] for label in removed if label.startswith("score:")}
+    readers = {f"statistics_tables:{job.split('/')[1]}" for job in scores | gone}
     for name, entry in config["scorers"].items():
         if entry and entry.get("method") == "fusion":
             for job in scores:
@@ -449,8 +450,8 @@ def test_a_changed_key_replans_exactly_its_stages(row: Row):
     new = build_dag(BASES[row.base], row.change)
     plan = replan(base, new)
     labels = {job.label for job in new.jobs.values()}
-    expected = with_score_readers(select(labels, row.replans), labels, new.config)
     expected_removed = select({job.label for job in base.jobs.values()}, row.removes)
+    expected = with_score_readers(select(labels, row.replans), labels, new.config, expected_removed)
     missing, extra = sorted(expected - plan.replanned), sorted(plan.replanned - expected)
     assert not missing and not extra, f"{row.key}: replans {plan.by_rule()}\nmissing {missing}\nunexpected {extra}"
     assert plan.removed == expected_removed, f"{row.key}: removes {sorted(plan.removed)}, expected {sorted(expected_removed)}"
@@ -464,5 +465,5 @@ def test_deleting_an_instance_removes_its_jobs_and_replans_only_what_reads_metri
     new = build_dag(BASES["winclip"], {"scorers": {"winclip_b": None}})
     plan = replan(base, new)
     labels = {job.label for job in new.jobs.values()}
-    assert plan.replanned == select(labels, AFTER_METRICS), plan.by_rule()
+    assert plan.replanned == select(labels, [*AFTER_METRICS, "statistics_tables:*"]), plan.by_rule()  # it read winclip_b's scores too
     assert plan.removed == select({job.label for job in base.jobs.values()}, ["score:winclip_b/*", "evaluate:winclip_b/*", "gallery:winclip_b/*"])
