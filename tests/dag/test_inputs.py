@@ -114,7 +114,7 @@ def test_the_fusion_score_job_reads_its_members_scores_maps_and_details_of_the_s
 
 
 def test_only_the_members_score_jobs_the_fusion_reads_score_a_validation_set(dag):
-    asked = {"anomalies": 4, "defect_types": ["scratch", "spot", "cutpaste", "noise"], "normal_augmentations": 3}
+    asked = {"anomalies": 3, "defect_types": ["scratch", "spot", "cutpaste", "noise"], "normal_augmentations": 2}
     for job in dag.of_rule("score"):
         w = job.wildcards
         member = w["scorer"] in FUSION_MEMBERS and (w["dataset"], w["setting"]) == ("synthetic", "k1")
