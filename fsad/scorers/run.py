@@ -121,6 +121,8 @@ def score_validation_set(ctx: ScoringContext, score_step, spec: dict[str, Any]) 
 
 def read_members(members: list[dict[str, Any]], test_ids: list[str], map_size: int) -> dict[str, MemberScores]:
     """Each member's test scores and maps and its validation set's (``members``: ``scorer, scores, maps, details`` paths)."""
+    if not members:  # every other method's job: no import of the evaluation (and scikit-learn) at all
+        return {}
     from fsad.evaluation.collect import read_maps
     from fsad.io import read_json
 

@@ -105,16 +105,17 @@ def test_a_report_that_compares_with_a_missing_instance_is_refused():
 
 def test_normal_references_of_all_runs_must_fit_in_the_pool():
     config = default_config()
-    config["runs"], config["reference_pool"]["anomalous"] = 3, 3  # k1: 3 runs x 1 distinct normal reference > a pool of 2
-    with pytest.raises(ConfigError, match=r"setting 'k1' needs 3 normal images.*reference_pool.normal is 2"):
+    # k1: 3 runs x 1 distinct normal reference + 1 validation normal > a pool of 3
+    config["runs"], config["reference_pool"]["anomalous"], config["reference_pool"]["normal"] = 3, 3, 3
+    with pytest.raises(ConfigError, match=r"setting 'k1' needs 4 normal images.*reference_pool.normal is 3"):
         check_config(config)
-    config["reference_pool"]["normal"] = 3
+    config["reference_pool"]["normal"] = 4
     check_config(config)
 
 
 def test_more_anomalous_runs_than_the_pool_holds_names_the_fix():
     config = default_config()
-    config["runs"], config["reference_pool"]["normal"] = 3, 3
+    config["runs"], config["reference_pool"]["normal"] = 3, 4
     with pytest.raises(ConfigError, match="reference_pool.anomalous"):
         check_config(config)
 
