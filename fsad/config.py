@@ -290,6 +290,11 @@ def member_validation(config: dict[str, Any], methods: dict[str, Method], params
                 raise ConfigError(f"{where} names {member!r}, which is not a scorer instance; name one of {sorted(config['scorers'])}")
             if member == name or methods[member].members(params[member]).scorers:
                 raise ConfigError(f"{where} names {member!r}, which fuses other instances itself; name the instances it fuses instead")
+            if methods[member].generated(params[member]).personalized:
+                raise ConfigError(
+                    f"{where} names {member!r}, which reads personalized copies of its test images: the validation set has none, "
+                    f"so it cannot be scored there; drop it from the members"
+                )
             instance = config["scorers"][member]
             for key in ("datasets", "settings"):
                 lacking = sorted(set(chosen(reader, key)) - set(chosen(instance, key)))
