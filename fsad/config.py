@@ -212,6 +212,7 @@ def check_config(config: dict[str, Any], methods: dict[str, Method], params: dic
         if problem:
             raise ConfigError(f"config: scorers.{name}: {problem}")
         _check_generated(name, instance, method, params[name], config, settings)
+    member_validation(config, methods, params)
     _check_pools(config, settings)
 
 
@@ -287,6 +288,48 @@ def _check_generated(name: str, instance: dict[str, Any], method: Method, params
     for setting in instance.get("settings") or list(settings):
         if settings[setting].get("normal_shots", 0) < 1:
             raise ConfigError(f"{where}: generator {declared.generator!r} fine-tunes on normal references, setting {setting!r} has none; drop it from scorers.{name}.settings")
+
+
+def member_validation(config: dict[str, Any], methods: dict[str, Method], params: dict[str, Params]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """``(member, dataset, setting) -> validation set spec`` of every instance a fusion names (``Method.members``).
+
+    Raises:
+        ConfigError: a member that is not an instance, that reads members itself, that does not run the reader's datasets
+            and settings, or that two readers ask for different validation sets on one dataset and setting.
+    """
+    every = {"datasets": [d["name"] for d in config["datasets"]], "settings": [s["name"] for s in config["settings"]]}
+    chosen = lambda instance, key: instance.get(key) or every[key]  # noqa: E731
+    specs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    owners: dict[tuple[str, str, str], str] = {}
+    for name, method in methods.items():
+        declared = method.members(params[name])
+        reader = config["scorers"][name]
+        for member in declared.scorers:
+            where = f"config: scorers.{name}.members"
+            if member not in config["scorers"]:
+                raise ConfigError(f"{where} names {member!r}, which is not a scorer instance; name one of {sorted(config['scorers'])}")
+            if member == name or methods[member].members(params[member]).scorers:
+                raise ConfigError(f"{where} names {member!r}, which fuses other instances itself; name the instances it fuses instead")
+            if methods[member].generated(params[member]).personalized:
+                raise ConfigError(
+                    f"{where} names {member!r}, which reads personalized copies of its test images: the validation set has none, "
+                    f"so it cannot be scored there; drop it from the members"
+                )
+            instance = config["scorers"][member]
+            for key in ("datasets", "settings"):
+                lacking = sorted(set(chosen(reader, key)) - set(chosen(instance, key)))
+                if lacking:
+                    raise ConfigError(f"{where}: {member!r} does not run {key} {lacking} that {name!r} runs; add them to scorers.{member}.{key} or drop them from scorers.{name}.{key}")
+            for dataset in chosen(reader, "datasets"):
+                for setting in chosen(reader, "settings"):
+                    key = (member, dataset, setting)
+                    if key in specs and specs[key] != declared.validation:
+                        raise ConfigError(
+                            f"{where}: {member!r} on {dataset}/{setting} is fused by {owners[key]!r} too, with another validation set; "
+                            f"give scorers.{name}.validation and scorers.{owners[key]}.validation the same values"
+                        )
+                    specs[key], owners[key] = declared.validation, name
+    return specs
 
 
 def _check_pools(config: dict[str, Any], settings: dict[str, dict]) -> None:

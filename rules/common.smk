@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from fsad.backbones.spec import OPEN_CLIP, backbone_key, backbone_library, network_spec
-from fsad.config import canonical, check_complete, check_config, check_datasets
+from fsad.config import canonical, check_complete, check_config, check_datasets, member_validation
 from fsad.data.registry import dataset_categories
 from fsad.diffusion.config import generator_params, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
@@ -27,6 +27,8 @@ METHOD_MODULES = {name: method_module(spec["method"], PLUGINS) for name, spec in
 METHODS = {name: load_method(module) for name, module in METHOD_MODULES.items()}
 PARAMS = {name: method_params(METHODS[name], spec, f"scorers.{name}") for name, spec in SCORERS.items()}
 check_config(config, METHODS, PARAMS)
+# (member, dataset, setting) -> the labelled validation set its score jobs also score, for the fusions that read them.
+MEMBER_VALIDATION = member_validation(config, METHODS, PARAMS)
 CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
 # Generators (fsad/diffusion/schema.yaml): DreamBooth models, pools and personalized images that methods declare they read.
 GENERATORS = {name: generator_params(spec, f"generators.{name}") for name, spec in config.get("generators", {}).items()}
@@ -181,7 +183,31 @@ def score_inputs(wildcards):
     }
     if METHODS[wildcards.scorer].fit is not None:
         inputs |= {"model": fitted_model(wildcards.scorer, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
-    return inputs | generated_inputs(wildcards)
+    return inputs | generated_inputs(wildcards) | member_inputs(wildcards)
+
+
+def scorer_members(wildcards):
+    """The instances a score job's method declares it reads (a fusion's members), in order; none for other methods."""
+    return list(METHODS[wildcards.scorer].members(PARAMS[wildcards.scorer]).scorers)
+
+
+def member_inputs(wildcards):
+    """The score, maps and details files of the job's members on the same (dataset, category, setting, run)."""
+    job = (wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
+    members = scorer_members(wildcards)
+    if not members:
+        return {}
+    return {
+        "member_scores": [score_path(member, *job) for member in members],
+        "member_maps": [score_path(member, *job, ".maps.h5") for member in members],
+        "member_details": [score_path(member, *job, ".json") for member in members],
+    }
+
+
+def scorer_validation_set(wildcards):
+    """The validation set a fusion reading this instance on (dataset, setting) asks it to score, or None."""
+    spec = MEMBER_VALIDATION.get((wildcards.scorer, wildcards.dataset, wildcards.setting))
+    return None if spec is None else canonical(spec)
 
 
 # --- generated images (rules/diffusion.smk) -----------------------------------------------------
@@ -378,6 +404,26 @@ def method_report_outputs(scorer):
     return tables, figures
 
 
+def statistics_options():
+    """The config's ``evaluation.statistics`` as :class:`fsad.evaluation.paired_tables.StatisticsOptions`."""
+    from fsad.evaluation.paired_tables import StatisticsOptions
+
+    return StatisticsOptions(**config["evaluation"]["statistics"])
+
+
+def statistics_outputs(dataset="{dataset}"):
+    """Named files of a dataset's statistics tables (those switched on): ``{table}.{md,csv,tex}`` and their HTML pages."""
+    outputs = {}
+    for table in statistics_options().tables():
+        outputs |= {f"{table}_{ext}": f"{R}/tables/statistics/{dataset}/{table}.{ext}" for ext in ("md", "csv", "tex")}
+        outputs[f"{table}_html"] = f"{R}/tables/html/statistics/{dataset}/{table}.html"
+    return outputs
+
+
+def dataset_maps_files(wildcards):
+    return [score_path(*job, ".maps.h5") for job in score_jobs() if job[1] == wildcards.dataset]
+
+
 def all_targets():
     targets = [f"{R}/metrics/metrics.csv"]
     for dataset in datasets_scored():
@@ -390,6 +436,7 @@ def all_targets():
         for scorer, dataset, category, setting, run in score_jobs()
         if run == 0 and METHODS[scorer].maps
     ]
+    targets += [path for dataset in datasets_scored() for path in statistics_outputs(dataset).values()]
     for scorer in report_scorers():
         tables, figures = method_report_outputs(scorer)
         targets += [*tables.values(), *figures.values()]

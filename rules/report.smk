@@ -93,6 +93,34 @@ rule plots:
         "../workflow_scripts/plots.py"
 
 
+# Confidence intervals, paired tests and per-defect-type AUROC of one dataset (config evaluation.statistics): from its
+# score files and maps, with one set of seeded resamples per (category, setting, run) that every scorer shares.
+if statistics_options().tables():
+
+    rule statistics_tables:
+        input:
+            scores=dataset_score_files,
+            maps=dataset_maps_files,
+            manifest=rules.prepare_dataset.output.manifest,
+        output:
+            **{
+                name: path if name.endswith("_tex") else report(
+                    path, caption="../report/statistics.rst", category="Tables" if name.endswith("_html") else "Table files", labels={"table": f"statistics/{{dataset}}/{name}"}
+                )
+                for name, path in statistics_outputs().items()
+            },
+        params:
+            options=canonical(config["evaluation"]["statistics"]),
+            seed=config["seed"],
+        log:
+            f"{R}/logs/statistics/{{dataset}}.log",
+        localrule: True
+        conda:
+            "../envs/fsad.yaml"
+        script:
+            "../workflow_scripts/statistics_tables.py"
+
+
 # One report job per scorer instance whose method declares tables or figures of its own (for example the
 # anomalous-samples paper's four tables): its outputs come from the declaration.
 for _scorer in report_scorers():

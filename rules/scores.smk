@@ -13,6 +13,8 @@ rule score:
     params:
         method_module=scorer_method_module,
         scorer_params=scorer_params,
+        validation_set=scorer_validation_set,
+        members=scorer_members,
         backbone=scorer_backbone_spec,
         text_cache=scorer_text_cache,
         map_size=config["evaluation"]["map_size"],

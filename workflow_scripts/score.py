@@ -21,6 +21,13 @@ job = ScoreJob(
     out_maps=smk.output.maps,
     out_details=smk.output.details,
     model_path=smk.input.get("model"),
+    validation_set=smk.params.validation_set,
+    members=[
+        {"scorer": scorer, "scores": scores, "maps": maps, "details": details}
+        for scorer, scores, maps, details in zip(
+            smk.params.members, smk.input.get("member_scores", []), smk.input.get("member_maps", []), smk.input.get("member_details", [])
+        )
+    ],
     generated={key: smk.input[key] for key in ("generated_pool", "generated_pool_features", "personalized", "personalized_features") if key in smk.input.keys()},
 )
 with job_logging(smk.log[0]), claim_device() as device:

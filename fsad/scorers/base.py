@@ -38,6 +38,27 @@ class GeneratedImages:
 
 
 @dataclass
+class MemberScores:
+    """What one member instance of a fusion scored on the same (dataset, category, setting, run).
+
+    Attributes:
+        test: its score file's rows (``image_id``, ``label``, ``score``, ...), in the split's test order.
+        test_maps: ``(N, S, S)`` its anomaly maps of those images, or None when it gives none.
+        validation_ids: the labelled validation set's images (:mod:`fsad.fusion.validation_set`).
+        validation_labels: ``(V,)`` their labels, 0 normal / 1 anomalous.
+        validation_scores: ``(V,)`` its scores of them.
+        validation_maps: ``(V, S, S)`` its maps of them, or None.
+    """
+
+    test: pd.DataFrame
+    test_maps: np.ndarray | None
+    validation_ids: list[str]
+    validation_labels: np.ndarray
+    validation_scores: np.ndarray
+    validation_maps: np.ndarray | None
+
+
+@dataclass
 class ScoringContext:
     """Everything a scorer may use for one (dataset, category, setting, run).
 
@@ -62,6 +83,7 @@ class ScoringContext:
         generated_pool, personalized: the run's generated images (a generator's pool, not the split's reference
             pools), when the method declares it reads them (``Method.generated``).
         input_size: side of the backbone's (square) input images in pixels, where maps are made at input resolution.
+        members: instance -> what it scored, for a method that declares members (``Method.members``), in their order.
     """
 
     split: Split
@@ -79,6 +101,7 @@ class ScoringContext:
     generated_pool: GeneratedImages | None = None
     personalized: GeneratedImages | None = None
     input_size: int | None = None
+    members: dict[str, MemberScores] = field(default_factory=dict)
 
     def _generated_ids(self, generated: int | None) -> list[str]:
         from fsad.diffusion.image_sets import pool_generated_ids

@@ -89,6 +89,22 @@ def generator_pool(params: Params) -> Generated:
 
 
 @dataclass(frozen=True)
+class Members:
+    """Other scorer instances whose outputs a method's score jobs read (a fusion of scorers).
+
+    Attributes:
+        scorers: the instances, in order; each must run the reader's datasets and settings. Their score jobs also score
+            a labelled validation set (:mod:`fsad.fusion.validation_set`) and the reader's score job reads their scores,
+            maps and details files of the same (dataset, category, setting, run).
+        validation: what that validation set holds (``normal_augmentations``, ``anomalies``, ``defect_types``), or None
+            with no members.
+    """
+
+    scorers: tuple[str, ...] = ()
+    validation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Fit:
     """A learned artifact: one fit job per scope, written to ``models/{scorer}/{fit_key}/``.
 
@@ -181,6 +197,7 @@ class Method:
         maps: whether the score step returns anomaly maps (pixel metrics and galleries need them).
         check: further config checks; returns an error message (naming the key and the fix) or None.
         generated: the generated images an instance with these parameters reads (none by default).
+        members: the other instances whose score files an instance with these parameters reads (none by default).
         prompt_class_name: the object name prompts use for a category, from the parameters (score or fit ones);
             by default the readable name. Methods with a ``class_name_mode`` parameter declare
             :func:`fsad.text.class_names.configured_class_name`.
@@ -196,6 +213,7 @@ class Method:
     maps: bool = True
     check: Callable[[Params, dict[str, Any]], str | None] = lambda params, config: None
     generated: Callable[[Params], Generated] = lambda params: Generated()
+    members: Callable[[Params], Members] = lambda params: Members()
     prompt_class_name: Callable[[Params, str], str] = lambda params, category: _readable(category)
 
     def stage_names(self, stage: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ metadata, so evaluation never parses them out of its path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from fsad.io import atomic_path, remove_stale_temporaries, write_json
 from fsad.backbones.session import BackboneSession
 from fsad.logs import seconds_since_process_start
 from fsad.provenance import environment
-from fsad.scorers.base import GeneratedImages, ScoreResult, ScoringContext
+from fsad.scorers.base import GeneratedImages, MemberScores, ScoreResult, ScoringContext
 from fsad.scorers.method import Method, resolve
 from fsad.scorers.registry import load_method
 from fsad.score_files import write_score_table
@@ -61,12 +62,89 @@ def write_scores(result: ScoreResult, manifest: pd.DataFrame, keys: dict[str, An
     return frame
 
 
-def write_maps(maps: np.ndarray | None, image_ids: list[str], path: str | Path) -> None:
-    """Write anomaly maps (float16) and their image ids to HDF5 atomically; an empty file when there are none."""
+def write_maps(maps: np.ndarray | None, image_ids: list[str], path: str | Path, validation: tuple[list[str], np.ndarray] | None = None) -> None:
+    """Write anomaly maps (float16) and their image ids to HDF5 atomically; an empty file when there are none.
+
+    ``validation`` (ids, ``(V, S, S)`` maps) goes beside them as ``validation_image_ids`` and ``validation_maps``.
+    """
+    strings = h5py.string_dtype()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=strings)
         if maps is not None:
             h5.create_dataset("maps", data=maps.astype(np.float16), compression="gzip", compression_opts=4)
+        if validation is not None:
+            h5.create_dataset("validation_image_ids", data=np.array(validation[0], dtype=object), dtype=strings)
+            h5.create_dataset("validation_maps", data=validation[1].astype(np.float16), compression="gzip", compression_opts=4)
+
+
+def score_validation_set(ctx: ScoringContext, score_step, spec: dict[str, Any]) -> tuple[ScoreResult, np.ndarray, dict[str, list]]:
+    """Score the labelled validation set of a fusion member (:mod:`fsad.fusion.validation_set`) with ``score_step``.
+
+    The step runs as on the test images, on a context whose ``split.test`` is the validation set: the validation
+    normals read from the store, the made images encoded with ``ctx.encode_images``. Returns the result, the ``(V,)``
+    labels and the set's description (ids, labels, sources, defect types).
+    """
+    from PIL import Image
+
+    from fsad.features.types import FeatureBatch
+    from fsad.fusion.validation_set import made_validation_images
+
+    if ctx.encode_images is None:
+        raise ValueError(f"{ctx.split.label}: scoring a fusion's validation set needs an image encoder")
+    normals = {i: Image.open(ctx.manifest.loc[i, "image_path"]).convert("RGB") for i in ctx.split.validation}
+    made = made_validation_images(normals, spec["normal_augmentations"], spec["anomalies"], list(spec["defect_types"]), ctx.seed)
+    encoded = dataclasses.replace(ctx.encode_images(made.images).to(ctx.device, torch.float32), image_ids=made.image_ids)
+    made_ids = set(made.image_ids)
+
+    def features(ids: list[str]) -> FeatureBatch:
+        stored = [i for i in ids if i not in made_ids]
+        parts = ([ctx.features(stored)] if stored else []) + [encoded.select([i for i in ids if i in made_ids])]
+        return FeatureBatch.concat(parts).select(list(ids))
+
+    ids = list(ctx.split.validation) + made.image_ids
+    labels = np.concatenate([np.zeros(len(ctx.split.validation), dtype=int), made.labels])
+    rows = ctx.manifest.loc[made.sources].copy()
+    rows["image_id"], rows["label"], rows["defect_type"], rows["mask_path"] = made.image_ids, made.labels, made.defect_types, ""
+    manifest = pd.concat([ctx.manifest, rows.set_index(pd.Index(made.image_ids, name=ctx.manifest.index.name))])
+    validation_ctx = dataclasses.replace(ctx, split=dataclasses.replace(ctx.split, test=ids), manifest=manifest, features=features)
+    result = score_step(validation_ctx)
+    if list(result.scores["image_id"]) != ids:
+        raise RuntimeError(f"{ctx.split.label}: the validation set's scores come back for other images than it holds")
+    description = {
+        "image_ids": ids,
+        "labels": [int(v) for v in labels],
+        "sources": list(ctx.split.validation) + made.sources,
+        "defect_types": [""] * len(ctx.split.validation) + made.defect_types,
+    }
+    return result, labels, description
+
+
+def read_members(members: list[dict[str, Any]], test_ids: list[str], map_size: int) -> dict[str, MemberScores]:
+    """Each member's test scores and maps and its validation set's (``members``: ``scorer, scores, maps, details`` paths)."""
+    if not members:  # every other method's job: no import of the evaluation (and scikit-learn) at all
+        return {}
+    from fsad.evaluation.collect import read_maps
+    from fsad.io import read_json
+
+    out = {}
+    for member in members:
+        frame = pd.read_parquet(member["scores"])
+        if list(frame["image_id"]) != list(test_ids):
+            raise ValueError(f"{member['scores']}: scores other test images than this split's; rerun scorer {member['scorer']!r}")
+        validation = read_json(member["details"]).get("validation_set")
+        if validation is None:
+            raise ValueError(f"{member['details']}: scorer {member['scorer']!r} scored no validation set; rerun its score job")
+        with h5py.File(member["maps"], "r") as h5:
+            validation_maps = h5["validation_maps"][()].astype(np.float32) if "validation_maps" in h5 else None
+        out[member["scorer"]] = MemberScores(
+            test=frame,
+            test_maps=read_maps(member["maps"], list(test_ids), map_size),
+            validation_ids=list(validation["image_ids"]),
+            validation_labels=np.asarray(validation["labels"], dtype=int),
+            validation_scores=np.asarray(validation["score"], dtype=np.float64),
+            validation_maps=validation_maps,
+        )
+    return out
 
 
 def read_model(path: str | Path | None, device: torch.device) -> dict[str, torch.Tensor]:
@@ -108,6 +186,9 @@ class ScoreJob:
         model_path: the instance's fitted ``model.safetensors`` when its method has a fit.
         generated: the generated images the method declares it reads: ``generated_pool`` and ``generated_pool_features`` (directory and
             feature store), ``personalized`` and ``personalized_features``.
+        validation_set: when a fusion names this instance, what its labelled validation set holds
+            (:mod:`fsad.fusion.validation_set`); scored after the test images, into the details and maps files.
+        members: the member instances' files a fusion reads (``scorer, scores, maps, details``), in order.
     """
 
     scorer: str
@@ -126,6 +207,8 @@ class ScoreJob:
     out_details: str | Path
     model_path: str | Path | None = None
     generated: dict[str, str | Path] = field(default_factory=dict)
+    validation_set: dict[str, Any] | None = None
+    members: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
@@ -159,6 +242,7 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         generated_pool=read_generated(generated.get("generated_pool"), generated.get("generated_pool_features"), weights, device, reader),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
         input_size=job.backbone_spec.get("image_size"),
+        members=read_members(job.members, split.test, map_size),
     )
     score_step = resolve(method.score)
     age = seconds_since_process_start()
@@ -169,6 +253,13 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         result = score_step(ctx)
     seconds = time.perf_counter() - started
     _check_result(result, split, map_size, scorer, method.maps)
+    validation = None
+    if job.validation_set is not None:
+        with torch.inference_mode():
+            validation_result, _, validation = score_validation_set(ctx, score_step, job.validation_set)
+        validation["score"] = [float(v) for v in validation_result.scores["score"]]
+        validation_maps = None if validation_result.maps is None else (validation["image_ids"], validation_result.maps)
+        log.info("scored a validation set of %d images for the fusions that read this instance", len(validation["image_ids"]))
 
     keys = {
         "scorer": scorer,
@@ -183,7 +274,7 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
     for out in (job.out_maps, job.out_details, job.out_scores):
         for stale in remove_stale_temporaries(out):
             log.warning("removed %s, left by a score job that was killed", stale)
-    write_maps(result.maps, split.test, job.out_maps)
+    write_maps(result.maps, split.test, job.out_maps, None if validation is None else validation_maps)
     details = {
         **keys,
         "n_test": len(split.test),
@@ -192,6 +283,8 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         "model": None if job.model_path is None else str(job.model_path),
         "scorer_details": result.extra or {},
     }
+    if validation is not None:
+        details["validation_set"] = validation
     write_json(job.out_details, details)
     # The scores go last: a job killed at any point leaves no score file whose maps or details are missing.
     write_scores(result, manifest, keys, job.out_scores)

@@ -17,7 +17,7 @@ from .dag_build import ROOT, build_dag
 # The default's instances: their backbone, and where their fits learn (dataset scope: a training dataset).
 BACKBONE = {"winclip": "vitb16plus", "anomalous_memory": "vitb16plus", "devprompt": "vitb16plus", "promptad": "vitb16plus",
             "faprompt": "vitb16plus", "anomalyclip": "vitb16plus", "one_to_normal": "tiny_tokens", "patchcore": "tiny_cnn",
-            "anomalydino": "tiny_dino"}
+            "anomalydino": "tiny_dino", "fusion": "vitb16plus"}
 FITS = {
     "fit_dataset:faprompt/synthetic": ("synthetic", ["textile"]),
     "fit_dataset:anomalyclip/synthetic": ("synthetic", ["textile"]),
@@ -99,3 +99,23 @@ def test_each_score_job_reads_its_own_backbones_store_of_its_own_category(dag):
         assert store in job.input and sum(p.endswith(".h5") and "/cache/features/" in p and "/pools/" not in p and "/personalized/" not in p
                                           for p in job.input) == 1, job.label
         assert f"results/splits/{w['dataset']}/{w['category']}/{w['setting']}/run{w['run']}.json" in job.input
+
+
+FUSION_MEMBERS = ["winclip", "promptad", "devprompt", "patchcore", "anomalydino"]
+
+
+def test_the_fusion_score_job_reads_its_members_scores_maps_and_details_of_the_same_run(dag):
+    (job,) = [j for j in dag.of_rule("score") if j.wildcards["scorer"] == "fusion"]
+    run = "synthetic/textile/k1/run0"
+    expected = {f"results/scores/{m}/{run}{suffix}" for m in FUSION_MEMBERS for suffix in (".parquet", ".maps.h5", ".json")}
+    assert expected <= set(job.input)
+    assert not [p for p in job.input if "/scores/" in p and p not in expected]
+    assert ast.literal_eval(job.params["members"]) == FUSION_MEMBERS
+
+
+def test_only_the_members_score_jobs_the_fusion_reads_score_a_validation_set(dag):
+    asked = {"anomalies": 3, "defect_types": ["scratch", "spot", "cutpaste", "noise"], "normal_augmentations": 2}
+    for job in dag.of_rule("score"):
+        w = job.wildcards
+        member = w["scorer"] in FUSION_MEMBERS and (w["dataset"], w["setting"]) == ("synthetic", "k1")
+        assert ast.literal_eval(job.params["validation_set"]) == (asked if member else None), job.label

@@ -19,7 +19,7 @@ from .dag_build import ROOT, build_dag, replan, select
 # --- bases: the embedded default, and smaller overlays on it with one method family and a bystander ----------------
 
 OFF = None  # dag_build.merged: None deletes the instance
-ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal", "patchcore", "anomalydino")
+ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprompt", "anomalyclip", "one_to_normal", "patchcore", "anomalydino", "fusion")
 
 
 def only(**instances: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +60,13 @@ BASES: dict[str, dict[str, Any]] = {
     "patchcore": only(
         patchcore={},
         patchcore_b={"method": "patchcore", "backbone": "tiny_cnn", "datasets": ["synthetic"], "settings": ["k1"]},
+    ),
+    # a fusion of winclip and patchcore on synthetic k1, and anomalydino beside it (not a member)
+    "fusion": only(
+        winclip={"datasets": ["synthetic"], "settings": ["k1"]},
+        patchcore={},
+        anomalydino={},
+        fusion={"members": ["winclip", "patchcore"]},
     ),
     "anomalydino": only(
         anomalydino={},
@@ -163,20 +170,39 @@ SETTING_K1 = ["draw_split:*/k1/*", "fit_*:devprompt/*", "fit_*:promptad/*", "dre
 RUN1 = ["draw_split:*/k1/1", "fit_run:*/1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
         "extract_generated_features:*/1", "score:*/1", "evaluate:*/1", *AFTER_METRICS]
 
+FUSION_SCORE = ["score:fusion/*", "evaluate:fusion/*", "gallery:fusion/*", "statistics_tables:synthetic", *AFTER_METRICS]
+# the members' validation set: each member's score job on synthetic k1 reruns, and the fusion that reads them
+FUSION_VALIDATION = [*after_score("winclip", "patchcore", "fusion"), "statistics_tables:synthetic"]
+
 ROWS: list[Row] = [
+    *method_rows("fusion", "fusion", {
+        "members": (["patchcore", "winclip"], FUSION_SCORE),
+        "n_draws": (20, FUSION_SCORE),
+        "distributions": (["uniform", "normal"], FUSION_SCORE),
+        "score_weights": ("equal", FUSION_SCORE),
+        "validation": ({"anomalies": 2}, FUSION_VALIDATION),
+    }),
     # top level
     Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*", "!all:"]),  # the target rule has no output
     Row("seed", "default", {"seed": 1}, EVERY_SEEDED),
     Row("weights_fallback", "default", {"weights_fallback": "error"},
         ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
     Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 3}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
+    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 4}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
     # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
     Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
     Row("evaluation.map_size", "default", {"evaluation": {"map_size": 64}}, ["score:*", "evaluate:*", "gallery:*", *AFTER_METRICS]),
     Row("evaluation.pro_fpr_limit", "default", {"evaluation": {"pro_fpr_limit": 0.2}}, ["evaluate:*", *AFTER_METRICS]),
+    # the statistics tables read the score files, never metrics.csv: only they (and the target rule) replan. A switch of
+    # a column keeps the intervals table (the other column stays); a switch of a table drops the jobs of its old outputs.
+    *[Row(f"evaluation.statistics.{key}", "default", {"evaluation": {"statistics": {key: False}}}, ["statistics_tables:*", "all:"])
+      for key in ("confidence_intervals", "fpr_at_95_tpr")],
+    *[Row(f"evaluation.statistics.{key}", "default", {"evaluation": {"statistics": {key: False}}}, ["statistics_tables:*", "all:"], ["statistics_tables:*"])
+      for key in ("paired_tests", "per_defect_type")],
+    Row("evaluation.statistics.n_bootstrap", "default", {"evaluation": {"statistics": {"n_bootstrap": 50}}}, ["statistics_tables:*", "all:"]),
+    Row("evaluation.statistics.level", "default", {"evaluation": {"statistics": {"level": 0.9}}}, ["statistics_tables:*", "all:"]),
     # datasets: a new entry adds its jobs only; each field replans that dataset's jobs and what reads them
     Row("datasets", "default", {"datasets": [*yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"], {"name": "more", "kind": "synthetic", "seed": 3}]},
         ["*:more*", "*/more/*", *AFTER_METRICS]),
@@ -185,9 +211,9 @@ ROWS: list[Row] = [
                                                             "one_to_normal": {"train_dataset": "cells"}}},
         ["*cells*", *after_fit("one_to_normal")], ["*elpv*"]),
     Row("datasets.kind", "default", dataset_replaced("elpv", kind="mvtec_ad", categories=["bottle"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS],
-        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+        ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     Row("datasets.root", "default", datasets_with("elpv", root="/data/elpv"), AFTER_ELPV),
-    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+    Row("datasets.categories", "default", datasets_with("elpv", categories=["poly"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     Row("datasets.extra_window_sizes", "default", datasets_with("elpv", extra_window_sizes=[5]),
         ["extract_features:vitb16plus/elpv/*", "extract_features:tiny_tokens/elpv/*", "score:*/elpv/*", "evaluate:*/elpv/*", "gallery:*/elpv/*", *after_fit("one_to_normal"), *AFTER_METRICS]),
     # the papers' shots: an input of the pools and splits (never of the preparation), and of what reads them
@@ -195,11 +221,11 @@ ROWS: list[Row] = [
         [p for p in AFTER_SYNTHETIC if p != "prepare_dataset:synthetic"]),
     Row("datasets.anomaly_threshold", "default", datasets_with("elpv", anomaly_threshold=0.7), AFTER_ELPV),
     # InCTRL's protocol makes ELPV the one category elpv: mono's jobs give way to elpv/elpv's, as for another category
-    Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:*"]),
+    Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
     Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
+    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),
@@ -215,7 +241,7 @@ ROWS: list[Row] = [
     Row("settings.anomalous_shots", "default", {**settings_with("zs", anomalous_shots=1, validation_normals=1),
                                                  "scorers": {"winclip": {"settings": ["k1"]}, "faprompt": {"settings": ["zs"]}}},
         ["draw_split:*/zs/*", "score:*/zs/*", "evaluate:*/zs/*", "gallery:*/zs", *AFTER_METRICS], ["*winclip/*/zs/*", "gallery:winclip/*/zs", "draw_split:synthetic/*/zs/*"]),  # only winclip read synthetic's zs split
-    Row("settings.validation_normals", "default", settings_with("k1", validation_normals=1), SETTING_K1),
+    Row("settings.validation_normals", "default", settings_with("k1", validation_normals=2), SETTING_K1),
     Row("settings.runs", "default", settings_with("k1", runs=2), RUN1),
     # backbones: the network moves the stores; what a store holds extends it; run settings replan nothing
     Row("backbones", "default", {"backbones": {"spare": {"arch": "fsad-tiny"}}}, NOTHING),
@@ -383,7 +409,7 @@ def declared_keys() -> set[str]:
     # a dataset's options, declared by its kind's adapter (fsad/data/adapters/<kind>.schema.yaml)
     keys |= {f"datasets.{key}" for adapter in adapters().values() for key in schema_keys(adapter.option_schema())}
     # a section that only holds sub-keys has no row of its own
-    keys -= {"reference_pool", "evaluation"}
+    keys -= {"reference_pool", "evaluation", "evaluation.statistics"}
     keys |= {f"generators.{key}" for key in schema_keys(yaml.safe_load(Path(GENERATOR_SCHEMA).read_text()))}
     keys -= {"generators.class_images", "generators.dreambooth", "generators.pool", "generators.personalization", "generators.dreambooth.augment"}
     for module in builtin_method_modules().values():
@@ -406,14 +432,32 @@ def plugins_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
 
 
+def with_score_readers(expected: set[str], labels: set[str], config: dict[str, Any], removed: set[str] = frozenset()) -> set[str]:
+    """``expected`` plus the jobs that read the score files of its score jobs beyond the per-instance chain the rows
+    name: each dataset's statistics tables (they read every score file of the dataset, so a removed one counts too) and
+    a fusion's score chain (it reads its members' files of the same dataset, category, setting and run)."""
+    scores = {label.split(":", 1)[1] for label in expected if label.startswith("score:")}
+    gone = {label.split(":", 1)[1] for label in removed if label.startswith("score:")}
+    readers = {f"statistics_tables:{job.split('/')[1]}" for job in scores | gone}
+    for name, entry in config["scorers"].items():
+        if entry and entry.get("method") == "fusion":
+            for job in scores:
+                instance, rest = job.split("/", 1)
+                if instance in entry["members"]:
+                    readers |= {f"score:{name}/{rest}", f"evaluate:{name}/{rest}", f"statistics_tables:{rest.split('/')[0]}"}
+                    if rest.endswith("/0"):  # the gallery shows run 0
+                        readers.add(f"gallery:{name}/{rest.rsplit('/', 1)[0]}")
+    return expected | (readers & labels)
+
+
 @pytest.mark.parametrize("row", ROWS, ids=[row.key for row in ROWS])
 def test_a_changed_key_replans_exactly_its_stages(row: Row):
     base = build_dag(BASES[row.base])
     new = build_dag(BASES[row.base], row.change)
     plan = replan(base, new)
     labels = {job.label for job in new.jobs.values()}
-    expected = select(labels, row.replans)
     expected_removed = select({job.label for job in base.jobs.values()}, row.removes)
+    expected = with_score_readers(select(labels, row.replans), labels, new.config, expected_removed)
     missing, extra = sorted(expected - plan.replanned), sorted(plan.replanned - expected)
     assert not missing and not extra, f"{row.key}: replans {plan.by_rule()}\nmissing {missing}\nunexpected {extra}"
     assert plan.removed == expected_removed, f"{row.key}: removes {sorted(plan.removed)}, expected {sorted(expected_removed)}"
@@ -427,5 +471,5 @@ def test_deleting_an_instance_removes_its_jobs_and_replans_only_what_reads_metri
     new = build_dag(BASES["winclip"], {"scorers": {"winclip_b": None}})
     plan = replan(base, new)
     labels = {job.label for job in new.jobs.values()}
-    assert plan.replanned == select(labels, AFTER_METRICS), plan.by_rule()
+    assert plan.replanned == select(labels, [*AFTER_METRICS, "statistics_tables:*"]), plan.by_rule()  # it read winclip_b's scores too
     assert plan.removed == select({job.label for job in base.jobs.values()}, ["score:winclip_b/*", "evaluate:winclip_b/*", "gallery:winclip_b/*"])

@@ -105,16 +105,17 @@ def test_a_report_that_compares_with_a_missing_instance_is_refused():
 
 def test_normal_references_of_all_runs_must_fit_in_the_pool():
     config = default_config()
-    config["runs"], config["reference_pool"]["anomalous"] = 3, 3  # k1: 3 runs x 1 distinct normal reference > a pool of 2
-    with pytest.raises(ConfigError, match=r"setting 'k1' needs 3 normal images.*reference_pool.normal is 2"):
+    # k1: 3 runs x 1 distinct normal reference + 1 validation normal > a pool of 3
+    config["runs"], config["reference_pool"]["anomalous"], config["reference_pool"]["normal"] = 3, 3, 3
+    with pytest.raises(ConfigError, match=r"setting 'k1' needs 4 normal images.*reference_pool.normal is 3"):
         check_config(config)
-    config["reference_pool"]["normal"] = 3
+    config["reference_pool"]["normal"] = 4
     check_config(config)
 
 
 def test_more_anomalous_runs_than_the_pool_holds_names_the_fix():
     config = default_config()
-    config["runs"], config["reference_pool"]["normal"] = 3, 3
+    config["runs"], config["reference_pool"]["normal"] = 3, 4
     with pytest.raises(ConfigError, match="reference_pool.anomalous"):
         check_config(config)
 
@@ -181,3 +182,27 @@ def test_a_partial_config_and_an_enabled_switch_are_refused_with_the_fix():
     config["scorers"]["winclip"]["enabled"] = False
     with pytest.raises(ConfigError, match="scorers.winclip.enabled: a config runs every scorer instance it lists"):
         check_complete(config)
+
+
+def test_a_fusion_refuses_members_it_cannot_score_on_its_validation_set():
+    config = default_config()
+    config["scorers"]["fusion"]["members"] = ["winclip", "one_to_normal"]
+    config["scorers"]["fusion"]["datasets"] = ["textile"]
+    with pytest.raises(ConfigError, match="one_to_normal.*personalized"):
+        check_config(config)
+    config["scorers"]["fusion"]["members"] = ["winclip", "anomalous_memory"]
+    config["scorers"]["fusion"]["datasets"] = ["synthetic"]
+    with pytest.raises(ConfigError, match=r"'anomalous_memory' does not run settings \['k1'\]"):
+        check_config(config)
+    config["scorers"]["fusion"]["members"] = ["winclip", "nowhere"]
+    with pytest.raises(ConfigError, match="'nowhere', which is not a scorer instance"):
+        check_config(config)
+
+
+def test_two_fusions_of_one_member_need_one_validation_set():
+    config = default_config()
+    config["scorers"]["fusion_b"] = {**config["scorers"]["fusion"], "validation": {"anomalies": 5}}
+    with pytest.raises(ConfigError, match="another validation set"):
+        check_config(config)
+    config["scorers"]["fusion_b"]["validation"] = dict(config["scorers"]["fusion"]["validation"])
+    check_config(config)

@@ -96,16 +96,18 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
     }
 
 
-def expected_devprompt(datasets, sweep_dataset, sweep_instances, learned_instances=3, backbones=2, runs=3):
+def expected_devprompt(datasets, sweep_dataset, sweep_instances, learned_instances=3, backbones=2, runs=3, fusions=1):
     """DevPrompt's one-normal-shot protocol (k1 only): WinCLIP+, DevPrompt, PromptAD in full and its textual branch
     alone (``learned_instances``) on every dataset, the sweep instances (lambda, K, a) on ``sweep_dataset``; every
     DevPrompt/PromptAD score job reads its own run's fit. Features of every category on both backbones (DevPrompt's
-    256 px, PromptAD's and WinCLIP+'s 240 px)."""
+    256 px, PromptAD's and WinCLIP+'s 240 px). ``fusions`` instances fuse WinCLIP+, DevPrompt and PromptAD on every
+    dataset and run (no fit)."""
     counts = expected(datasets, ["k1"], [datasets], [], runs)
     categories = sum(CATEGORIES[d] for d in datasets)
     fits = (learned_instances * categories + sweep_instances * CATEGORIES[sweep_dataset]) * runs
-    return counts | {"extract_features": categories * backbones, "fit_run": fits, "score": counts["score"] + fits,
-                     "evaluate": counts["evaluate"] + fits}
+    fused = fusions * categories * runs
+    return counts | {"extract_features": categories * backbones, "fit_run": fits, "score": counts["score"] + fits + fused,
+                     "evaluate": counts["evaluate"] + fits + fused}
 
 
 def expected_baselines(datasets, settings, instances, backbones, runs=3):

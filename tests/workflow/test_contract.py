@@ -71,6 +71,7 @@ SCORE_ONLY_CHANGE = {
     "one_to_normal": ("alpha", 0.5),
     "patchcore": ("sigma", 2.0),
     "anomalydino": ("sigma", 2.0),
+    "fusion": ("n_draws", 20),
     "toy_mean": ("scale", 2.0),
     "toy_mean_dataset": ("scale", 3.0),
 }

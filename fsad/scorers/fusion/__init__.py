@@ -1,0 +1,1 @@
+"""Fusion of scorer instances: validated weights over their normalised scores and maps."""
