@@ -401,7 +401,7 @@ check_inspections(config, METHODS, PARAMS, score_jobs())
 def inspect_setup(name):
     """The score job an inspection reuses, as the wildcards of that job (scorer, dataset, category, setting, run)."""
     entry = INSPECTIONS[name]
-    return SimpleNamespace(scorer=entry["scorer"], dataset=entry["dataset"], category=entry["category"], setting=entry["setting"], run=str(entry.get("run", 0)))
+    return SimpleNamespace(scorer=entry["scorer"], dataset=entry["dataset"], category=entry["category"], setting=entry["setting"], run=str(entry["run"]))
 
 
 def inspect_dir(name):
