@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from fsad.features.store import FeatureStore
 
-from .conftest import snakemake, write_config
+from .conftest import ROOT, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 FPR = 0.2
@@ -117,3 +118,67 @@ def test_a_rerun_with_one_added_image_encodes_only_that_image(demo):
     assert store.image_ids() == sorted(after.index) and len(after) == 3
     assert len(store.shard_paths()) == 2  # the first run's shard (two images) and one new shard with the added image
     assert after[before.index].to_numpy() == pytest.approx(before.to_numpy())
+
+
+def _f1_max_threshold(values: np.ndarray, labels: np.ndarray) -> float:
+    """The lowest threshold of the best F1 (anomalous when score >= t), by brute force over the scores."""
+    f1 = {t: 2 * ((values >= t) & (labels == 1)).sum() / ((values >= t).sum() + (labels == 1).sum()) for t in np.unique(values)}
+    best = max(f1.values())
+    return min(t for t, v in f1.items() if v == best)
+
+
+# Two more kinds of setup: the anomalous memory (validation normals, weights validated per job, a method that reads
+# test labels for its oracle row) and a toy plugin method with a run-scope fit and no maps.
+MORE = {
+    "am": {"scorer": "anomalous_memory", "dataset": "synthetic", "category": "textile", "setting": "a1", "images": {"demo": 3},
+           "decision": "validation_normals", "fpr": 0.05},
+    "toy": {"scorer": "toy", "dataset": "textile", "category": "textile", "setting": "k1", "images": {"demo": 3}, "decision": "test_f1_max"},
+}
+
+
+@pytest.fixture(scope="module")
+def more(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("inspect_more")
+    config = write_config(workdir / "config.yaml", {
+        "plugins": ["toy_mean"],
+        "scorers": {"toy": {"method": "toy_mean", "backbone": "vitb16plus", "settings": ["k1"], "datasets": ["textile"], "epochs": 2}},
+        "inspect": MORE,
+    })
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests" / "plugins"), os.environ.get("PYTHONPATH")]))
+    snakemake(workdir, "--cores", "2", "inspect", configfiles=(config,), env={"PYTHONPATH": path})
+    return workdir / "results"
+
+
+@pytest.mark.parametrize("name", sorted(MORE))
+def test_other_methods_score_their_runs_test_images_as_the_run_did(more, name):
+    entry = MORE[name]
+    saved = pd.read_parquet(more / "scores" / entry["scorer"] / entry["dataset"] / entry["category"] / entry["setting"] / "run0.parquet")
+    saved_by_name = {_demo_name(p, label): s for p, label, s in zip(saved["image_path"], saved["label"], saved["score"])}
+    out = more / "inspect" / name
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 3
+    for row in scores.itertuples():
+        assert row.score == pytest.approx(saved_by_name[Path(row.file).name], rel=1e-4)
+    thresholds = pd.read_csv(out / "thresholds.csv").set_index("option")
+    chosen = thresholds.loc[entry["decision"], "threshold"]
+    strict = entry["decision"] != "test_f1_max"
+    assert list(scores["decision"]) == ["anomalous" if (s > chosen if strict else s >= chosen) else "normal" for s in scores["score"]]
+    assert thresholds.loc["test_f1_max", "threshold"] == pytest.approx(_f1_max_threshold(saved["score"].to_numpy(), saved["label"].to_numpy()))
+    assert [Path(f).name for f in pd.read_csv(out / "unreadable.csv")["file"]] == ["not_an_image.png"]
+
+
+def test_the_anomalous_memory_decides_by_its_one_validation_normal(more):
+    thresholds = pd.read_csv(more / "inspect" / "am" / "thresholds.csv").set_index("option")
+    assert thresholds.loc["validation_normals", "n_scores"] == 1 and bool(thresholds.loc["validation_normals", "decides"])
+    assert np.isnan(thresholds.loc["reference_normals", "threshold"])  # a1 has no normal references
+    scores = pd.read_csv(more / "inspect" / "am" / "scores.csv")
+    # one validation normal: each image is at percentile 0 (below it or equal) or 1 (above it)
+    assert list(scores["normal_percentile"]) == [float(s > thresholds.loc["validation_normals", "threshold"]) for s in scores["score"]]
+
+
+def test_a_method_without_maps_gets_a_gallery_without_overlays(more):
+    out = more / "inspect" / "toy"
+    assert not list((out / "overlays").glob("*.png"))
+    page = (out / "gallery.html").read_text()
+    assert page.count("no map (this method gives image scores only)") == 3 and 'alt="overlay"' not in page
+    assert json.loads((out / "summary.json").read_text())["colour_scale"] is None
