@@ -23,6 +23,7 @@ include: "rules/diffusion.smk"
 include: "rules/fit.smk"
 include: "rules/scores.smk"
 include: "rules/report.smk"
+include: "rules/inspect.smk"
 
 
 rule all:

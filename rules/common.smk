@@ -440,4 +440,66 @@ def all_targets():
     for scorer in report_scorers():
         tables, figures = method_report_outputs(scorer)
         targets += [*tables.values(), *figures.values()]
-    return targets
+    return targets + inspect_outputs()
+
+
+# --- inspect (rules/inspect.smk): new images scored with one saved setup ----------------------
+
+from types import SimpleNamespace
+
+from fsad.inspect.config import check_inspections
+
+INSPECTIONS = dict(config.get("inspect", {}))
+check_inspections(config, METHODS, PARAMS, score_jobs())
+
+
+def inspect_setup(name):
+    """The score job an inspection reuses, as the wildcards of that job (scorer, dataset, category, setting, run)."""
+    entry = INSPECTIONS[name]
+    return SimpleNamespace(scorer=entry["scorer"], dataset=entry["dataset"], category=entry["category"], setting=entry["setting"], run=str(entry["run"]))
+
+
+def inspect_dir(name):
+    return f"{R}/inspect/{name}"
+
+
+def inspect_images(wildcards):
+    """The inspection's folder: the configured one, or its demonstration folder made by rule inspect_demo_images."""
+    images = INSPECTIONS[wildcards.name]["images"]
+    return f"{inspect_dir(wildcards.name)}/images" if isinstance(images, dict) else images
+
+
+def inspect_store(name, suffix):
+    """The feature store (``.h5``) or its index (``.json``) of an inspection's images, on its scorer's backbone."""
+    return f"{feature_dir(backbone_dir_of_scorer(INSPECTIONS[name]['scorer']))}/inspect/{name}{suffix}"
+
+
+def inspect_feature_param(part):
+    """What an inspection's store holds: the backbone's own parts plus what its scorer instance declares."""
+    return lambda wildcards: store_needs(wildcards.backbone, [INSPECTIONS[wildcards.name]["scorer"]])[part]
+
+
+def inspect_inputs(wildcards):
+    """The setup's score-job inputs, its saved scores and maps, and the inspection's feature store."""
+    setup = inspect_setup(wildcards.name)
+    saved = (setup.scorer, setup.dataset, setup.category, setup.setting, setup.run)
+    return score_inputs(setup) | {
+        "saved_scores": score_path(*saved),
+        "saved_maps": score_path(*saved, ".maps.h5"),
+        "images_store": inspect_store(wildcards.name, ".h5"),
+        "images_index": inspect_store(wildcards.name, ".json"),
+    }
+
+
+def inspect_demo_inputs(wildcards):
+    setup = inspect_setup(wildcards.name)
+    return {"saved_scores": score_path(setup.scorer, setup.dataset, setup.category, setup.setting, setup.run)}
+
+
+def inspect_setup_param(function):
+    """A score-job param function (:func:`scorer_params`, ...) evaluated for an inspection's setup."""
+    return lambda wildcards: function(inspect_setup(wildcards.name))
+
+
+def inspect_outputs():
+    return [f"{inspect_dir(name)}/gallery.html" for name in INSPECTIONS]

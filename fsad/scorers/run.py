@@ -211,15 +211,14 @@ class ScoreJob:
     members: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
-    """Score the split's test images with the job's scorer instance and write scores, maps and a details JSON."""
+def scoring_context(job: ScoreJob, device: torch.device) -> tuple[Method, ScoringContext, str]:
+    """The job's method, the context its score step receives (split, manifest, features, fit) and the features' weights."""
     from fsad.features.store import FeatureStore
     from fsad.features.types import read_by
 
     method: Method = load_method(job.method_module)
-    scorer, scorer_params, map_size = job.scorer, job.scorer_params, job.map_size
-    device = torch.device(device)
-    reader = f"scorers.{scorer}"
+    scorer_params = job.scorer_params
+    reader = f"scorers.{job.scorer}"
     split = read_split(job.split_path)
     manifest = read_manifest(job.manifest_path, split.category).set_index("image_id", drop=False)
     store = FeatureStore(job.features_store)
@@ -233,7 +232,7 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         text_encoder=lambda prompts: session.text_encoder(prompts),
         class_name=method.prompt_class_name(scorer_params, split.category),
         params=scorer_params,
-        map_size=map_size,
+        map_size=job.map_size,
         device=device,
         seed=split.seed,
         encode_images=read_by(session.image_encoder(method.features(scorer_params)), reader),
@@ -244,6 +243,14 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         input_size=job.backbone_spec.get("image_size"),
         members=read_members(job.members, split.test, map_size),
     )
+    return method, ctx, weights
+
+
+def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
+    """Score the split's test images with the job's scorer instance and write scores, maps and a details JSON."""
+    device = torch.device(device)
+    method, ctx, weights = scoring_context(job, device)
+    scorer, map_size, split = job.scorer, job.map_size, ctx.split
     score_step = resolve(method.score)
     age = seconds_since_process_start()
     if age is not None:  # the job's start-up as bench/startup.py reports it: everything before the method's work
@@ -287,6 +294,6 @@ def run_scorer(job: ScoreJob, device: torch.device | str) -> dict[str, Any]:
         details["validation_set"] = validation
     write_json(job.out_details, details)
     # The scores go last: a job killed at any point leaves no score file whose maps or details are missing.
-    write_scores(result, manifest, keys, job.out_scores)
+    write_scores(result, ctx.manifest, keys, job.out_scores)
     log.info("scored %d images in %.1f s (%s weights)", len(split.test), seconds, weights)
     return details

@@ -23,8 +23,9 @@ ALL_INSTANCES = ("winclip", "anomalous_memory", "devprompt", "promptad", "faprom
 
 
 def only(**instances: dict[str, Any]) -> dict[str, Any]:
-    """An overlay that deletes every default instance but the ones given (merged into their entries)."""
-    return {"scorers": {name: OFF for name in ALL_INSTANCES} | instances}
+    """An overlay that deletes every default instance but the ones given (merged into their entries), and the default's
+    inspection (of patchcore)."""
+    return {"scorers": {name: OFF for name in ALL_INSTANCES} | instances, "inspect": {"patchcore_demo": OFF}}
 
 
 BASES: dict[str, dict[str, Any]] = {
@@ -72,6 +73,15 @@ BASES: dict[str, dict[str, Any]] = {
         anomalydino={},
         anomalydino_b={"method": "anomalydino", "backbone": "tiny_dino", "datasets": ["synthetic"], "settings": ["k1"]},
     ),
+    # an inspection of WinCLIP on synthetic defects made from ELPV (two categories, mono and poly), with a second run
+    "inspect": {
+        "datasets": [d | {"source": "elpv"} if d["name"] == "synthetic" else d for d in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["datasets"]],
+        "runs": 2,
+        "settings": [s | {"runs": 1} if s["name"] == "a1" else s for s in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["settings"]],
+        "scorers": only(winclip={"settings": ["zs", "k1"]})["scorers"],
+        "inspect": {"patchcore_demo": OFF, "w": {"scorer": "winclip", "dataset": "synthetic", "category": "mono", "setting": "k1",
+                                               "images": {"demo": 2}, "decision": "test_normals"}},
+    },
     # one_to_normal and a WinCLIP bystander on the same backbone and dataset; a second generator to switch to.
     "one_to_normal": {
         "generators": {"tiny2": {"base_model": "tiny", "resolution": 64, "precision": "fp32", "pool": {"text_to_image": 2, "image_to_image": 2, "steps": 10}}},
@@ -86,6 +96,13 @@ BASES: dict[str, dict[str, Any]] = {
 
 # Everything that reads metrics.csv: it changes whenever any score job reruns or appears.
 AFTER_METRICS = ["collect_metrics:*", "tables:*", "summary_table:*", "plots:*", "method_report_*", "all:*"]
+# An inspection reads its setup's score file (the demo folder is made from it) and the setup's inputs.
+def inspection(name: str) -> list[str]:
+    return [f"inspect_demo_images:{name}", f"inspect_features:*/{name}", f"inspect_score:{name}", "all:"]
+
+
+# The default's inspection reads patchcore's synthetic/textile/k1 run.
+INSPECT_DEMO = inspection("patchcore_demo")
 
 
 def after_score(*instances: str) -> list[str]:
@@ -149,7 +166,7 @@ SYNTHETIC_DATA = ["prepare_dataset:synthetic", "draw_pool:synthetic/*", "draw_sp
 # synthetic is scored by winclip, anomalous_memory, devprompt and promptad; faprompt and anomalyclip train on it.
 AFTER_SYNTHETIC = [
     *SYNTHETIC_DATA, "score:*/synthetic/*", "evaluate:*/synthetic/*", "gallery:*/synthetic/*", "fit_*:*/synthetic*",
-    *after_score("faprompt", "anomalyclip"), *AFTER_METRICS,
+    *after_score("faprompt", "anomalyclip"), *AFTER_METRICS, *INSPECT_DEMO,
 ]
 TEXTILE_DATA = ["prepare_dataset:textile", "draw_pool:textile/*", "draw_split:textile/*", "extract_features:*/textile/*"]
 # textile is scored by winclip, faprompt, anomalyclip, one_to_normal (with its generated images).
@@ -165,7 +182,7 @@ TINY_STORES = ["extract_features:tiny_tokens/*", *GENERATED]
 AFTER_TINY = [*TINY_STORES, *after_fit("one_to_normal")]
 EVERY_SEEDED = ["*", "!prepare_dataset:*"]
 SETTING_K1 = ["draw_split:*/k1/*", "fit_*:devprompt/*", "fit_*:promptad/*", "dreambooth:*", "generate_pool:*", "personalize:*",
-              *GENERATED, "score:*/k1/*", "evaluate:*/k1/*", "gallery:*/k1", *AFTER_METRICS]
+              *GENERATED, "score:*/k1/*", "evaluate:*/k1/*", "gallery:*/k1", *AFTER_METRICS, *INSPECT_DEMO]
 # runs: 2 adds run1 of k1 and a1 (zs keeps its own runs: 1), and the aggregates read the new files.
 RUN1 = ["draw_split:*/k1/1", "fit_run:*/1", "dreambooth:*/1", "generate_pool:*/1", "personalize:*/1",
         "extract_generated_features:*/1", "score:*/1", "evaluate:*/1", *AFTER_METRICS]
@@ -193,7 +210,7 @@ ROWS: list[Row] = [
     # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
     Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
-    Row("evaluation.map_size", "default", {"evaluation": {"map_size": 64}}, ["score:*", "evaluate:*", "gallery:*", *AFTER_METRICS]),
+    Row("evaluation.map_size", "default", {"evaluation": {"map_size": 64}}, ["score:*", "evaluate:*", "gallery:*", *AFTER_METRICS, *INSPECT_DEMO]),
     Row("evaluation.pro_fpr_limit", "default", {"evaluation": {"pro_fpr_limit": 0.2}}, ["evaluate:*", *AFTER_METRICS]),
     # the statistics tables read the score files, never metrics.csv: only they (and the target rule) replan. A switch of
     # a column keeps the intervals table (the other column stays); a switch of a table drops the jobs of its old outputs.
@@ -203,6 +220,19 @@ ROWS: list[Row] = [
       for key in ("paired_tests", "per_defect_type")],
     Row("evaluation.statistics.n_bootstrap", "default", {"evaluation": {"statistics": {"n_bootstrap": 50}}}, ["statistics_tables:*", "all:"]),
     Row("evaluation.statistics.level", "default", {"evaluation": {"statistics": {"level": 0.9}}}, ["statistics_tables:*", "all:"]),
+    # inspect: a new entry adds its jobs only; the setup's keys redo the whole inspection, the decision keys only its scoring
+    Row("inspect", "inspect", {"inspect": {"v": {"scorer": "winclip", "dataset": "elpv", "category": "mono", "setting": "zs", "images": {"demo": 2},
+                                                "decision": "test_f1_max"}}}, inspection("v")),
+    Row("inspect.scorer", "inspect", {**scorer("winclip_b", method="winclip", backbone="vitb16plus", datasets=["synthetic"], settings=["k1"]),
+                                      "inspect": {"w": {"scorer": "winclip_b"}}}, [*after_score("winclip_b"), *inspection("w")]),
+    Row("inspect.dataset", "inspect", {"inspect": {"w": {"dataset": "elpv"}}}, inspection("w")),
+    Row("inspect.category", "inspect", {"inspect": {"w": {"category": "poly"}}}, inspection("w")),
+    Row("inspect.setting", "inspect", {"inspect": {"w": {"setting": "zs"}}}, inspection("w")),
+    Row("inspect.run", "inspect", {"inspect": {"w": {"run": 1}}}, inspection("w")),
+    Row("inspect.images", "inspect", {"inspect": {"w": {"images": {"demo": 3}}}}, inspection("w")),
+    Row("inspect.decision", "inspect", {"inspect": {"w": {"decision": "test_f1_max"}}}, ["inspect_score:w", "all:"]),
+    Row("inspect.fpr", "inspect", {"inspect": {"w": {"fpr": 0.1}}}, ["inspect_score:w", "all:"]),
+    Row("inspect.check_images", "inspect", {"inspect": {"w": {"check_images": 2}}}, ["inspect_score:w", "all:"]),
     # datasets: a new entry adds its jobs only; each field replans that dataset's jobs and what reads them
     Row("datasets", "default", {"datasets": [*yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"], {"name": "more", "kind": "synthetic", "seed": 3}]},
         ["*:more*", "*/more/*", *AFTER_METRICS]),
@@ -223,9 +253,10 @@ ROWS: list[Row] = [
     # InCTRL's protocol makes ELPV the one category elpv: mono's jobs give way to elpv/elpv's, as for another category
     Row("datasets.protocol", "default", datasets_with("elpv", protocol="inctrl", categories=["elpv"]), ["*elpv*", *after_fit("one_to_normal"), *AFTER_METRICS], ["*elpv*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:*"]),
     # the source names the category: synthetic/textile's jobs give way to synthetic/mono's
-    Row("datasets.source", "default", datasets_with("synthetic", source="elpv"), AFTER_SYNTHETIC, ["*synthetic/textile*"]),
+    Row("datasets.source", "default", {**datasets_with("synthetic", source="elpv"), "inspect": {"patchcore_demo": {"category": "mono"}}}, AFTER_SYNTHETIC,
+        ["*synthetic/textile*"]),
     Row("datasets.seed", "default", datasets_with("synthetic", seed=9), AFTER_SYNTHETIC),
-    Row("datasets.copies", "default", datasets_with("synthetic", copies=2), ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
+    Row("datasets.copies", "default", {**datasets_with("synthetic", copies=2), "inspect": {"patchcore_demo": {"category": "textile1"}}}, ["*synthetic*", "fit_*:devprompt/*", "fit_*:promptad/*", "fit_*:faprompt/*", "fit_*:anomalyclip/*", *after_score("faprompt", "anomalyclip"), *AFTER_METRICS, *INSPECT_DEMO], ["*synthetic*", "!prepare_dataset:*", "!tables:*", "!plots:*", "!statistics_tables:*", "!fit_*:faprompt/*", "!fit_*:anomalyclip/*"]),
     Row("datasets.n_train_normals", "default", datasets_with("synthetic", n_train_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_test_normals", "default", datasets_with("synthetic", n_test_normals=4), AFTER_SYNTHETIC),
     Row("datasets.n_anomalies", "default", datasets_with("synthetic", n_anomalies=4), AFTER_SYNTHETIC),
