@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import tempfile
+import secrets
+import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+# Temporary names: ``.{target name}.`` + 8 characters of [a-z0-9_] (tempfile's form, which the stale-file patterns
+# below match) + the suffix.
+_TEMPORARY_NAME = r"\.{name}\.[a-z0-9_]{{8}}{suffix}"
+
+
+def _create_beside(target: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """A new temporary path beside ``target``, made by ``create`` (which fails if the path exists).
+
+    Not ``tempfile.mkstemp``/``mkdtemp``: they create 0600 files and 0700 directories, and the rename carries that
+    mode onto the result. ``os.open(..., 0o666)`` and ``os.mkdir(..., 0o777)`` apply the process umask instead, so
+    results get an ordinary file's or directory's permissions (a cluster group can read them under umask 002 or 022).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = target.parent / f".{target.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 @contextmanager
@@ -16,15 +45,11 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
 
     The temporary file keeps the target's suffix (or ``suffix``) so libraries that dispatch on the
-    extension (pandas, h5py, matplotlib) behave as for the real name.
+    extension (pandas, h5py, matplotlib) behave as for the real name. It is created with the permissions of an
+    ordinary file under the process umask.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else "".join(target.suffixes), dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_beside(target, suffix if suffix is not None else "".join(target.suffixes), _create_file)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -38,14 +63,38 @@ def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     skips its cleanup); return them. Call it only from the one job that writes ``target``: a concurrent writer's
     temporary file has the same form."""
     target = Path(target)
-    # tempfile.mkstemp names: the prefix, 8 characters of [a-z0-9_], the suffix
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{re.escape(''.join(target.suffixes))}")
+    pattern = re.compile(_TEMPORARY_NAME.format(name=re.escape(target.name), suffix=re.escape("".join(target.suffixes))))
     if not target.parent.is_dir():
         return []
     stale = sorted(path for path in target.parent.iterdir() if pattern.fullmatch(path.name))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty directory beside ``target``; it replaces ``target`` when the block succeeds, else it is removed.
+
+    The directory has an ordinary directory's permissions under the process umask (``os.mkdir``'s 0o777 masked),
+    not ``tempfile.mkdtemp``'s 0700. A killed job leaves at worst a hidden ``.{name}.*`` directory, never a
+    half-written ``target``; the next write of ``target`` (one job writes it) removes what killed ones left.
+    """
+    target = Path(target)
+    stale = re.compile(_TEMPORARY_NAME.format(name=re.escape(target.name), suffix=""))
+    if target.parent.is_dir():
+        for leftover in [p for p in target.parent.iterdir() if p.is_dir() and stale.fullmatch(p.name)]:
+            log.warning("removing %s, left by a job writing %s that was killed", leftover, target.name)
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp = _create_beside(target, "", lambda path: os.mkdir(path, 0o777))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
