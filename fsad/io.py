@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,18 +41,38 @@ def _create_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _give_ordinary_modes(root: Path, directory_mode: int) -> None:
+    """Give every file under ``root`` an ordinary file's mode (``directory_mode`` without execute bits) and every
+    directory ``directory_mode``; links are left alone. Writers that replace their file (safetensors' ``save_file``
+    writes a 0600 file and renames it onto the path) would otherwise keep results from the group."""
+    for folder, directories, files in os.walk(root):
+        for name in directories:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), directory_mode)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, directory_mode & 0o666)
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
 
     The temporary file keeps the target's suffix (or ``suffix``) so libraries that dispatch on the
-    extension (pandas, h5py, matplotlib) behave as for the real name. It is created with the permissions of an
-    ordinary file under the process umask.
+    extension (pandas, h5py, matplotlib) behave as for the real name. The result has the permissions of an
+    ordinary file under the process umask, whatever the writer did to the temporary file.
     """
     target = Path(target)
     tmp_path = _create_beside(target, suffix if suffix is not None else "".join(target.suffixes), _create_file)
+    file_mode = _mode(tmp_path)  # 0o666 under the umask
     try:
         yield tmp_path
+        os.chmod(tmp_path, file_mode)
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -77,7 +98,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty directory beside ``target``; it replaces ``target`` when the block succeeds, else it is removed.
 
     The directory has an ordinary directory's permissions under the process umask (``os.mkdir``'s 0o777 masked),
-    not ``tempfile.mkdtemp``'s 0700. A killed job leaves at worst a hidden ``.{name}.*`` directory, never a
+    not ``tempfile.mkdtemp``'s 0700, and so do its subdirectories; its files have an ordinary file's. A killed job leaves at worst a hidden ``.{name}.*`` directory, never a
     half-written ``target``; the next write of ``target`` (one job writes it) removes what killed ones left.
     """
     target = Path(target)
@@ -87,8 +108,10 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
             log.warning("removing %s, left by a job writing %s that was killed", leftover, target.name)
             shutil.rmtree(leftover, ignore_errors=True)
     tmp = _create_beside(target, "", lambda path: os.mkdir(path, 0o777))
+    directory_mode = _mode(tmp)
     try:
         yield tmp
+        _give_ordinary_modes(tmp, directory_mode)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
