@@ -168,10 +168,10 @@ ROWS: list[Row] = [
     Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*", "!all:"]),  # the target rule has no output
     Row("seed", "default", {"seed": 1}, EVERY_SEEDED),
     Row("weights_fallback", "default", {"weights_fallback": "error"},
-        ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
-    Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 3}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
+        ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!base_model:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
+    Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
+    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 3}}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
+    Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
     # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
     Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
