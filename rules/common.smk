@@ -240,6 +240,16 @@ def generator_stage(stage):
     return lambda wildcards: canonical(stage_params(GENERATORS[wildcards.generator], stage))
 
 
+def base_model_dir(generator):
+    """A generator's base model as a diffusers pipeline directory, written once; its fine-tuned models link to it."""
+    return f"{R}/models/{generator}/base_model"
+
+
+def generator_base_model(wildcards):
+    """The base model a generator's base_model job saves: its only parameter (the config seed draws the tiny preset)."""
+    return GENERATORS[wildcards.generator]["base_model"]
+
+
 def class_images_dir(generator, dataset, category):
     """DreamBooth's prior-preservation images of a category, shared by its settings and runs."""
     return f"{R}/models/{generator}/{dataset}/{category}/class_images"
@@ -254,8 +264,9 @@ def run_files(wildcards):
 
 
 def dreambooth_inputs(wildcards):
-    """The run's split and manifest, and the category's class images unless prior preservation is off."""
-    inputs = run_files(wildcards)
+    """The generator's base model, the run's split and manifest, and the category's class images unless prior
+    preservation is off."""
+    inputs = run_files(wildcards) | {"base": base_model_dir(wildcards.generator)}
     if GENERATORS[wildcards.generator]["dreambooth"]["prior_loss_weight"] > 0:
         inputs["class_images"] = class_images_dir(wildcards.generator, wildcards.dataset, wildcards.category)
     return inputs

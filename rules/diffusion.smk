@@ -1,5 +1,5 @@
-# Diffusion stages (One-to-Normal): per generator of the config's `generators:` (fsad/diffusion/schema.yaml), class
-# images once per category, a DreamBooth model per (dataset, category, setting, run) fine-tuned on that run's normal
+# Diffusion stages (One-to-Normal): per generator of the config's `generators:` (fsad/diffusion/schema.yaml), its
+# base model saved once as a diffusers pipeline directory, class images once per category, a DreamBooth model per (dataset, category, setting, run) fine-tuned on that run's normal
 # references, and from it the run's anomaly-free pool and its personalized test images; then the features of those
 # images on the backbone of each scorer instance that reads them. Jobs run only when a score job's method declares it
 # reads a generator's images (Method.generated). Each stage receives the generator's shared keys and its own section
@@ -8,7 +8,29 @@
 
 # The generation rules take one thread: on a GPU the work is on the GPU, and on the CPU the tiny preset's small
 # operations run several times faster on one thread than on two threads of a shared 2-core machine.
+# The base model as a pipeline directory (fsad/diffusion/models.py): the tiny preset drawn from the config seed, or the
+# named model as diffusers loads it, in fp32. Written on the CPU; its one parameter is the base model's name.
+rule base_model:
+    output:
+        base=directory(base_model_dir("{generator}")),
+    params:
+        base_model=generator_base_model,
+        seed=config["seed"],
+    log:
+        f"{R}/logs/base_model/{{generator}}.log",
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/fsad.yaml"
+    script:
+        "../workflow_scripts/base_model.py"
+
+
 rule class_images:
+    input:
+        base=base_model_dir("{generator}"),
     output:
         images=directory(class_images_dir("{generator}", "{dataset}", "{category}")),
     params:

@@ -7,4 +7,4 @@ from fsad.logs import job_logging
 
 smk = snakemake  # noqa: F821
 with job_logging(smk.log[0]), claim_device() as device:
-    class_images(job_params(smk.params.generator, smk.config, smk.wildcards.generator, "class_images"), smk.wildcards.dataset, smk.wildcards.category, smk.params.seed, device, smk.output.images)
+    class_images(job_params(smk.params.generator, smk.config, smk.wildcards.generator, "class_images"), smk.input.base, smk.wildcards.dataset, smk.wildcards.category, smk.params.seed, device, smk.output.images)

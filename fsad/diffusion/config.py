@@ -17,6 +17,9 @@ STAGES = ("class_images", "dreambooth", "pool", "personalization")
 # checkpointing recomputes the same activations. Personalization has no batch size: each test image's candidates are
 # one pipeline call (fsad.diffusion.personalize), so a test image's result never depends on the others.
 RUN_SETTINGS = {"class_images": ("batch_size",), "dreambooth": ("log_every", "gradient_checkpointing"), "pool": ("batch_size",), "personalization": ()}
+# DreamBooth keys that only the other training mode reads: a DreamBooth job does not receive them, so changing the LoRA
+# learning rate or rank never reruns a full fine-tune, nor the full fine-tune's learning rate a LoRA training.
+OTHER_MODE_KEYS = {"full": ("lora_learning_rate", "lora_rank"), "lora": ("learning_rate",)}
 
 
 def generator_params(spec: dict[str, Any], where: str) -> Params:
@@ -31,11 +34,12 @@ def generator_params(spec: dict[str, Any], where: str) -> Params:
 
 def stage_params(params: Params, stage: str) -> Params:
     """What one stage's jobs receive as params: the shared keys and the stage's own section (under its name), less
-    its run settings (:data:`RUN_SETTINGS`)."""
+    its run settings (:data:`RUN_SETTINGS`) and, for DreamBooth, the keys of the other training mode (:data:`OTHER_MODE_KEYS`)."""
     if stage not in STAGES:
         raise ValueError(f"unknown generator stage {stage!r}; one of {STAGES}")
     shared = {key: value for key, value in params.items() if key not in STAGES}
-    return {**shared, stage: {key: value for key, value in params[stage].items() if key not in RUN_SETTINGS[stage]}}
+    left_out = set(RUN_SETTINGS[stage]) | (set(OTHER_MODE_KEYS[params[stage]["training"]]) if stage == "dreambooth" else set())
+    return {**shared, stage: {key: value for key, value in params[stage].items() if key not in left_out}}
 
 
 def job_params(rule_params: Params, config: dict[str, Any], generator: str, stage: str) -> Params:

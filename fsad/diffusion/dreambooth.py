@@ -6,8 +6,10 @@
   and as many class images (the base model's own images of the class prompt) under the class prompt, in one batch;
 - latents ``z0 = vae.encode(x).sample() * scaling_factor``, a uniform timestep per image, ``zt = add_noise(z0, eps, t)``;
   the loss is the MSE between the UNet's prediction and ``eps`` (or the velocity for v-prediction models) on the
-  instance half, plus ``prior_loss_weight`` times the same MSE on the class half;
-- AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 1e-2), constant learning rate, gradients clipped to norm 1.
+  instance half, plus ``prior_loss_weight`` times the same MSE on the class half; a scheduler that predicts
+  anything else is refused;
+- AdamW (betas 0.9, 0.999, eps 1e-8, weight decay 1e-2), constant learning rate (``learning_rate`` for full
+  fine-tuning, ``lora_learning_rate`` for LoRA, as diffusers' two scripts differ), gradients clipped to norm 1.
 
 Pure torch over diffusers components: no files, no config (the glue is :mod:`fsad.diffusion.stages`).
 """
@@ -26,6 +28,7 @@ from fsad.diffusion.augment import augment_references
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -107,6 +110,24 @@ class TrainingLog:
     trainable_parameters: int = 0
 
 
+def checked_prediction_type(scheduler_config: Any) -> str:
+    """The scheduler's ``prediction_type`` if DreamBooth can train it (``epsilon``: the noise, ``v_prediction``: the
+    velocity), else a ValueError that names the value and the fix."""
+    prediction_type = scheduler_config.prediction_type
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"the base model's scheduler has prediction_type {prediction_type!r}; DreamBooth trains {' or '.join(PREDICTION_TYPES)} "
+            f"models only. Use a base model whose scheduler/scheduler_config.json sets prediction_type to one of them "
+            f"(Stable Diffusion 1.x: epsilon; 2.x at 768 px: v_prediction)."
+        )
+    return prediction_type
+
+
+def dreambooth_learning_rate(params: dict[str, Any]) -> float:
+    """The constant learning rate of the section's training mode: ``lora_learning_rate`` for LoRA, else ``learning_rate``."""
+    return params["lora_learning_rate"] if params["training"] == "lora" else params["learning_rate"]
+
+
 def _trainable_unet(unet: Any, params: dict[str, Any]) -> list[torch.nn.Parameter]:
     if params["training"] == "lora":
         from peft import LoraConfig
@@ -140,8 +161,8 @@ def train_dreambooth(
         pipeline: a ``StableDiffusionPipeline`` on its device; its VAE and text encoder stay frozen.
         instance_pixels: ``(N_i, 3, S, S)`` normal references in [-1, 1].
         class_pixels: ``(N_c, 3, S, S)`` class images in [-1, 1], or None (no prior preservation).
-        params: the generator's ``dreambooth`` section (``steps, learning_rate, prior_loss_weight, batch_size, training,
-            lora_rank, gradient_checkpointing, max_grad_norm, adam_weight_decay, log_every, augment``).
+        params: the generator's ``dreambooth`` section (``steps, learning_rate, lora_learning_rate, prior_loss_weight,
+            batch_size, training, lora_rank, gradient_checkpointing, max_grad_norm, adam_weight_decay, log_every, augment``).
         seed: seeds the augmentation, the sampling of images, noise and timesteps.
         autocast_dtype: bf16/fp16 autocast of the forward pass on CUDA, None for fp32.
     """
@@ -152,8 +173,9 @@ def train_dreambooth(
     vae.requires_grad_(False)
     text_encoder.requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    prediction_type = checked_prediction_type(noise_scheduler.config)
     trainable = _trainable_unet(unet, params)
-    optimizer = torch.optim.AdamW(trainable, lr=params["learning_rate"], betas=(0.9, 0.999), weight_decay=params["adam_weight_decay"], eps=1e-8)
+    optimizer = torch.optim.AdamW(trainable, lr=dreambooth_learning_rate(params), betas=(0.9, 0.999), weight_decay=params["adam_weight_decay"], eps=1e-8)
 
     generator = torch.Generator().manual_seed(seed)
     with_prior = class_pixels is not None and class_prompt is not None
@@ -174,7 +196,7 @@ def train_dreambooth(
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = unet(noisy, timesteps, batch.prompt_embeds.to(device)).sample
-        target = noise if noise_scheduler.config.prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
+        target = noise if prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
         loss, instance_loss, prior_loss = dreambooth_loss(prediction, target, batch.n_instance, params["prior_loss_weight"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, params["max_grad_norm"])

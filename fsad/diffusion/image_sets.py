@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from fsad.io import atomic_directory
+
 INDEX = "index.csv"
 # Feature-store id of a test image's personalization under the fixed prompt: f"{image_id}{FIXED_SUFFIX}".
 FIXED_SUFFIX = "#fixed"
@@ -18,8 +20,6 @@ REFERENCE, TEXT_TO_IMAGE, IMAGE_TO_IMAGE = "reference", "text_to_image", "image_
 
 def write_image_set(target: str | Path, index: pd.DataFrame, images: dict[str, Image.Image]) -> None:
     """PNG ``images`` (file name -> image) and ``index`` as ``index.csv``, into directory ``target`` atomically."""
-    from fsad.diffusion.models import atomic_directory
-
     with atomic_directory(target) as tmp:
         for name, image in images.items():
             image.save(tmp / name, format="PNG")

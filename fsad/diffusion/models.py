@@ -1,11 +1,21 @@
-"""Load base and fine-tuned Stable Diffusion pipelines; save a fine-tuned model atomically in diffusers' format.
+"""Load base and fine-tuned Stable Diffusion pipelines; save them atomically as diffusers pipeline directories.
 
-A fine-tuned model directory (``models/{generator}/{dataset}/{category}/{setting}/run{run}/``) holds only what
-DreamBooth trained, in diffusers' own layout and safetensors: ``unet/`` (``config.json`` +
-``diffusion_pytorch_model.safetensors``) after full fine-tuning, or ``pytorch_lora_weights.safetensors`` (the
-UNet's LoRA layers, as ``train_dreambooth_lora.py`` saves them) after LoRA training, plus ``dreambooth.json``.
-The frozen VAE, text encoder, tokenizer and scheduler come from the base model named in ``dreambooth.json``, so
-a run's model costs one UNet (3.4 GB fp32 for SD1.5) instead of a whole pipeline.
+Every model is a directory that ``diffusers.DiffusionPipeline.from_pretrained(dir)`` loads:
+
+- a generator's base model ``models/{generator}/base_model/``: the whole pipeline, written once by
+  ``save_pretrained`` (the ``tiny`` preset's random components, or the named model as diffusers loaded it);
+- a fine-tuned model ``models/{generator}/{dataset}/{category}/{setting}/run{run}/``: the base's
+  ``model_index.json``, what DreamBooth trained, and a relative symbolic link to the base's directory of each
+  component it left unchanged. Full fine-tuning writes ``unet/`` (``config.json`` +
+  ``diffusion_pytorch_model.safetensors``) and links ``vae``, ``text_encoder``, ``tokenizer`` and ``scheduler``;
+  LoRA training writes ``pytorch_lora_weights.safetensors`` (the UNet's LoRA layers, as
+  ``train_dreambooth_lora.py`` saves them, for ``load_lora_weights(dir)``) and links every component, the UNet
+  too. ``dreambooth.json`` records the training.
+
+The links are what the Hugging Face cache itself does (its snapshots link to blobs), so diffusers reads through
+them like any local directory, and a run's model costs one UNet (3.4 GB fp32 for SD1.5) instead of a whole
+pipeline (4.3 GB). They are relative, so moving the results directory as a whole keeps them; ``cp -rL`` makes a
+stand-alone copy of one model.
 """
 
 from __future__ import annotations
@@ -13,22 +23,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from fsad.diffusion.tiny import TINY, tiny_components
+from fsad.io import atomic_directory
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 UNET_DIR = "unet"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 INFO_FILE = "dreambooth.json"
+PIPELINE_INDEX = "model_index.json"
 
 
 class BaseModelUnavailableError(RuntimeError):
@@ -48,12 +57,11 @@ def _how_to_provide(base_model: str) -> str:
     )
 
 
-def load_pipeline(base_model: str, device: torch.device | str, dtype: torch.dtype, seed: int, unet: Any = None):
-    """A ``StableDiffusionPipeline`` of ``base_model`` (``tiny``, a diffusers model id or a local directory) on ``device``.
+def load_pipeline(base_model: str, device: torch.device | str, dtype: torch.dtype, seed: int | None = None):
+    """A ``StableDiffusionPipeline`` of ``base_model`` (``tiny``, a diffusers model id or a local pipeline directory) on ``device``.
 
     Args:
-        seed: draws the ``tiny`` preset's weights (ignored for real models).
-        unet: a UNet to use instead of the base model's (a fine-tuned one).
+        seed: draws the ``tiny`` preset's weights (required for it, unused otherwise).
 
     The safety checker is not loaded: its false positives turn images black, which an anomaly detector would read
     as defects.
@@ -61,23 +69,29 @@ def load_pipeline(base_model: str, device: torch.device | str, dtype: torch.dtyp
     from diffusers import StableDiffusionPipeline
 
     if base_model == TINY:
-        components = tiny_components(seed)
-        if unet is not None:
-            components["unet"] = unet
-        pipeline = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        if seed is None:
+            raise ValueError("the tiny base model is drawn from a seed: pass load_pipeline(..., seed=...)")
+        pipeline = StableDiffusionPipeline(**tiny_components(seed), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if dtype != torch.float32:  # built in fp32
             pipeline = pipeline.to(dtype=dtype)
     else:
-        extra = {"unet": unet} if unet is not None else {}
         try:
             pipeline = StableDiffusionPipeline.from_pretrained(
-                base_model, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False, **extra
+                base_model, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
             )
         except (OSError, ValueError) as err:
             raise BaseModelUnavailableError(f"base model {base_model!r} cannot be loaded ({err}). {_how_to_provide(base_model)}") from err
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def save_base_model(base_model: str, seed: int, target: str | Path) -> Path:
+    """Write ``base_model`` (drawn from ``seed`` when ``tiny``) in fp32 as a diffusers pipeline directory at ``target``, atomically."""
+    pipeline = load_pipeline(base_model, "cpu", torch.float32, seed)
+    with atomic_directory(target) as tmp:
+        pipeline.save_pretrained(tmp, safe_serialization=True)
+    return Path(target)
 
 
 def read_model_info(model_dir: str | Path) -> dict[str, Any]:
@@ -88,48 +102,41 @@ def read_model_info(model_dir: str | Path) -> dict[str, Any]:
 
 
 def load_finetuned(model_dir: str | Path, device: torch.device | str, dtype: torch.dtype):
-    """The base pipeline named in ``model_dir``'s ``dreambooth.json`` with the UNet or LoRA weights trained there."""
-    from diffusers import UNet2DConditionModel
-
+    """The pipeline saved in ``model_dir`` (``from_pretrained``), its LoRA layers loaded and fused when it holds them."""
     model_dir = Path(model_dir)
-    info = read_model_info(model_dir)
-    if (model_dir / UNET_DIR).is_dir():
-        unet = UNet2DConditionModel.from_pretrained(model_dir / UNET_DIR, torch_dtype=dtype)
-        return load_pipeline(info["base_model"], device, dtype, info["base_seed"], unet=unet)
-    if not (model_dir / LORA_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir}: holds neither {UNET_DIR}/ nor {LORA_FILE}; rerun its dreambooth job")
-    pipeline = load_pipeline(info["base_model"], device, dtype, info["base_seed"])
-    pipeline.load_lora_weights(str(model_dir), weight_name=LORA_FILE)
-    pipeline.fuse_lora()
+    read_model_info(model_dir)
+    try:
+        pipeline = load_pipeline(str(model_dir), device, dtype)
+    except BaseModelUnavailableError as err:
+        raise FileNotFoundError(
+            f"{model_dir}: not a loadable pipeline ({err.__cause__}); its unchanged components link to the generator's "
+            f"base_model directory: rerun its base_model and dreambooth jobs"
+        ) from err
+    if (model_dir / LORA_FILE).is_file():
+        pipeline.load_lora_weights(str(model_dir), weight_name=LORA_FILE)
+        pipeline.fuse_lora()
     return pipeline
 
 
-@contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield an empty directory beside ``target``; it replaces ``target`` when the block succeeds, else it is removed.
-
-    A killed job leaves at worst a hidden ``.{name}.*`` directory, never a half-written ``target``; the next write of
-    ``target`` (one job writes it) removes what killed ones left.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stale = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}")  # tempfile.mkdtemp's names for this prefix
-    for leftover in [p for p in target.parent.iterdir() if p.is_dir() and stale.fullmatch(p.name)]:
-        log.warning("removing %s, left by a job writing %s that was killed", leftover, target.name)
-        shutil.rmtree(leftover, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _link_components(base_dir: Path, tmp: Path, target: Path, names: list[str]) -> None:
+    """Relative links ``tmp/name -> base_dir/name``, relative to ``target``, which ``tmp`` (its sibling) becomes."""
+    for name in names:
+        source = base_dir / name
+        if not source.is_dir():
+            raise FileNotFoundError(f"{base_dir}: no component directory {name!r}; rerun the generator's base_model job")
+        os.symlink(os.path.relpath(source.resolve(), target.parent.resolve() / target.name), tmp / name, target_is_directory=True)
 
 
-def save_finetuned(unet: Any, lora: bool, info: dict[str, Any], target: str | Path) -> Path:
-    """Write the trained UNet (full) or its LoRA layers with ``info`` as ``dreambooth.json`` into ``target`` atomically."""
+def base_components(base_dir: str | Path) -> list[str]:
+    """The components (subdirectories) a pipeline directory's ``model_index.json`` lists, the absent ones (null) left out."""
+    index = json.loads((Path(base_dir) / PIPELINE_INDEX).read_text())
+    return sorted(name for name, value in index.items() if not name.startswith("_") and isinstance(value, list) and value[0] is not None)
+
+
+def save_finetuned(unet: Any, lora: bool, info: dict[str, Any], base_dir: str | Path, target: str | Path) -> Path:
+    """Write a fine-tuned pipeline directory at ``target`` atomically: the trained UNet (full) or its LoRA layers,
+    ``info`` as ``dreambooth.json``, ``base_dir``'s ``model_index.json`` and links to its unchanged components."""
+    base_dir, target = Path(base_dir), Path(target)
     with atomic_directory(target) as tmp:
         if lora:
             from diffusers import StableDiffusionPipeline
@@ -138,7 +145,11 @@ def save_finetuned(unet: Any, lora: bool, info: dict[str, Any], target: str | Pa
 
             layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
             StableDiffusionPipeline.save_lora_weights(str(tmp), unet_lora_layers=layers, weight_name=LORA_FILE, safe_serialization=True)
+            unchanged = base_components(base_dir)
         else:
             unet.save_pretrained(tmp / UNET_DIR, safe_serialization=True)
+            unchanged = [name for name in base_components(base_dir) if name != UNET_DIR]
+        _link_components(base_dir, tmp, target, unchanged)
+        shutil.copyfile(base_dir / PIPELINE_INDEX, tmp / PIPELINE_INDEX)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return Path(target)
+    return target

@@ -2,6 +2,8 @@
 
 Outputs (each a directory written beside its target and renamed onto it):
 
+- the base model ``models/{generator}/base_model/``: a diffusers pipeline directory, once per generator
+  (:mod:`fsad.diffusion.models`); every other stage loads it, or a fine-tuned model linking to it;
 - class images ``models/{generator}/{dataset}/{category}/class_images/``: ``NNNN.png`` + ``index.csv``;
 - a fine-tuned model ``models/{generator}/{dataset}/{category}/{setting}/run{run}/`` (:mod:`fsad.diffusion.models`);
 - a pool ``pools/{generator}/{dataset}/{category}/{setting}/run{run}/``: generated ``t2i_NNNN.png`` and ``i2i_NNNN.png``
@@ -32,15 +34,25 @@ from fsad.data.splits import Split, read_split
 from fsad.diffusion.config import prompt_text
 from fsad.diffusion.generation import image_to_image, square, text_to_image
 from fsad.diffusion.image_sets import IMAGE_TO_IMAGE, REFERENCE, TEXT_TO_IMAGE, read_image_set, write_image_set
-from fsad.diffusion.models import DTYPES, inference_dtype, load_finetuned, load_pipeline, save_finetuned
+from fsad.diffusion.models import DTYPES, inference_dtype, load_finetuned, load_pipeline, save_base_model, save_finetuned
 from fsad.diffusion.personalize import personalize
 from fsad.provenance import environment
 from fsad.seeding import derive_seed
 
 log = logging.getLogger(__name__)
+
+
 def base_seed(seed: int) -> int:
-    """Seed of the tiny base model's weights: one per config seed, so every job builds the same base model."""
+    """Seed of the tiny base model's weights: one per config seed."""
     return derive_seed(seed, "tiny-base")
+
+
+def base_model(name: str, seed: int, out_dir: str | Path) -> Path:
+    """The generator's base model ``name`` saved as a diffusers pipeline directory (the tiny preset drawn from the config seed)."""
+    started = time.perf_counter()
+    path = save_base_model(name, base_seed(seed), out_dir)
+    log.info("base model %r saved as a pipeline directory in %.1f s", name, time.perf_counter() - started)
+    return path
 
 
 def _pixels(images: list[Image.Image], resolution: int) -> torch.Tensor:
@@ -60,11 +72,13 @@ def _normal_refs(split: Split) -> list[str]:
     return split.normal_refs
 
 
-def class_images(params: dict[str, Any], dataset: str, category: str, seed: int, device: str, out_dir: str | Path) -> pd.DataFrame:
-    """The base model's images of the class prompt (prior preservation), ``class_images.count`` of them."""
+def class_images(
+    params: dict[str, Any], base_dir: str | Path, dataset: str, category: str, seed: int, device: str, out_dir: str | Path
+) -> pd.DataFrame:
+    """The base model's (the pipeline directory ``base_dir``'s) images of the class prompt (prior preservation), ``class_images.count`` of them."""
     section = params["class_images"]
     prompt = prompt_text(section["prompt"], category, params["class_name_mode"])
-    pipeline = load_pipeline(params["base_model"], device, inference_dtype(params["precision"], device), base_seed(seed))
+    pipeline = load_pipeline(str(base_dir), device, inference_dtype(params["precision"], device))
     seeds = [derive_seed(seed, "class_images", dataset, category, i) for i in range(section["count"])]
     started = time.perf_counter()
     images = text_to_image(pipeline, [prompt] * len(seeds), seeds, section["steps"], section["guidance_scale"], params["resolution"], section["batch_size"])
@@ -77,9 +91,17 @@ def class_images(params: dict[str, Any], dataset: str, category: str, seed: int,
 
 
 def dreambooth(
-    params: dict[str, Any], split_path: str | Path, manifest_path: str | Path, class_dir: str | Path | None, seed: int, device: str, out_dir: str | Path
+    params: dict[str, Any],
+    base_dir: str | Path,
+    split_path: str | Path,
+    manifest_path: str | Path,
+    class_dir: str | Path | None,
+    seed: int,
+    device: str,
+    out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Fine-tune the base model on the run's normal references (with the class images when ``prior_loss_weight > 0``)."""
+    """Fine-tune the base model (the pipeline directory ``base_dir``) on the run's normal references (with the class
+    images when ``prior_loss_weight > 0``); save a pipeline directory that links to ``base_dir``'s unchanged parts."""
     from fsad.diffusion.dreambooth import train_dreambooth
 
     section = params["dreambooth"]
@@ -96,7 +118,7 @@ def dreambooth(
         class_prompt = class_index["prompt"].iloc[0]
     on_cuda = torch.device(device).type == "cuda"
     # Frozen parts in the run's precision, the trained UNet in fp32 under autocast (accelerate's mixed precision).
-    pipeline = load_pipeline(params["base_model"], device, inference_dtype(params["precision"], device), base_seed(seed))
+    pipeline = load_pipeline(str(base_dir), device, inference_dtype(params["precision"], device))
     pipeline.unet.to(torch.float32)
     instance_prompt = prompt_text(params["instance_prompt"], split.category, params["class_name_mode"])
     autocast = DTYPES[params["precision"]] if on_cuda and params["precision"] != "fp32" else None
@@ -121,7 +143,7 @@ def dreambooth(
         "instance_loss_per_step": [round(v, 6) for v in training.instance_losses],
         "prior_loss_per_step": [round(v, 6) for v in training.prior_losses],
     }
-    save_finetuned(pipeline.unet, section["training"] == "lora", info, out_dir)
+    save_finetuned(pipeline.unet, section["training"] == "lora", info, base_dir, out_dir)
     log.info("dreambooth %s: %d steps in %.1f s, final loss %.5f", split.label, len(training.losses), training.seconds, training.losses[-1])
     return info
 

@@ -203,10 +203,10 @@ ROWS: list[Row] = [
     Row("results_dir", "default", {"results_dir": "elsewhere"}, ["*"], ["*", "!all:"]),  # the target rule has no output
     Row("seed", "default", {"seed": 1}, EVERY_SEEDED),
     Row("weights_fallback", "default", {"weights_fallback": "error"},
-        ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
-    Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 4}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
-    Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!class_images:*"]),
+        ["*", "!prepare_dataset:*", "!draw_pool:*", "!draw_split:*", "!base_model:*", "!class_images:*", "!dreambooth:*", "!generate_pool:*", "!personalize:*"]),
+    Row("max_test_per_category", "default", {"max_test_per_category": 5}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
+    Row("reference_pool.normal", "default", {"reference_pool": {"normal": 4}}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
+    Row("reference_pool.anomalous", "default", {"reference_pool": {"anomalous": 2}}, ["*", "!prepare_dataset:*", "!base_model:*", "!class_images:*"]),
     # a1 keeps one run (its anomalous pool holds one image): its own runs key wins, as zs's does
     Row("runs", "default", {"runs": 2, **settings_with("a1", runs=1)}, RUN1),
     Row("plugins", "default", {"plugins": ["toy_mean"]}, NOTHING),
@@ -305,13 +305,18 @@ ROWS: list[Row] = [
     Row("scorers.datasets", "winclip", scorer("winclip_b", datasets=["textile", "synthetic"]), [*SYNTHETIC_DATA, "score:winclip_b/synthetic/*", "evaluate:winclip_b/synthetic/*", "gallery:winclip_b/synthetic/*", *AFTER_METRICS]),
     # generators: a stage's keys replan that stage and what reads its images; run settings nothing
     Row("generators", "one_to_normal", {"generators": {"spare": {"base_model": "tiny"}}}, NOTHING),
+    # the base model's job reads the base model's name only
+    Row("generators.base_model", "one_to_normal", {"generators": {"tiny": {"base_model": "other/model"}}}, ["base_model:tiny", *DIFFUSION_ALL]),
     *[Row(f"generators.{key}", "one_to_normal", {"generators": {"tiny": {key: value}}}, DIFFUSION_ALL)
-      for key, value in {"base_model": "other/model", "resolution": 32, "precision": "bf16", "instance_prompt": "a photo of clean {}", "class_name_mode": "verbatim"}.items()],
+      for key, value in {"resolution": 32, "precision": "bf16", "instance_prompt": "a photo of clean {}", "class_name_mode": "verbatim"}.items()],
     *[Row(f"generators.class_images.{key}", "one_to_normal", {"generators": {"tiny": {"class_images": {key: value}}}}, DIFFUSION_ALL)
       for key, value in {"count": 3, "prompt": "a {}", "steps": 5, "guidance_scale": 3.0}.items()],
     Row("generators.class_images.batch_size", "one_to_normal", {"generators": {"tiny": {"class_images": {"batch_size": 2}}}}, NOTHING),
     *[Row(f"generators.dreambooth.{key}", "one_to_normal", {"generators": {"tiny": {"dreambooth": {key: value}}}}, FROM_DREAMBOOTH)
-      for key, value in {"steps": 5, "learning_rate": 1.0e-3, "batch_size": 2, "training": "lora", "lora_rank": 8, "max_grad_norm": 0.5, "adam_weight_decay": 0.0}.items()],
+      for key, value in {"steps": 5, "learning_rate": 1.0e-3, "batch_size": 2, "training": "lora", "max_grad_norm": 0.5, "adam_weight_decay": 0.0}.items()],
+    # read by LoRA training only: a full fine-tune's job does not receive them (fsad.diffusion.config.OTHER_MODE_KEYS)
+    *[Row(f"generators.dreambooth.{key}", "one_to_normal", {"generators": {"tiny": {"dreambooth": {key: value}}}}, NOTHING)
+      for key, value in {"lora_rank": 8, "lora_learning_rate": 3.0e-4}.items()],
     Row("generators.dreambooth.prior_loss_weight", "one_to_normal", {"generators": {"tiny": {"dreambooth": {"prior_loss_weight": 0.0}}}}, FROM_DREAMBOOTH, ["class_images:*"]),
     *[Row(f"generators.dreambooth.augment.{key}", "one_to_normal", {"generators": {"tiny": {"dreambooth": {"augment": {key: value}}}}}, FROM_DREAMBOOTH)
       for key, value in {"hflip": False, "vflip": True, "rotation_degrees": 5.0, "crop_scale": 0.9}.items()],
@@ -331,7 +336,7 @@ ROWS: list[Row] = [
         "generated_references": (2, after_score("winclip")),
         # the store of textile holds the new window size: both instances reading it rerun
         "window_sizes": ([2, 3, 5], ["extract_features:vitb16plus/textile/*", *after_score("winclip", "winclip_b")]),
-        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*", *after_score("winclip")]),
+        "generator": ("tiny", ["base_model:tiny", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*", *after_score("winclip")]),
     }),
     *method_rows("anomalous_memory", "anomalous_memory", {
         **{key: (value, after_score("anomalous_memory")) for key, value in {
@@ -383,13 +388,13 @@ ROWS: list[Row] = [
             "embedding": "original", "coreset_ratio": 0.5, "neighbours": 3, "image_score": "max", "sigma": 2.0, "generated_references": 2}.items()},
         # a stage no instance read yet: synthetic's store of the CNN extends, and both instances reading it rerun
         "layers": ([1, 2, 3], ["extract_features:tiny_cnn/synthetic/*", *after_score("patchcore", "patchcore_b")]),
-        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_cnn/pools/*", *after_score("patchcore")]),
+        "generator": ("tiny", ["base_model:tiny", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_cnn/pools/*", *after_score("patchcore")]),
     }),
     *method_rows("anomalydino", "anomalydino", {
         **{key: (value, after_score("anomalydino")) for key, value in {
             "rotations": False, "masking": True, "mask_threshold": 5.0, "mask_references": True, "top_fraction": 0.05, "sigma": 2.0,
             "generated_references": 2}.items()},
-        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_dino/pools/*", *after_score("anomalydino")]),
+        "generator": ("tiny", ["base_model:tiny", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:tiny_dino/pools/*", *after_score("anomalydino")]),
     }),
     *method_rows("one_to_normal", "one_to_normal", {
         **{key: (value, after_fit("one_to_normal")) for key, value in {
@@ -399,7 +404,7 @@ ROWS: list[Row] = [
         # layers are cached in textile's and elpv's stores (and the generated images'): winclip_t reads textile's
         "layers": ([1], [*TINY_STORES, *after_fit("one_to_normal"), *after_score("winclip_t")]),
         "train_dataset": ("synthetic", ["*synthetic*", *after_fit("one_to_normal")]),
-        "generator": ("tiny2", ["*:tiny2/*", *GENERATED, *after_score("one_to_normal")]),
+        "generator": ("tiny2", ["base_model:tiny2", "*:tiny2/*", *GENERATED, *after_score("one_to_normal")]),
         "transfer": ([{"without": "winclip_t", "with": "one_to_normal"}], report_of("one_to_normal")),
         "gallery_categories": (1, report_of("one_to_normal")),
     }),
@@ -408,7 +413,7 @@ ROWS: list[Row] = [
 REMOVALS = {
     "scorers.faprompt.train_dataset": ["fit_*:faprompt/synthetic"],
     "scorers.one_to_normal.train_dataset": ["fit_*:one_to_normal/elpv", "prepare_dataset:elpv", "draw_pool:elpv/*", "extract_features:*/elpv/*"],
-    "scorers.one_to_normal.generator": ["*:tiny/*", "extract_generated_features:*/tiny/*"],
+    "scorers.one_to_normal.generator": ["base_model:tiny", "*:tiny/*", "extract_generated_features:*/tiny/*"],
 }
 ROWS = [row._replace(removes=REMOVALS.get(row.key, row.removes)) for row in ROWS]
 

@@ -1,14 +1,17 @@
-"""The tiny preset, the real loading path (a saved pipeline read back with from_pretrained), and atomic model writes."""
+"""The tiny preset, the real loading path (a saved pipeline read back with from_pretrained), fine-tuned pipeline
+directories that link to their base, and atomic model writes."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import open_clip
 import pytest
 import torch
 
-from fsad.diffusion.models import DTYPES, INFO_FILE, atomic_directory, load_finetuned, load_pipeline, save_finetuned
+from fsad.diffusion.models import DTYPES, INFO_FILE, LORA_FILE, PIPELINE_INDEX, load_finetuned, load_pipeline, save_base_model, save_finetuned
+from fsad.io import atomic_directory
 from fsad.diffusion.tiny import clip_tokenizer
 
 from .diffusion_fixtures import one_thread  # noqa: F401
@@ -61,9 +64,22 @@ def test_cpu_inference_stays_in_float32_whatever_the_precision():
     assert inference_dtype("bf16", torch.device("cuda")) == DTYPES["bf16"]
 
 
+def test_a_base_model_is_saved_as_a_pipeline_directory_with_the_tiny_weights_of_its_seed(tmp_path):
+    base = save_base_model("tiny", 5, tmp_path / "base")
+    index = json.loads((base / PIPELINE_INDEX).read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline" and index["safety_checker"] == [None, None]
+    torch.testing.assert_close(_unet_output(load_pipeline(str(base), "cpu", torch.float32)), _unet_output(load_pipeline("tiny", "cpu", torch.float32, 5)), rtol=0, atol=0)
+
+
+def test_the_tiny_preset_needs_its_seed():
+    with pytest.raises(ValueError, match="seed"):
+        load_pipeline("tiny", "cpu", torch.float32)
+
+
 @pytest.mark.parametrize("lora", [False, True])
-def test_a_finetuned_model_saves_in_diffusers_format_and_loads_back(tmp_path, lora):
-    pipeline = load_pipeline("tiny", "cpu", torch.float32, 0)
+def test_a_finetuned_model_saves_as_a_pipeline_linking_its_unchanged_components_to_the_base(tmp_path, lora):
+    base = save_base_model("tiny", 0, tmp_path / "base")
+    pipeline = load_pipeline(str(base), "cpu", torch.float32)
     unet = pipeline.unet
     if lora:
         from peft import LoraConfig
@@ -77,13 +93,35 @@ def test_a_finetuned_model_saves_in_diffusers_format_and_loads_back(tmp_path, lo
         with torch.no_grad():
             unet.conv_in.weight.add_(1.0)
     expected = _unet_output(pipeline)
-    save_finetuned(unet, lora, {"base_model": "tiny", "base_seed": 0}, tmp_path / "model")
-    files = {p.name for p in (tmp_path / "model").rglob("*")}
-    assert INFO_FILE in files and ("pytorch_lora_weights.safetensors" in files) == lora and ("diffusion_pytorch_model.safetensors" in files) != lora
-    loaded = load_finetuned(tmp_path / "model", "cpu", torch.float32)
+    model = save_finetuned(unet, lora, {"base_model": "tiny", "base_seed": 0}, base, tmp_path / "runs" / "model")
+    entries = {p.name: p for p in model.iterdir()}
+    links = {name for name, p in entries.items() if p.is_symlink()}
+    assert links == ({"unet", "vae", "text_encoder", "tokenizer", "scheduler"} if lora else {"vae", "text_encoder", "tokenizer", "scheduler"})
+    for name in links:  # relative links to the base's own component directories
+        assert not os.path.isabs(os.readlink(entries[name])) and entries[name].resolve() == (base / name).resolve()
+    written = set(entries) - links
+    assert written == ({INFO_FILE, PIPELINE_INDEX, LORA_FILE} if lora else {INFO_FILE, PIPELINE_INDEX, "unet"})
+    if not lora:
+        assert sorted(p.name for p in (model / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert (model / PIPELINE_INDEX).read_bytes() == (base / PIPELINE_INDEX).read_bytes()
+    moved = tmp_path / "elsewhere"  # the results directory moved as a whole: the relative links still resolve
+    os.rename(tmp_path / "runs", moved)
+    os.rename(base, tmp_path / "base_moved")
+    os.symlink("base_moved", tmp_path / "base")
+    loaded = load_finetuned(moved / "model", "cpu", torch.float32)
     # a loaded adapter sums its low-rank product in another order than the trained one: float32 rounding, ~1e-5
     torch.testing.assert_close(_unet_output(loaded), expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(_unet_output(load_pipeline("tiny", "cpu", torch.float32, 0)), expected)
+
+
+def test_a_finetuned_model_whose_base_is_gone_says_which_jobs_to_rerun(tmp_path):
+    import shutil
+
+    base = save_base_model("tiny", 0, tmp_path / "base")
+    model = save_finetuned(load_pipeline(str(base), "cpu", torch.float32).unet, False, {"base_model": "tiny"}, base, tmp_path / "model")
+    shutil.rmtree(base)
+    with pytest.raises(FileNotFoundError, match="rerun its base_model and dreambooth jobs"):
+        load_finetuned(model, "cpu", torch.float32)
 
 
 def test_a_write_that_fails_leaves_neither_the_target_nor_a_temporary_directory(tmp_path):

@@ -15,7 +15,7 @@ from .diffusion_fixtures import one_thread  # noqa: F401
 
 NO_AUGMENT = {"hflip": False, "vflip": False, "rotation_degrees": 0, "crop_scale": 1.0}
 PARAMS = {
-    "steps": 40, "learning_rate": 2e-3, "prior_loss_weight": 1.0, "batch_size": 2, "training": "full", "lora_rank": 4,
+    "steps": 40, "learning_rate": 2e-3, "lora_learning_rate": 2e-3, "prior_loss_weight": 1.0, "batch_size": 2, "training": "full", "lora_rank": 4,
     "gradient_checkpointing": False, "max_grad_norm": 1.0, "adam_weight_decay": 1e-2, "log_every": 10, "augment": NO_AUGMENT,
 }
 
@@ -109,3 +109,43 @@ def test_lora_training_trains_only_the_adapter():
     changed = {name for name, p in pipeline.unet.named_parameters() if name in base and not torch.equal(p, base[name])}
     assert changed == set() and 0 < log.trainable_parameters < sum(p.numel() for p in base.values()) / 5
     assert all(p == 0.0 for p in log.prior_losses)
+
+
+def test_lora_has_its_own_learning_rate_default_of_diffusers_order():
+    from fsad.diffusion.config import generator_params, stage_params
+    from fsad.diffusion.dreambooth import dreambooth_learning_rate
+
+    defaults = generator_params({}, "generators.g")["dreambooth"]
+    assert (defaults["learning_rate"], defaults["lora_learning_rate"]) == (5e-6, 1e-4)  # train_dreambooth.py, train_dreambooth_lora.py READMEs
+    assert dreambooth_learning_rate({**defaults, "training": "lora"}) == 1e-4 and dreambooth_learning_rate(defaults) == 5e-6
+    # a job receives its training mode's keys only: the other mode's never rerun it
+    full = stage_params(generator_params({}, "generators.g"), "dreambooth")["dreambooth"]
+    lora = stage_params(generator_params({"dreambooth": {"training": "lora"}}, "generators.g"), "dreambooth")["dreambooth"]
+    assert "learning_rate" in full and not {"lora_learning_rate", "lora_rank"} & set(full)
+    assert {"lora_learning_rate", "lora_rank"} <= set(lora) and "learning_rate" not in lora
+
+
+@pytest.mark.parametrize("training, rate", [("lora", 3e-3), ("full", 2e-3)])
+def test_the_optimiser_steps_at_the_learning_rate_of_the_training_mode(monkeypatch, training, rate):
+    rates = []
+    adam = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, **kw: rates.append(kw["lr"]) or adam(params, **kw))
+    pipeline = load_pipeline("tiny", "cpu", torch.float32, 0)
+    params = {**PARAMS, "steps": 1, "training": training, "learning_rate": 2e-3, "lora_learning_rate": 3e-3}
+    train_dreambooth(pipeline, torch.zeros(1, 3, 32, 32), None, "a photo of normal wood", None, params, seed=0)
+    assert rates == [rate]
+
+
+def test_a_scheduler_that_predicts_neither_noise_nor_velocity_is_refused_with_the_fix():
+    from diffusers import DDIMScheduler
+
+    from fsad.diffusion.dreambooth import checked_prediction_type
+
+    pipeline = load_pipeline("tiny", "cpu", torch.float32, 0)
+    pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config, prediction_type="sample")
+    before = {name: p.detach().clone() for name, p in pipeline.unet.named_parameters()}
+    with pytest.raises(ValueError, match=r"prediction_type 'sample'.*epsilon or v_prediction.*scheduler/scheduler_config.json"):
+        train_dreambooth(pipeline, torch.zeros(1, 3, 32, 32), None, "a photo of normal wood", None, {**PARAMS, "steps": 1}, seed=0)
+    assert all(torch.equal(p, before[name]) for name, p in pipeline.unet.named_parameters())  # refused before any step
+    for accepted in ("epsilon", "v_prediction"):
+        assert checked_prediction_type(DDIMScheduler.from_config(pipeline.scheduler.config, prediction_type=accepted).config) == accepted

@@ -377,13 +377,16 @@ def diffusion(world, tmp_path_factory) -> dict[str, Run]:
     runs: dict[str, Run] = {}
     with pytest.MonkeyPatch.context() as mp:
         with read_audit() as audit:
-            stages.class_images(params, world.dataset, "widget", 0, "cpu", root / "class_images")
+            base = stages.base_model(params["base_model"], 0, root / "base_model")
+        runs["base_model"] = Run(audit)
+        with read_audit() as audit:
+            stages.class_images(params, base, world.dataset, "widget", 0, "cpu", root / "class_images")
         runs["class_images"] = Run(audit)
 
         training: list = []
         spy(mp, dreambooth, "train_dreambooth", training, lambda pipeline, instance, klass, *a, **k: (instance.clone(), None if klass is None else klass.clone()))
         with read_audit() as audit:
-            stages.dreambooth(params, split, manifest, root / "class_images", 0, "cpu", root / "model")
+            stages.dreambooth(params, base, split, manifest, root / "class_images", 0, "cpu", root / "model")
         runs["dreambooth"] = Run(audit, {"training": training})
 
         img2img: list = []
@@ -410,6 +413,7 @@ def diffusion(world, tmp_path_factory) -> dict[str, Run]:
 
 def test_class_images_read_no_image_of_the_dataset(world, diffusion):
     data = dataset(world, "k2")
+    assert not data.read(diffusion["base_model"].audit)  # nor does the base model's job
     assert not data.read(diffusion["class_images"].audit)
     assert not any(world.root.resolve() / "images" in path.parents for path in diffusion["class_images"].audit.pil_paths())
 

@@ -1,5 +1,5 @@
-"""Every generator parameter (fsad/diffusion/schema.yaml) reaches its maths: the four job scripts
-(workflow_scripts/{class_images,dreambooth,generate_pool,personalize}.py) run on the tiny preset with every value
+"""Every generator parameter (fsad/diffusion/schema.yaml) reaches its maths: the five job scripts
+(workflow_scripts/{base_model,class_images,dreambooth,generate_pool,personalize}.py) run on the tiny preset with every value
 non-default, their params built as the rules build them (``stage_params``, then ``job_params``), while spies record
 what reaches the library calls: the diffusers pipelines' arguments and denoising steps (UNet forwards), the
 DreamBooth loss, optimiser, gradient clipping and augmentation, and the images each stage reads.
@@ -45,7 +45,7 @@ AUGMENT = {"hflip": False, "vflip": True, "rotation_degrees": 7, "crop_scale": 0
 ENTRY = {
     "base_model": BASE_MODEL, "resolution": 16, "precision": "fp16", "instance_prompt": "a flawless photo of {}", "class_name_mode": "verbatim",
     "class_images": {"count": 3, "prompt": "a picture of {}", "steps": 3, "guidance_scale": 3.5, "batch_size": 2},
-    "dreambooth": {"steps": 3, "learning_rate": 3e-4, "prior_loss_weight": 0.25, "batch_size": 2, "training": "lora", "lora_rank": 3,
+    "dreambooth": {"steps": 3, "learning_rate": 3e-4, "lora_learning_rate": 7e-4, "prior_loss_weight": 0.25, "batch_size": 2, "training": "lora", "lora_rank": 3,
                    "gradient_checkpointing": True, "max_grad_norm": 0.05, "adam_weight_decay": 0.03, "log_every": 2, "augment": AUGMENT},
     "pool": {"text_to_image": 3, "image_to_image": 2, "strength": 0.45, "steps": 10, "guidance_scale": 5.5, "batch_size": 2},
     "personalization": {"prompts": ["a clean {} shot", "an intact {} shot"], "fixed_prompt": "a plain {} shot", "strength": 0.65, "steps": 6,
@@ -65,6 +65,7 @@ COVERED: dict[str, str] = {
     "generator.class_images.batch_size": "test_the_batch_sizes_set_the_images_per_pipeline_call_and_only_the_rounding",
     "generator.dreambooth.steps": "test_the_step_count_and_batch_size_shape_the_dreambooth_loop",
     "generator.dreambooth.learning_rate": "test_the_learning_rate_and_weight_decay_reach_the_optimiser",
+    "generator.dreambooth.lora_learning_rate": "test_the_learning_rate_and_weight_decay_reach_the_optimiser",
     "generator.dreambooth.prior_loss_weight": "test_the_prior_loss_weight_weighs_the_class_half_of_the_loss",
     "generator.dreambooth.batch_size": "test_the_step_count_and_batch_size_shape_the_dreambooth_loop",
     "generator.dreambooth.training": "test_lora_training_saves_adapters_of_the_configured_rank",
@@ -119,12 +120,14 @@ class Namespace(dict):
     __getattr__ = dict.__getitem__
 
 
-def _script(name: str, stage: str, entry: dict, inputs: dict, outputs: dict, log: Path) -> None:
-    """Run a job script as Snakemake does: rule params from ``stage_params`` of the config's entry (as rules/common.smk)."""
+def _script(name: str, stage: str | None, entry: dict, inputs: dict, outputs: dict, log: Path) -> None:
+    """Run a job script as Snakemake does: rule params from ``stage_params`` of the config's entry (as rules/common.smk),
+    or, for the base model's job (``stage`` None), the entry's base_model."""
     from fsad.config import canonical
 
+    params = {"base_model": entry["base_model"]} if stage is None else {"generator": canonical(stage_params(generator_params(entry, "generators.g"), stage))}
     smk = Namespace(
-        params=Namespace(generator=canonical(stage_params(generator_params(entry, "generators.g"), stage)), seed=SEED),
+        params=Namespace(**params, seed=SEED),
         config={"generators": {"g": entry}},
         wildcards=Namespace(generator="g", dataset="d", category=CATEGORY, setting="k2", run="0"),
         input=Namespace({k: str(v) for k, v in inputs.items()}),
@@ -162,9 +165,9 @@ class Spies:
         spies = self
         real_load = models.load_pipeline
 
-        def load(base_model, device, dtype, seed, unet=None):
-            spies.loads.append({"stage": spies.stage, "base_model": base_model, "dtype": dtype})
-            return real_load("tiny" if base_model == BASE_MODEL else base_model, device, dtype, seed, unet=unet)
+        def load(base_model, device, dtype, seed=None):
+            spies.loads.append({"stage": spies.stage, "base_model": base_model, "dtype": dtype, "seed": seed})
+            return real_load("tiny" if base_model == BASE_MODEL else base_model, device, dtype, seed)
 
         mp.setattr(models, "load_pipeline", load)
         mp.setattr(stages, "load_pipeline", load)
@@ -254,18 +257,20 @@ def _tiny_run(root: Path) -> tuple[Path, Path]:
 
 def _run_stages(root: Path, entry: dict, spies: Spies, stages_to_run=("class_images", "dreambooth", "generate_pool", "personalize")) -> dict[str, Path]:
     split, manifest = _tiny_run(root)
-    out = {"class_images": root / "class_images", "model": root / "model", "pool": root / "pool", "personalized": root / "personalized",
+    out = {"base": root / "base_model", "class_images": root / "class_images", "model": root / "model", "pool": root / "pool", "personalized": root / "personalized",
            "split": split, "manifest": manifest, "logs": root / "logs"}
     level = logging.getLogger().level
     try:
         with pytest.MonkeyPatch.context() as mp:
             spies.install(mp)
             run = {"split": split, "manifest": manifest}
+            spies.stage = "base_model"
+            _script("base_model", None, entry, {}, {"base": out["base"]}, out["logs"] / "base_model.log")
             if "class_images" in stages_to_run:
                 spies.stage = "class_images"
-                _script("class_images", "class_images", entry, {}, {"images": out["class_images"]}, out["logs"] / "class_images.log")
+                _script("class_images", "class_images", entry, {"base": out["base"]}, {"images": out["class_images"]}, out["logs"] / "class_images.log")
             spies.stage = "dreambooth"
-            inputs = run | ({"class_images": out["class_images"]} if entry["dreambooth"].get("prior_loss_weight", 1.0) > 0 else {})
+            inputs = run | {"base": out["base"]} | ({"class_images": out["class_images"]} if entry["dreambooth"].get("prior_loss_weight", 1.0) > 0 else {})
             _script("dreambooth", "dreambooth", entry, inputs, {"model": out["model"]}, out["logs"] / "dreambooth.log")
             if "generate_pool" in stages_to_run:
                 spies.stage = "pool"
@@ -307,9 +312,15 @@ def _info(paths: dict[str, Path]) -> dict:
 
 def test_the_base_model_is_the_pipeline_every_stage_loads(generated):
     paths, spies = generated
-    assert {load["stage"] for load in spies.loads} == {"class_images", "dreambooth", "pool", "personalization"}
-    assert {load["base_model"] for load in spies.loads} == {BASE_MODEL}
-    assert _info(paths)["base_model"] == BASE_MODEL  # what the pool and personalization jobs load it from
+    loaded = {load["stage"]: load["base_model"] for load in spies.loads}
+    assert len(spies.loads) == len(loaded) == 5  # one load per job
+    # the base model's job loads the named model (the tiny preset drawn from the config seed) and saves its directory;
+    # class images and DreamBooth load that directory, the pool and personalization the fine-tune that links to it
+    assert loaded == {"base_model": BASE_MODEL, "class_images": str(paths["base"]), "dreambooth": str(paths["base"]),
+                      "pool": str(paths["model"]), "personalization": str(paths["model"])}
+    assert spies.loads[0]["seed"] == stages.base_seed(SEED)
+    assert all((paths["model"] / name).resolve() == (paths["base"] / name).resolve() for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"))
+    assert _info(paths)["base_model"] == BASE_MODEL
 
 
 def test_the_precision_reaches_the_dtype_of_every_stage(generated):
@@ -396,8 +407,10 @@ def test_the_learning_rate_and_weight_decay_reach_the_optimiser(generated):
     _, spies = generated
     (optimiser,) = spies.optimisers
     group = optimiser.param_groups[0]
-    assert (group["lr"], group["weight_decay"], group["betas"], group["eps"]) == (3e-4, 0.03, (0.9, 0.999), 1e-8)
+    # training: lora steps at lora_learning_rate (the full fine-tune's learning_rate does not reach the job)
+    assert (group["lr"], group["weight_decay"], group["betas"], group["eps"]) == (7e-4, 0.03, (0.9, 0.999), 1e-8)
     assert all(state["step"] == 3 for state in optimiser.state.values())
+    assert "learning_rate" not in spies.trainings[0]["params"]
 
 
 def test_the_prior_loss_weight_weighs_the_class_half_of_the_loss(generated, tmp_path):
@@ -415,11 +428,15 @@ def test_the_prior_loss_weight_weighs_the_class_half_of_the_loss(generated, tmp_
     (loss,) = without.losses
     assert (loss["rows"], loss["prior"]) == (2, 0.0) and loss["total"] == pytest.approx(loss["instance"])
     assert _info(zero)["class_images"] == 0 and (zero["model"] / UNET_DIR).is_dir()  # and full training saves the UNet
+    (optimiser,) = without.optimisers  # and steps at learning_rate (test_the_learning_rate_and_weight_decay_reach_the_optimiser)
+    assert optimiser.param_groups[0]["lr"] == 3e-4 and "lora_learning_rate" not in training["params"]
 
 
 def test_lora_training_saves_adapters_of_the_configured_rank(generated):
     paths, _ = generated
-    assert (paths["model"] / LORA_FILE).is_file() and not (paths["model"] / UNET_DIR).exists()
+    # the adapters, and no UNet of its own: unet/ links to the base model's, which LoRA leaves unchanged
+    assert (paths["model"] / LORA_FILE).is_file() and (paths["model"] / UNET_DIR).is_symlink()
+    assert (paths["model"] / UNET_DIR).resolve() == (paths["base"] / UNET_DIR).resolve()
     tensors = load_file(str(paths["model"] / LORA_FILE))
     down = {k: v for k, v in tensors.items() if "lora_A" in k or "lora.down" in k}
     up = {k: v for k, v in tensors.items() if "lora_B" in k or "lora.up" in k}
@@ -568,16 +585,20 @@ class Recorder:
 
 def test_shared_keys_reach_the_pipeline_loader_and_every_prompt(params, tmp_path, monkeypatch):
     loads, dtypes = [], []
-    monkeypatch.setattr(stages, "load_pipeline", lambda name, device, dtype, seed: loads.append(name) or object())
+    monkeypatch.setattr(stages, "load_pipeline", lambda name, device, dtype, seed=None: loads.append(name) or object())
     monkeypatch.setattr(stages, "inference_dtype", lambda precision, device: dtypes.append(precision) or torch.float32)
+    saves = []
+    monkeypatch.setattr(stages, "save_base_model", lambda name, seed, out: saves.append((name, seed, out)) or Path(out))
+    stages.base_model("other/model", 5, tmp_path / "base")
+    assert saves == [("other/model", stages.base_seed(5), tmp_path / "base")]
     t2i = Recorder(lambda a: len(a[1]))
     monkeypatch.setattr(stages, "text_to_image", t2i)
-    stages.class_images(params, "d", "metal_nut", 0, "cpu", tmp_path / "class")
-    assert loads == ["tiny"] and dtypes == ["fp32"]
+    stages.class_images(params, tmp_path / "base", "d", "metal_nut", 0, "cpu", tmp_path / "class")
+    assert loads == [str(tmp_path / "base")] and dtypes == ["fp32"]
     assert t2i.calls[0][0][1] == ["some metal_nut"] * 3  # verbatim class name, the section's prompt
-    changed = generator_params({**json.loads(json.dumps(SPEC)), "precision": "bf16", "base_model": "other/model"}, "g")
-    stages.class_images(changed, "d", "metal_nut", 0, "cpu", tmp_path / "class2")
-    assert loads[-1] == "other/model" and dtypes[-1] == "bf16"
+    changed = generator_params({**json.loads(json.dumps(SPEC)), "precision": "bf16"}, "g")
+    stages.class_images(changed, tmp_path / "base", "d", "metal_nut", 0, "cpu", tmp_path / "class2")
+    assert dtypes[-1] == "bf16"
     split, manifest = write_tiny_run(tmp_path / "run")
     monkeypatch.setattr(stages, "load_finetuned", lambda *a: object())
     monkeypatch.setattr(stages, "image_to_image", Recorder(lambda a: len(a[1])))
@@ -589,7 +610,7 @@ def test_class_image_keys_reach_text_to_image(params, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "load_pipeline", lambda *a: object())
     t2i = Recorder(lambda a: len(a[1]))
     monkeypatch.setattr(stages, "text_to_image", t2i)
-    index = stages.class_images(params, "d", "wood", 0, "cpu", tmp_path / "class")
+    index = stages.class_images(params, tmp_path / "base", "d", "wood", 0, "cpu", tmp_path / "class")
     (args, _), = t2i.calls
     _, prompts, seeds, steps, guidance, resolution, batch = args
     assert (len(prompts), len(seeds), steps, guidance, resolution, batch) == (3, 3, 7, 2.5, 48, 2) and len(index) == 3

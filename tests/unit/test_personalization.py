@@ -99,12 +99,13 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """Class images, a DreamBooth model, a pool and personalized images of a tiny run."""
+    """The base model's directory, class images, a DreamBooth model, a pool and personalized images of a tiny run."""
     root = tmp_path_factory.mktemp("diffusion")
     split, manifest = write_tiny_run(root)
     params = generator_params(PARAMS, "generators.tiny")
-    stages.class_images(params, "d", "wood", 0, "cpu", root / "class_images")
-    info = stages.dreambooth(params, split, manifest, root / "class_images", 0, "cpu", root / "model")
+    base = stages.base_model(params["base_model"], 0, root / "base_model")
+    stages.class_images(params, base, "d", "wood", 0, "cpu", root / "class_images")
+    info = stages.dreambooth(params, base, split, manifest, root / "class_images", 0, "cpu", root / "model")
     stages.pool(params, split, manifest, root / "model", 0, "cpu", root / "pool")
     stages.personalization(params, split, manifest, root / "model", 0, "cpu", root / "personalized")
     return root, params, info

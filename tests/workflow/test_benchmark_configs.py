@@ -84,6 +84,7 @@ def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
         "draw_pool": categories,
         "extract_features": categories * 2,
         "draw_split": per_run,
+        "base_model": 1,  # the generator's base model as a pipeline directory, once
         "class_images": categories,
         "dreambooth": per_run,
         "generate_pool": per_run,

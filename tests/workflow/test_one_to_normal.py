@@ -46,6 +46,11 @@ def test_the_run_writes_the_model_pool_personalized_images_their_features_and_th
     model = results / "models" / RUN
     info = json.loads((model / "dreambooth.json").read_text())
     assert (model / "unet/diffusion_pytorch_model.safetensors").is_file() and len(info["loss_per_step"]) == 4 and info["class_images"] == 2
+    # a diffusers pipeline directory: the base's model_index.json, the trained UNet, links to the base's other components
+    base = results / "models/tiny/base_model"
+    assert json.loads((model / "model_index.json").read_text()) == json.loads((base / "model_index.json").read_text())
+    assert not (model / "unet").is_symlink() and all((model / c).is_symlink() and (model / c).resolve() == (base / c).resolve()
+                                                     for c in ("vae", "text_encoder", "tokenizer", "scheduler"))
     assert len(list((results / "models/tiny/textile/textile/class_images").glob("*.png"))) == 2
 
     pool = pd.read_csv(results / "pools" / RUN / "index.csv", keep_default_na=False)
@@ -77,7 +82,7 @@ def _pending_by_rule(workdir, overlay, change) -> dict[str, list[str]]:
 def test_a_changed_pool_parameter_reruns_the_pool_and_its_readers_but_not_dreambooth(generated_run):
     workdir, overlay = generated_run
     rules = _pending_by_rule(workdir, overlay, {"generators": {"tiny": {"pool": {"guidance_scale": 5.0}}}})
-    assert not set(rules) & {"dreambooth", "class_images", "personalize", "fit_run", "fit_dataset", "extract_features", "draw_split"}
+    assert not set(rules) & {"base_model", "dreambooth", "class_images", "personalize", "fit_run", "fit_dataset", "extract_features", "draw_split"}
     assert rules["generate_pool"] == [f"results/pools/{RUN}"]
     assert all("/pools/" in path for path in rules["extract_generated_features"])
     scored = {path.split("/")[2] for path in rules["score"]}
@@ -87,7 +92,7 @@ def test_a_changed_pool_parameter_reruns_the_pool_and_its_readers_but_not_dreamb
 def test_a_changed_personalization_parameter_reruns_personalization_and_one_to_normal_only(generated_run):
     workdir, overlay = generated_run
     rules = _pending_by_rule(workdir, overlay, {"generators": {"tiny": {"personalization": {"strength": 0.4}}}})
-    assert not set(rules) & {"dreambooth", "class_images", "generate_pool", "fit_run", "fit_dataset"}
+    assert not set(rules) & {"base_model", "dreambooth", "class_images", "generate_pool", "fit_run", "fit_dataset"}
     assert rules["personalize"] == [f"results/personalized/{RUN}"]
     assert {path.split("/")[2] for path in rules["score"]} == {"one_to_normal"}
 
