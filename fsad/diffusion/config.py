@@ -26,7 +26,20 @@ def generator_params(spec: dict[str, Any], where: str) -> Params:
     params = validated(SCHEMA, copy.deepcopy(spec), where, "generator")
     if params["pool"]["text_to_image"] + params["pool"]["image_to_image"] == 0:
         raise ValueError(f"config: {where}.pool generates no image; set pool.text_to_image or pool.image_to_image above 0")
+    for section in ("pool", "personalization"):
+        try:
+            stage_prompts(params, section)
+        except ValueError as error:
+            raise ValueError(f"config: {where}.{section}: {error}") from None
     return params
+
+
+def stage_prompts(params: Params, section: str) -> list[str]:
+    """The prompt templates of an img2img section (``pool`` or ``personalization``): its ``prompts`` (a list or a named
+    set of :mod:`fsad.diffusion.prompt_sets`), cut to its ``prompt_count``."""
+    from fsad.diffusion.prompt_sets import prompt_templates
+
+    return prompt_templates(params[section]["prompts"], params[section]["prompt_count"], params["instance_prompt"])
 
 
 def stage_params(params: Params, stage: str) -> Params:
