@@ -242,6 +242,13 @@ ROWS: list[Row] = [
     Row("scorers.datasets", "winclip", scorer("winclip_b", datasets=["textile", "synthetic"]), [*SYNTHETIC_DATA, "score:winclip_b/synthetic/*", "evaluate:winclip_b/synthetic/*", "gallery:winclip_b/synthetic/*", *AFTER_METRICS]),
     # generators: a stage's keys replan that stage and what reads its images; run settings nothing
     Row("generators", "one_to_normal", {"generators": {"spare": {"base_model": "tiny"}}}, NOTHING),
+    # a generator reading tiny's models and pool, another prompt set: its personalization alone is new (no DreamBooth)
+    Row("generators.models_from", "one_to_normal",
+        {"generators": {"tiny_p": {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["generators"]["tiny"], "models_from": "tiny",
+                                   "personalization": {"prompts": "physical", "prompt_count": 2}}},
+         "scorers": {"one_to_normal": {"generator": "tiny_p"}}},
+        ["personalize:tiny_p/*", "extract_generated_features:*/personalized/tiny_p/*", *after_score("one_to_normal")],
+        ["personalize:tiny/*", "extract_generated_features:*/personalized/tiny/*"]),
     *[Row(f"generators.{key}", "one_to_normal", {"generators": {"tiny": {key: value}}}, DIFFUSION_ALL)
       for key, value in {"base_model": "other/model", "resolution": 32, "precision": "bf16", "instance_prompt": "a photo of clean {}", "class_name_mode": "verbatim"}.items()],
     *[Row(f"generators.class_images.{key}", "one_to_normal", {"generators": {"tiny": {"class_images": {key: value}}}}, DIFFUSION_ALL)

@@ -43,6 +43,8 @@ BASE_MODEL = "local/tiny-copy"  # a name the spies map to the tiny preset: a con
 SEED = 3
 AUGMENT = {"hflip": False, "vflip": True, "rotation_degrees": 7, "crop_scale": 0.6}
 ENTRY = {
+    # models_from wires jobs (rules/common.smk), no stage job receives it: the stages here run as without it
+    "models_from": "source",
     "base_model": BASE_MODEL, "resolution": 16, "precision": "fp16", "instance_prompt": "a flawless photo of {}", "class_name_mode": "verbatim",
     "class_images": {"count": 3, "prompt": "a picture of {}", "steps": 3, "guidance_scale": 3.5, "batch_size": 2},
     "dreambooth": {"steps": 3, "learning_rate": 3e-4, "prior_loss_weight": 0.25, "batch_size": 2, "training": "lora", "lora_rank": 3,
@@ -55,6 +57,7 @@ ENTRY = {
 }
 
 COVERED: dict[str, str] = {
+    "generator.models_from": "test_models_from_names_an_equal_generator_and_reaches_no_stage_job",
     "generator.base_model": "test_the_base_model_is_the_pipeline_every_stage_loads",
     "generator.resolution": "test_the_resolution_sizes_every_image_generated_trained_on_and_personalized",
     "generator.precision": "test_the_precision_reaches_the_dtype_of_every_stage",
@@ -773,3 +776,23 @@ def test_named_prompt_sets_and_prompt_counts_reach_the_personalize_call(tmp_path
     with pytest.raises(RuntimeError, match="recorded"):
         stages.personalization(generator_params(entry, "g"), split, manifest, tmp_path / "model", 0, "cpu", tmp_path / "out")
     assert calls == [expected]
+
+
+def test_models_from_names_an_equal_generator_and_reaches_no_stage_job():
+    from fsad.diffusion.config import check_models_from, models_owner
+
+    source = generator_params({"base_model": "tiny"}, "generators.a")
+    reader = generator_params({"base_model": "tiny", "models_from": "a", "personalization": {"prompts": "physical"}}, "generators.b")
+    generators = {"a": source, "b": reader}
+    check_models_from(generators)  # personalization alone differs
+    assert (models_owner(generators, "b"), models_owner(generators, "a")) == ("a", "a")
+    assert all(stage_params(reader, stage) == stage_params(source, stage) for stage in ("class_images", "dreambooth", "pool"))
+    assert "models_from" not in stage_params(reader, "personalization")
+    other_pool = generator_params({"base_model": "tiny", "models_from": "a", "pool": {"steps": 9}}, "generators.c")
+    with pytest.raises(ValueError, match=r"generators.c.models_from: 'c' and 'a' differ in \['pool'\]"):
+        check_models_from({**generators, "c": other_pool})
+    with pytest.raises(ValueError, match="name another generator"):
+        check_models_from({"b": reader})
+    chained = generator_params({"base_model": "tiny", "models_from": "b"}, "generators.d")
+    with pytest.raises(ValueError, match="reads another's models itself; name 'a'"):
+        check_models_from({**generators, "d": chained})

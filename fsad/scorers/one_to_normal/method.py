@@ -58,7 +58,7 @@ def _check_study(params: Params, config: dict[str, Any]) -> str | None:
         if _without(spec, STUDY_INSTANCE_KEYS) != _without(first, STUDY_INSTANCE_KEYS):
             return f"prompt_study: {entry['scorer']!r} and {study[0]['scorer']!r} differ in more than {list(STUDY_INSTANCE_KEYS)}; make them alike"
         a, b = generators.get(spec.get("generator"), {}), generators.get(first.get("generator"), {})
-        strip = lambda g: {**g, "personalization": _without(g.get("personalization", {}), STUDY_PROMPT_KEYS)}  # noqa: E731
+        strip = lambda g: {**_without(g, ("models_from",)), "personalization": _without(g.get("personalization", {}), STUDY_PROMPT_KEYS)}  # noqa: E731
         if strip(a) != strip(b):
             return (f"prompt_study: the generators of {entry['scorer']!r} and {study[0]['scorer']!r} differ in more than "
                     f"personalization.{'/'.join(STUDY_PROMPT_KEYS)}; make them alike")
