@@ -497,7 +497,7 @@ def test_the_prompt_study_and_transfer_checks_refuse_instances_that_differ_in_mo
     assert "personalization.prompts/prompt_count" in METHOD.check(_params(generator="g3", prompt_study=study), other_steps)
     # transfer: the pair alike but for the pool, the with-instance's method reading one
     pairs = {"wc": {"method": "winclip", "window_sizes": [2]}, "wc_pool": {"method": "winclip", "window_sizes": [2], "generator": "g3"},
-             "wc_wide": {"method": "winclip", "window_sizes": [3], "generator": "g3"}, "fa": {"method": "faprompt"}, "fa_pool": {"method": "faprompt", "generator": "g3"}}
+             "wc_wide": {"method": "winclip", "window_sizes": [3], "generator": "g3"}, "fa": {"method": "faprompt", "train_dataset": "x"}, "fa_pool": {"method": "faprompt", "train_dataset": "x", "generator": "g3"}}
     check = lambda without, with_: METHOD.check(_params(generator="g3", transfer=[{"without": without, "with": with_}]), {"scorers": pairs})  # noqa: E731
     assert check("wc", "wc_pool") is None
     assert "alike but for" in check("wc", "wc_wide")

@@ -21,8 +21,10 @@ def _without(spec: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k not in keys}
 
 
-def _check_transfer(params: Params, instances: dict[str, Any], config_plugins: list[str]) -> str | None:
-    """Each pair: two instances of one memory method, alike but for the pool, the ``with`` one reading this generator's."""
+def _check_transfer(params: Params, instances: dict[str, Any], plugins: list[str]) -> str | None:
+    """Each pair: two instances of one memory method on one backbone whose parameters (defaults filled in) are alike but
+    for the pool, the ``with`` one reading this generator's; their settings and datasets may differ (a pool needs
+    normal shots)."""
     from fsad.scorers.registry import get_method, method_params
 
     for pair in params["transfer"]:
@@ -32,10 +34,13 @@ def _check_transfer(params: Params, instances: dict[str, Any], config_plugins: l
         without, with_ = instances[pair["without"]], instances[pair["with"]]
         if with_.get("generator") != params["generator"]:
             return f"transfer: scorer {pair['with']!r} does not read generator {params['generator']!r}; set its generator"
-        method = get_method(with_["method"], config_plugins)
-        if not method.generated(method_params(method, with_, f"scorers.{pair['with']}")).pool:
+        if (without["method"], without.get("backbone")) != (with_["method"], with_.get("backbone")):
+            return f"transfer: scorers {pair['without']!r} and {pair['with']!r} must share their method and backbone"
+        method = get_method(with_["method"], plugins)
+        filled = {role: method_params(method, instances[pair[role]], f"scorers.{pair[role]}") for role in ("without", "with")}
+        if not method.generated(filled["with"]).pool:
             return f"transfer: method {with_['method']!r} of scorer {pair['with']!r} declares no reference memory that reads a pool"
-        if without.get("generator") or _without(without, POOL_KEYS) != _without(with_, POOL_KEYS):
+        if filled["without"]["generator"] or _without(filled["without"], POOL_KEYS) != _without(filled["with"], POOL_KEYS):
             return (f"transfer: scorers {pair['without']!r} and {pair['with']!r} must be alike but for {list(POOL_KEYS)}, "
                     f"{pair['without']!r} without a generator; make their other keys equal")
     return None
