@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 BENCHMARKS = ROOT / "config" / "benchmarks"
 # Categories per dataset, from the datasets' own documentation (not from this project's code).
 CATEGORIES = {"mvtec_ad": 15, "visa": 12, "sdd": 1, "btad": 3, "mpdd": 6, "elpv": 2,  # elpv: mono- and polycrystalline cells
-              "brainmri": 1, "headct": 1, "mnist": 10, "cifar10": 10}  # one class per digit / CIFAR-10 class
+              "brainmri": 1, "headct": 1, "afid": 1, "mnist": 10, "cifar10": 10}  # one class per digit / CIFAR-10 class; AFID: one fabric
 
 
 def dry_run(workdir, *configfiles) -> tuple[dict[str, int], set[str]]:
@@ -128,7 +128,7 @@ CASES = {
     "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
     # the studies: 1, 3, 5, 10 prompts and the empty fixed prompt; transfer: WinCLIP+ and PromptAD (ViT-B), PatchCore, AnomalyDINO
     "one_to_normal.yaml": expected_one_to_normal(
-        ["mvtec_ad", "visa", "sdd", "elpv", "brainmri", "headct", "mnist", "cifar10"], ["k2", "k4", "k8"], ["mvtec_ad", "visa"],
+        ["mvtec_ad", "visa", "sdd", "afid", "elpv", "brainmri", "headct", "mnist", "cifar10"], ["k2", "k4", "k8"], ["mvtec_ad", "visa"],
         ["mvtec_ad", "visa", "sdd", "headct"], ["mvtec_ad", "visa"], studies=5, transfer_backbones=["vitb16plus", "vitb16plus", "wrn50", "dinov2"]),
     # fewshot_baselines.yaml: PatchCore on wide_resnet50_2, AnomalyDINO on DINOv2 ViT-S/14 at 448 and at 672 px
     "fewshot_baselines.yaml": expected_baselines(["mvtec_ad", "visa"], ["k1", "k2", "k4", "k8"], instances=3, backbones=3),
