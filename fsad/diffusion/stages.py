@@ -6,7 +6,8 @@ Outputs (each a directory written beside its target and renamed onto it):
 - a fine-tuned model ``models/{generator}/{dataset}/{category}/{setting}/run{run}/`` (:mod:`fsad.diffusion.models`);
 - a pool ``pools/{generator}/{dataset}/{category}/{setting}/run{run}/``: generated ``t2i_NNNN.png`` and ``i2i_NNNN.png``
   + ``index.csv`` listing the memory in order: the run's references (no file, ``image_path`` in the dataset), then
-  the generated images, text-to-image and img2img interleaved;
+  the generated images, text-to-image and img2img interleaved, with each img2img image's prompt, seed and (under the
+  personalization process) its SSIM choice;
 - personalized test images ``personalized/{generator}/{dataset}/{category}/{setting}/run{run}/``: ``NNNN.png`` per
   test image (and ``NNNN.fixed.png`` under the fixed prompt) + ``index.csv`` with the prompt kept and the SSIMs.
 
