@@ -33,12 +33,11 @@ PAIRS = {  # without -> the instance with the pool (alike but for generator)
     "promptad": {"method": "devprompt", "backbone": "vitb16plus", "settings": ["k1"], "datasets": ["textile"], "deviation_loss": False, "epochs": 1,
                  "vv_block": 2, "memory_blocks": [1, 2]},
     # one masked anomalous shot beside one normal shot (the pool fine-tunes on the normal one)
-    "anomalous_memory": {"method": "anomalous_memory", "backbone": "vitb16plus", "settings": ["k1a1"], "datasets": ["synthetic"], "distributions": [],
-                         "baseline_setting": "k1"},
+    "anomalous_memory": {"method": "anomalous_memory", "backbone": "vitb16plus", "settings": ["k1a1"], "datasets": ["synthetic"], "baseline_setting": "k1"},
 }
 OVERLAY = {
     "settings": [{"name": "k1", "normal_shots": 1, "anomalous_shots": 0, "validation_normals": 0},
-                 {"name": "k1a1", "normal_shots": 1, "anomalous_shots": 1, "validation_normals": 0}],
+                 {"name": "k1a1", "normal_shots": 1, "anomalous_shots": 1, "validation_normals": 1}],
     "backbones": {"tiny_tokens": TINY_TOKENS, "tiny_cnn": DEFAULT_CONFIG["backbones"]["tiny_cnn"], "tiny_dino": DEFAULT_CONFIG["backbones"]["tiny_dino"]},
     "generators": {
         "tiny": TINY_GENERATOR,
