@@ -95,9 +95,9 @@ def test_the_pool_img2img_images_are_the_ssim_choice_among_the_prompt_sets_candi
 
 def test_the_prompt_study_personalizes_from_the_shared_models_and_tabulates_each_instance(studied):
     assert not (studied / "models/tiny_p1").exists() and not (studied / "pools/tiny_p1").exists()  # tiny's, through models_from
-    first = pd.read_csv(studied / f"personalized/tiny_p1/{RUN}/index.csv", keep_default_na=False)
+    first = pd.read_csv(studied / f"personalized/tiny_p1/{RUN}/index.csv", keep_default_na=False, dtype={"candidate_ssims": str})
     assert set(first["prompt"]) == {PHYSICAL[0].format("textile")} and all(len(c.split(";")) == 1 for c in first["candidate_ssims"])
-    three = pd.read_csv(studied / f"personalized/tiny_p3/{RUN}/index.csv", keep_default_na=False)
+    three = pd.read_csv(studied / f"personalized/tiny_p3/{RUN}/index.csv", keep_default_na=False, dtype={"candidate_ssims": str})
     assert set(three["prompt"]) <= {t.format("textile") for t in PHYSICAL[:3]} and all(len(c.split(";")) == 3 for c in three["candidate_ssims"])
     # both read tiny's pool: the same S_N
     s_n = {name: pd.read_parquet(studied / f"scores/{name}/{RUN}.parquet").set_index("image_id")["s_n"] for name in ("o2n_p1", "o2n_p3", "one_to_normal")}
