@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from fsad.backbones.spec import OPEN_CLIP, backbone_key, backbone_library, network_spec
 from fsad.config import canonical, check_complete, check_config, check_datasets, member_validation
 from fsad.data.registry import dataset_categories
-from fsad.diffusion.config import generator_params, stage_params
+from fsad.diffusion.config import check_models_from, generator_params, models_owner, stage_params
 from fsad.scorers.registry import method_module, method_params, load_method
 
 check_complete(config)
@@ -32,6 +32,7 @@ MEMBER_VALIDATION = member_validation(config, METHODS, PARAMS)
 CATEGORIES = {name: dataset_categories(spec) for name, spec in DATASETS.items()}
 # Generators (fsad/diffusion/schema.yaml): DreamBooth models, pools and personalized images that methods declare they read.
 GENERATORS = {name: generator_params(spec, f"generators.{name}") for name, spec in config.get("generators", {}).items()}
+check_models_from(GENERATORS)
 
 
 def _alternation(names):
@@ -226,13 +227,18 @@ def generated_store(backbone, kind, generator, dataset, category, setting, run):
 def generated_inputs(wildcards):
     """The pool and personalized images (directories and feature stores) a score job's method declares it reads."""
     declared = METHODS[wildcards.scorer].generated(PARAMS[wildcards.scorer])
-    run = (declared.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
     backbone = backbone_dir_of_scorer(wildcards.scorer)
     inputs = {}
     for key, kind, name in (("pool", "pools", "generated_pool"), ("personalized", "personalized", "personalized")):
         if getattr(declared, key):
+            run = (image_owner(declared.generator, kind), wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)
             inputs |= {name: generated_dir(kind, *run), f"{name}_features": generated_store(backbone, kind, *run)}
     return inputs
+
+
+def image_owner(generator, kind):
+    """The generator whose ``kind`` images ``generator``'s readers read: a pool comes from its models_from generator."""
+    return models_owner(GENERATORS, generator) if kind == "pools" else generator
 
 
 def generator_stage(stage):
@@ -274,7 +280,8 @@ def dreambooth_inputs(wildcards):
 
 def generation_inputs(wildcards):
     """A pool's or personalization's inputs: the run's split, manifest and fine-tuned model."""
-    return run_files(wildcards) | {"model": model_dir(wildcards.generator, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
+    owner = models_owner(GENERATORS, wildcards.generator)
+    return run_files(wildcards) | {"model": model_dir(owner, wildcards.dataset, wildcards.category, wildcards.setting, wildcards.run)}
 
 
 @cache
@@ -285,7 +292,8 @@ def generated_feature_needs(backbone_dir, kind, generator, dataset):
     readers = []
     for scorer in SCORERS:
         declared = METHODS[scorer].generated(PARAMS[scorer])
-        if SCORERS[scorer]["backbone"] == backbone_name(backbone_dir) and declared.generator == generator and getattr(declared, key) and dataset in scorer_datasets(scorer):
+        reads = declared.generator is not None and image_owner(declared.generator, kind) == generator
+        if SCORERS[scorer]["backbone"] == backbone_name(backbone_dir) and reads and getattr(declared, key) and dataset in scorer_datasets(scorer):
             readers.append(scorer)
     return store_needs(backbone_dir, readers)
 

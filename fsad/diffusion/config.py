@@ -29,7 +29,47 @@ def generator_params(spec: dict[str, Any], where: str) -> Params:
     params = validated(SCHEMA, copy.deepcopy(spec), where, "generator")
     if params["pool"]["text_to_image"] + params["pool"]["image_to_image"] == 0:
         raise ValueError(f"config: {where}.pool generates no image; set pool.text_to_image or pool.image_to_image above 0")
+    for section in ("pool", "personalization"):
+        try:
+            stage_prompts(params, section)
+        except ValueError as error:
+            raise ValueError(f"config: {where}.{section}: {error}") from None
     return params
+
+
+def stage_prompts(params: Params, section: str) -> list[str]:
+    """The prompt templates of an img2img section (``pool`` or ``personalization``): its ``prompts`` (a list or a named
+    set of :mod:`fsad.diffusion.prompt_sets`), cut to its ``prompt_count``."""
+    from fsad.diffusion.prompt_sets import prompt_templates
+
+    return prompt_templates(params[section]["prompts"], params[section]["prompt_count"], params["instance_prompt"])
+
+
+# Shared keys that wire jobs together rather than change an image: no stage receives them.
+WIRING_KEYS = ("models_from",)
+# The stages whose outputs a generator with models_from reads from the other generator.
+SHARED_STAGES = ("class_images", "dreambooth", "pool")
+
+
+def check_models_from(generators: dict[str, Params]) -> None:
+    """Each ``models_from`` names another generator without one of its own, equal in every key but personalization."""
+    for name, params in generators.items():
+        source = params["models_from"]
+        if source is None:
+            continue
+        where = f"config: generators.{name}.models_from"
+        if source not in generators or source == name:
+            raise ValueError(f"{where} is {source!r}; name another generator of the config: {sorted(set(generators) - {name})}")
+        if generators[source]["models_from"] is not None:
+            raise ValueError(f"{where} names {source!r}, which reads another's models itself; name {generators[source]['models_from']!r}")
+        differing = sorted(k for k in params if k not in ("personalization", *WIRING_KEYS) and params[k] != generators[source][k])
+        if differing:
+            raise ValueError(f"{where}: {name!r} and {source!r} differ in {differing}; only personalization may differ (or drop models_from)")
+
+
+def models_owner(generators: dict[str, Params], generator: str) -> str:
+    """The generator whose class images, DreamBooth models and pools ``generator`` reads: its ``models_from`` or itself."""
+    return generators[generator]["models_from"] or generator
 
 
 def stage_params(params: Params, stage: str) -> Params:
@@ -37,7 +77,7 @@ def stage_params(params: Params, stage: str) -> Params:
     its run settings (:data:`RUN_SETTINGS`) and, for DreamBooth, the keys of the other training mode (:data:`OTHER_MODE_KEYS`)."""
     if stage not in STAGES:
         raise ValueError(f"unknown generator stage {stage!r}; one of {STAGES}")
-    shared = {key: value for key, value in params.items() if key not in STAGES}
+    shared = {key: value for key, value in params.items() if key not in STAGES and key not in WIRING_KEYS}
     left_out = set(RUN_SETTINGS[stage]) | (set(OTHER_MODE_KEYS[params[stage]["training"]]) if stage == "dreambooth" else set())
     return {**shared, stage: {key: value for key, value in params[stage].items() if key not in left_out}}
 

@@ -1,5 +1,7 @@
 """One-to-normal personalization (paper section 3.3): each query is noised to strength ``t`` and denoised under
-each normal-state prompt; the output chosen by SSIM against the query is the query's personalized image.
+each normal-state prompt; the output chosen by SSIM against the query is the query's personalized image. The pool's
+img2img part (section 3.4: "the same process as section 3.3", aimed at the references) runs the same choice
+(:func:`choose_by_ssim`) against each reference, with several candidates per prompt when asked.
 
 Eq. 2 writes ``c_q = arg min_c L(x_q, x_hat_c)`` with ``L`` = SSIM, which would keep the output *least* similar to
 the query, while the text asks for the prompt that "most closely resembles the normal state" and the method's aim is
@@ -45,7 +47,8 @@ def select(similarities: Sequence[float], selection: str) -> int:
 
 @dataclass
 class Personalized:
-    """One query's personalization: the kept image, its prompt, every candidate's SSIM, and the fixed-prompt image."""
+    """One image's personalization: the kept image, its prompt and seed, every candidate's SSIM (in candidate order:
+    seed by seed, prompt by prompt), and the fixed-prompt image."""
 
     image: Image.Image
     prompt: str
@@ -53,6 +56,36 @@ class Personalized:
     candidate_ssims: list[float]
     fixed_image: Image.Image | None = None
     fixed_ssim: float | None = None
+    seed: int | None = None
+
+
+def choose_by_ssim(
+    pipeline: Any,
+    target: Image.Image,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    fixed_prompt: str | None,
+    strength: float,
+    steps: int,
+    guidance_scale: float,
+    selection: str,
+) -> Personalized:
+    """Section 3.3's process for one image: ``target`` denoised under every prompt from every seed's noise (one pipeline
+    call holding every candidate, ``len(seeds) * len(prompts)``, then the ``fixed_prompt``'s from ``seeds[0]``), the
+    candidate chosen by SSIM against ``target`` (:func:`select`).
+
+    Candidates of one seed start from the same noise, so they differ by their prompt only.
+    """
+    candidates = [(prompt, seed) for seed in seeds for prompt in prompts]
+    every = [*candidates, (fixed_prompt, seeds[0])] if fixed_prompt is not None else candidates
+    width = len(every)
+    images = image_to_image(pipeline, [target] * width, [p for p, _ in every], [s for _, s in every], strength, steps, guidance_scale, width)
+    similarities = [ssim(target, image) for image in images[: len(candidates)]]
+    kept = select(similarities, selection)
+    result = Personalized(images[kept], candidates[kept][0], similarities[kept], similarities, seed=int(candidates[kept][1]))
+    if fixed_prompt is not None:
+        result.fixed_image, result.fixed_ssim = images[-1], ssim(target, images[-1])
+    return result
 
 
 def personalize(
@@ -66,24 +99,15 @@ def personalize(
     guidance_scale: float,
     selection: str,
 ) -> list[Personalized]:
-    """Personalize ``queries`` (already at the generator's resolution) under every prompt.
+    """Personalize ``queries`` (already at the generator's resolution) under every prompt (:func:`choose_by_ssim`,
+    one candidate per prompt from the noise of ``seeds[i]``).
 
-    Each query is one pipeline call holding its candidates, one per prompt (and the ``fixed_prompt``'s, the prompt
-    ablation's baseline), each with a generator seeded from ``seeds[i]``: the candidates start from the same noise,
-    so they differ by their prompt only, and a query's computation is the same whatever the other queries of the
-    job. Batching queries together would be faster on a GPU, but on the CPU batched kernels sum in another order,
-    so a query's result would depend on its neighbours (by one 8-bit level in a few pixels, enough to flip a close
-    SSIM choice).
+    Each query is one pipeline call holding its candidates (and the ``fixed_prompt``'s, the prompt ablation's
+    baseline), so a query's computation is the same whatever the other queries of the job. Batching queries together
+    would be faster on a GPU, but on the CPU batched kernels sum in another order, so a query's result would depend on
+    its neighbours (by one 8-bit level in a few pixels, enough to flip a close SSIM choice).
     """
-    every_prompt = [*prompts, fixed_prompt] if fixed_prompt is not None else list(prompts)
-    width = len(every_prompt)
-    results = []
-    for q, query in enumerate(queries):
-        candidates = image_to_image(pipeline, [query] * width, every_prompt, [seeds[q]] * width, strength, steps, guidance_scale, width)
-        similarities = [ssim(query, image) for image in candidates[: len(prompts)]]
-        kept = select(similarities, selection)
-        result = Personalized(candidates[kept], prompts[kept], similarities[kept], similarities)
-        if fixed_prompt is not None:
-            result.fixed_image, result.fixed_ssim = candidates[-1], ssim(query, candidates[-1])
-        results.append(result)
-    return results
+    return [
+        choose_by_ssim(pipeline, query, prompts, [seeds[q]], fixed_prompt, strength, steps, guidance_scale, selection)
+        for q, query in enumerate(queries)
+    ]

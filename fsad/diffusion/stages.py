@@ -8,7 +8,8 @@ Outputs (each a directory written beside its target and renamed onto it):
 - a fine-tuned model ``models/{generator}/{dataset}/{category}/{setting}/run{run}/`` (:mod:`fsad.diffusion.models`);
 - a pool ``pools/{generator}/{dataset}/{category}/{setting}/run{run}/``: generated ``t2i_NNNN.png`` and ``i2i_NNNN.png``
   + ``index.csv`` listing the memory in order: the run's references (no file, ``image_path`` in the dataset), then
-  the generated images, text-to-image and img2img interleaved;
+  the generated images, text-to-image and img2img interleaved, with each img2img image's prompt, seed and (under the
+  personalization process) its SSIM choice;
 - personalized test images ``personalized/{generator}/{dataset}/{category}/{setting}/run{run}/``: ``NNNN.png`` per
   test image (and ``NNNN.fixed.png`` under the fixed prompt) + ``index.csv`` with the prompt kept and the SSIMs.
 
@@ -31,11 +32,11 @@ from PIL import Image
 from fsad.data.images import read_image
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import Split, read_split
-from fsad.diffusion.config import prompt_text
+from fsad.diffusion.config import prompt_text, stage_prompts
 from fsad.diffusion.generation import image_to_image, square, text_to_image
 from fsad.diffusion.image_sets import IMAGE_TO_IMAGE, REFERENCE, TEXT_TO_IMAGE, read_image_set, write_image_set
 from fsad.diffusion.models import DTYPES, inference_dtype, load_finetuned, load_pipeline, save_base_model, save_finetuned
-from fsad.diffusion.personalize import personalize
+from fsad.diffusion.personalize import choose_by_ssim, personalize
 from fsad.provenance import environment
 from fsad.seeding import derive_seed
 
@@ -149,12 +150,19 @@ def dreambooth(
 
 
 def pool(params: dict[str, Any], split_path: str | Path, manifest_path: str | Path, model_dir: str | Path, seed: int, device: str, out_dir: str | Path) -> pd.DataFrame:
-    """The run's anomaly-free pool: its references, then generated normals (text-to-image and img2img interleaved)."""
+    """The run's anomaly-free pool: its references, then generated normals (text-to-image and img2img interleaved).
+
+    The img2img images come from the references in turn: under ``image_to_image_process: personalization`` each is the
+    SSIM choice against its reference among ``candidates_per_prompt`` candidates per prompt of the pool's prompt set
+    (:func:`fsad.diffusion.personalize.choose_by_ssim`); under ``single_prompt`` the one img2img image under the
+    instance prompt. The first candidate seed of each image is single_prompt's seed, so the two differ by the process only.
+    """
     section = params["pool"]
     split = read_split(split_path)
     refs = _normal_refs(split)
     pipeline = load_finetuned(model_dir, device, inference_dtype(params["precision"], device))
-    prompt = prompt_text(params["instance_prompt"], split.category, params["class_name_mode"])
+    name = lambda template: prompt_text(template, split.category, params["class_name_mode"])  # noqa: E731
+    prompt = name(params["instance_prompt"])
     resolution = params["resolution"]
     n_t2i, n_i2i = section["text_to_image"], section["image_to_image"]
     started = time.perf_counter()
@@ -162,23 +170,40 @@ def pool(params: dict[str, Any], split_path: str | Path, manifest_path: str | Pa
     t2i = text_to_image(pipeline, [prompt] * n_t2i, t2i_seeds, section["steps"], section["guidance_scale"], resolution, section["batch_size"])
     sources = [refs[i % len(refs)] for i in range(n_i2i)]
     references = dict(zip(refs, (square(image, resolution) for image in _run_images(split, manifest_path, refs))))
-    i2i_seeds = [derive_seed(seed, "pool", split.label, IMAGE_TO_IMAGE, i) for i in range(n_i2i)]
-    i2i = image_to_image(
-        pipeline, [references[s] for s in sources], [prompt] * n_i2i, i2i_seeds, section["strength"], section["steps"], section["guidance_scale"], section["batch_size"]
-    )
+    candidate_seeds = [
+        [derive_seed(seed, "pool", split.label, IMAGE_TO_IMAGE, i, *((c,) if c else ())) for c in range(section["candidates_per_prompt"])]
+        for i in range(n_i2i)
+    ]
+    i2i_rows = [{"image_id": f"i2i_{i:04d}", "kind": IMAGE_TO_IMAGE, "source": src} for i, src in enumerate(sources)]
+    if section["image_to_image_process"] == "personalization":
+        prompts = [name(p) for p in stage_prompts(params, "pool")]
+        i2i = []
+        for row, source, seeds in zip(i2i_rows, sources, candidate_seeds):
+            chosen = choose_by_ssim(
+                pipeline, references[source], prompts, seeds, None, section["strength"], section["steps"], section["guidance_scale"], section["selection"]
+            )
+            row |= {"prompt": chosen.prompt, "seed": chosen.seed, "ssim": chosen.ssim, "candidate_ssims": ";".join(f"{v:.6f}" for v in chosen.candidate_ssims)}
+            i2i.append(chosen.image)
+    else:
+        i2i_seeds = [seeds[0] for seeds in candidate_seeds]
+        i2i = image_to_image(
+            pipeline, [references[s] for s in sources], [prompt] * n_i2i, i2i_seeds, section["strength"], section["steps"], section["guidance_scale"], section["batch_size"]
+        )
+        for row, s in zip(i2i_rows, i2i_seeds):
+            row |= {"prompt": prompt, "seed": s}
     seconds = time.perf_counter() - started
     if n_t2i + n_i2i:
         log.info("pool %s: %d generated in %.1f s (%.2f images/s)", split.label, n_t2i + n_i2i, seconds, (n_t2i + n_i2i) / seconds)
 
-    rows = [{"image_id": r, "kind": REFERENCE, "file": "", "source": r, "prompt": "", "seed": ""} for r in refs]
+    # ssim, candidate_ssims: the SSIM choice of a personalization-process img2img image ('' elsewhere)
+    no_choice = {"ssim": "", "candidate_ssims": ""}
+    rows = [{"image_id": r, "kind": REFERENCE, "file": "", "source": r, "prompt": "", "seed": "", **no_choice} for r in refs]
     generated = {}
-    t2i_rows = [{"image_id": f"t2i_{i:04d}", "kind": TEXT_TO_IMAGE, "source": "", "seed": s} for i, s in enumerate(t2i_seeds)]
-    i2i_rows = [{"image_id": f"i2i_{i:04d}", "kind": IMAGE_TO_IMAGE, "source": src, "seed": s} for i, (src, s) in enumerate(zip(sources, i2i_seeds))]
+    t2i_rows = [{"image_id": f"t2i_{i:04d}", "kind": TEXT_TO_IMAGE, "source": "", "prompt": prompt, "seed": s} for i, s in enumerate(t2i_seeds)]
     for row, image in _interleave(list(zip(t2i_rows, t2i)), list(zip(i2i_rows, i2i))):
-        row |= {"file": f"{row['image_id']}.png", "prompt": prompt}
-        rows.append(row)
-        generated[row["file"]] = image
-    index = pd.DataFrame(rows, columns=["image_id", "kind", "file", "source", "prompt", "seed"])
+        rows.append(no_choice | row | {"file": f"{row['image_id']}.png"})
+        generated[rows[-1]["file"]] = image
+    index = pd.DataFrame(rows, columns=["image_id", "kind", "file", "source", "prompt", "seed", "ssim", "candidate_ssims"])
     write_image_set(out_dir, index, generated)
     return index
 
@@ -197,7 +222,7 @@ def personalization(
     split = read_split(split_path)
     pipeline = load_finetuned(model_dir, device, inference_dtype(params["precision"], device))
     name = lambda template: prompt_text(template, split.category, params["class_name_mode"])  # noqa: E731
-    prompts = [name(p) for p in section["prompts"]]
+    prompts = [name(p) for p in stage_prompts(params, "personalization")]
     fixed = name(section["fixed_prompt"]) if section["fixed_prompt"] is not None else None
     queries = [square(image, params["resolution"]) for image in _run_images(split, manifest_path, split.test)]
     seeds = [derive_seed(seed, "personalization", split.label, image_id) for image_id in split.test]

@@ -2,6 +2,7 @@
 
 - :func:`dataset_table`: one dataset, rows = its categories and a ``mean`` row, columns = scorer x setting x metric;
 - :func:`summary_table`: rows = dataset x scorer x setting, columns = mean image AUROC, pixel AUROC and PRO;
+- :func:`labelled_instances_table`: instances of a study side by side, rows = setting x label, columns = dataset x metric;
 - :func:`instance_table`: one scorer instance, rows = dataset x setting x category with a ``mean`` row per dataset and
   setting, columns = its metrics (the report of methods without tables of their own paper's: PatchCore, AnomalyDINO).
 
@@ -11,6 +12,8 @@ categories, so the ``mean`` row's std is the spread of that mean across runs; a 
 """
 
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
@@ -90,6 +93,39 @@ def summary_table(metrics: pd.DataFrame, metric_names: dict[str, str] = SUMMARY_
     provenance = metrics.groupby(["dataset", "scorer", "setting"])["weights"].agg(lambda w: "; ".join(sorted(w.astype(str).unique())))
     table["weights"] = provenance.reindex(table.index)
     return table.sort_index()
+
+
+def labelled_instances_table(metrics: pd.DataFrame, rows: list[dict[str, str]], metric_names: dict[str, str], row: str = "variant") -> pd.DataFrame:
+    """Instances side by side, one row per ``{label, scorer}`` of ``rows`` (a study whose instances differ in one thing).
+
+    Returns:
+        text cells with index ``(setting, row)`` (settings in natural order, then ``rows``' order) and columns
+        ``(dataset, metric label)``: per run the mean over all of the dataset's categories, mean ± std over runs;
+        ``–`` where an instance lacks a dataset or setting the others have.
+    """
+    labels = {entry["scorer"]: entry["label"] for entry in rows}
+    chosen = _select(metrics[metrics["scorer"].isin(labels)], metric_names)
+    if chosen.empty:
+        raise ValueError(f"metrics hold no rows of scorers {sorted(labels)} with metrics {list(metric_names)}; run their evaluation first")
+    keys = ["scorer", "setting", "dataset", "metric"]
+    stats = over_runs(category_means(chosen, keys, metrics[["dataset", "category"]]), keys)
+    stats["text"] = stats_cells(stats)
+    stats[row] = stats["scorer"].map(labels)
+    stats["label"] = stats["metric"].map(metric_names)
+    table = stats.pivot(index=["setting", row], columns=["dataset", "label"], values="text")
+    order = [entry["label"] for entry in rows]
+    metric_order = list(metric_names.values())
+    table = table.reindex(
+        index=sorted(table.index, key=lambda i: (natural_key(i[0]), order.index(i[1]))),
+        columns=sorted(table.columns, key=lambda c: (c[0], metric_order.index(c[1]))),
+    )
+    table.columns.names = [None, None]
+    return table.fillna(MISSING)
+
+
+def natural_key(name: str) -> tuple:
+    """``k2 < k4 < k8 < k16``: digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def instance_table(metrics: pd.DataFrame, scorer: str, metric_names: dict[str, str] = MAIN_METRICS) -> pd.DataFrame:

@@ -108,6 +108,11 @@ class ScoringContext:
 
         return pool_generated_ids(self.generated_pool.index)[:generated] if self.generated_pool is not None else []
 
+    def generated_features(self, generated: int | None = None) -> FeatureBatch | None:
+        """Features of the first ``generated`` generated images of the run's pool (all when None), in pool order; None
+        when the method reads no pool (for memories that are not built from the split's normal references)."""
+        return None if self.generated_pool is None else self.generated_pool.features(self._generated_ids(generated))
+
     def reference_features(self, generated: int | None = None) -> FeatureBatch:
         """The split's normal references' features, followed by those of the first ``generated`` generated images of
         the run's pool (all when None; none when the method reads no pool), in pool order (One-to-Normal's transfer)."""

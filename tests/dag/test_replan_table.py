@@ -307,6 +307,13 @@ ROWS: list[Row] = [
     Row("generators", "one_to_normal", {"generators": {"spare": {"base_model": "tiny"}}}, NOTHING),
     # the base model's job reads the base model's name only
     Row("generators.base_model", "one_to_normal", {"generators": {"tiny": {"base_model": "other/model"}}}, ["base_model:tiny", *DIFFUSION_ALL]),
+    # a generator reading tiny's models and pool, another prompt set: its personalization alone is new (no DreamBooth)
+    Row("generators.models_from", "one_to_normal",
+        {"generators": {"tiny_p": {**yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["generators"]["tiny"], "models_from": "tiny",
+                                   "personalization": {"prompts": "physical", "prompt_count": 2}}},
+         "scorers": {"one_to_normal": {"generator": "tiny_p"}}},
+        ["personalize:tiny_p/*", "extract_generated_features:*/personalized/tiny_p/*", *after_score("one_to_normal")],
+        ["personalize:tiny/*", "extract_generated_features:*/personalized/tiny/*"]),
     *[Row(f"generators.{key}", "one_to_normal", {"generators": {"tiny": {key: value}}}, DIFFUSION_ALL)
       for key, value in {"resolution": 32, "precision": "bf16", "instance_prompt": "a photo of clean {}", "class_name_mode": "verbatim"}.items()],
     *[Row(f"generators.class_images.{key}", "one_to_normal", {"generators": {"tiny": {"class_images": {key: value}}}}, DIFFUSION_ALL)
@@ -323,10 +330,13 @@ ROWS: list[Row] = [
     *[Row(f"generators.dreambooth.{key}", "one_to_normal", {"generators": {"tiny": {"dreambooth": {key: value}}}}, NOTHING)
       for key, value in {"log_every": 3, "gradient_checkpointing": True}.items()],
     *[Row(f"generators.pool.{key}", "one_to_normal", {"generators": {"tiny": {"pool": {key: value}}}}, FROM_POOL)
-      for key, value in {"text_to_image": 2, "image_to_image": 2, "strength": 0.5, "steps": 10, "guidance_scale": 3.0}.items()],
+      for key, value in {"text_to_image": 2, "image_to_image": 2, "strength": 0.5, "steps": 10, "guidance_scale": 3.0,
+                         "image_to_image_process": "single_prompt", "prompts": "physical", "prompt_count": 2, "candidates_per_prompt": 2,
+                         "selection": "least_similar"}.items()],
     Row("generators.pool.batch_size", "one_to_normal", {"generators": {"tiny": {"pool": {"batch_size": 2}}}}, NOTHING),
     *[Row(f"generators.personalization.{key}", "one_to_normal", {"generators": {"tiny": {"personalization": {key: value}}}}, FROM_PERSONALIZATION)
-      for key, value in {"prompts": ["a photo of {}"], "fixed_prompt": None, "strength": 0.5, "steps": 10, "guidance_scale": 3.0, "selection": "least_similar"}.items()],
+      for key, value in {"prompts": ["a photo of {}"], "prompt_count": 2, "fixed_prompt": None, "strength": 0.5, "steps": 10, "guidance_scale": 3.0,
+                         "selection": "least_similar"}.items()],
     # method parameters, one instance's key at a time
     *method_rows("winclip", "winclip", {
         "prompt_preset": ("anomalib", after_score("winclip")),
@@ -343,6 +353,7 @@ ROWS: list[Row] = [
             "prompt_preset": "anomalib", "temperature": 0.05, "coverage_threshold": 0.3, "partial_windows": "normal", "text_normalisation": "raw_mean",
             "class_name_mode": "verbatim", "n_augmentations": 3, "n_draws": 7, "distributions": ["uniform"], "score_weights": "normal"}.items()},
         "window_sizes": ([2, 3, 5], ["extract_features:vitb16plus/synthetic/*", *after_score("anomalous_memory", "winclip", "winclip_b")]),
+        "generated_references": (2, after_score("anomalous_memory")),
         "baseline_scorer": ("winclip_b", report_of("anomalous_memory")),
         "baseline_setting": ("zs", report_of("anomalous_memory")),
     }),
@@ -366,6 +377,9 @@ ROWS: list[Row] = [
         "memory_blocks": ([3, 9], ["extract_features:vitb16plus/synthetic/*", *after_fit("devprompt", "promptad")]),
         "cls_prompts": (2, after_fit("promptad")),
         "sub_scores": ([], report_of("promptad")),
+        # the pool joins the visual memory at scoring time: its generation and features, then promptad's scores; no fit
+        "generated_references": (2, after_score("promptad")),
+        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*", *after_score("promptad")]),
     }, method="devprompt"),
     *method_rows("faprompt", "faprompt", {
         **{key: (value, after_fit("faprompt")) for key, value in {
@@ -405,9 +419,21 @@ ROWS: list[Row] = [
         "layers": ([1], [*TINY_STORES, *after_fit("one_to_normal"), *after_score("winclip_t")]),
         "train_dataset": ("synthetic", ["*synthetic*", *after_fit("one_to_normal")]),
         "generator": ("tiny2", ["base_model:tiny2", "*:tiny2/*", *GENERATED, *after_score("one_to_normal")]),
-        "transfer": ([{"without": "winclip_t", "with": "one_to_normal"}], report_of("one_to_normal")),
+        "prompt_study": ([{"label": "3 prompts", "scorer": "one_to_normal"}], report_of("one_to_normal")),
         "gallery_categories": (1, report_of("one_to_normal")),
     }),
+    # the pool needs normal shots to fine-tune on: a setting with one normal and one anomalous reference, its splits
+    Row("scorers.anomalous_memory.generator", "anomalous_memory",
+        {"settings": [*yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["settings"], {"name": "k1a1", "normal_shots": 1, "anomalous_shots": 1, "validation_normals": 1}],
+         "scorers": {"anomalous_memory": {"generator": "tiny", "settings": ["k1a1"]}}},
+        ["draw_split:synthetic/*/k1a1/*", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*",
+         *after_score("anomalous_memory")],
+        ["draw_split:synthetic/*/a1/*", "score:anomalous_memory/*/a1/*", "evaluate:anomalous_memory/*/a1/*", "gallery:anomalous_memory/*/a1"]),
+    # a transfer pair: winclip_t and its twin reading tiny's pool (a new instance: its score jobs, the pool's windows)
+    Row("scorers.one_to_normal.transfer", "one_to_normal",
+        {"scorers": {"one_to_normal": {"transfer": [{"without": "winclip_t", "with": "winclip_tp"}]},
+                     "winclip_tp": {"method": "winclip", "backbone": "tiny_tokens", "datasets": ["textile"], "settings": ["k1"], "generator": "tiny"}}},
+        ["extract_generated_features:tiny_tokens/pools/*", *after_score("winclip_tp"), *report_of("one_to_normal"), "score:one_to_normal/*", "evaluate:one_to_normal/*", "gallery:one_to_normal/*"]),
 ]
 
 REMOVALS = {

@@ -96,9 +96,9 @@ def test_the_report_writes_every_table_and_the_gallery_with_the_random_weights_n
     metrics = tmp_path / "metrics.csv"
     evaluated(score_file).assign(environment="torch 2.14.1").to_csv(metrics, index=False)
     written = write_report(ReportContext(metrics_csv=metrics, score_files=[score_file], detail_files=[details], manifests={}, tables_dir=tmp_path / "tables",
-                                         figures_dir=tmp_path / "plots", html_dir=tmp_path / "html", params={"alpha": 1.0, "beta": 0.5, "transfer": [], "gallery_categories": 4}))
+                                         figures_dir=tmp_path / "plots", html_dir=tmp_path / "html", params={"alpha": 1.0, "beta": 0.5, "transfer": [], "prompt_study": [], "gallery_categories": 4}))
     names = sorted(p.name for p in written)
-    assert names == sorted([f"{t}.{e}" for t in ("kshot", "branch_ablation", "prompt_ablation", "transfer") for e in ("md", "csv", "tex", "html")] + ["gallery.png"])
+    assert names == sorted([f"{t}.{e}" for t in ("kshot", "branch_ablation", "prompt_ablation", "prompt_study", "transfer") for e in ("md", "csv", "tex", "html")] + ["gallery.png"])
     assert all(p.stat().st_size > 0 for p in written)
     assert RANDOM_WEIGHTS_NOTE in (tmp_path / "tables/kshot.md").read_text()
     assert csv_table(tmp_path / "tables/kshot.csv")["weights"].tolist() == ["random", "random"]

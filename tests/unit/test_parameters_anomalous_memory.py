@@ -27,7 +27,7 @@ from fsad.scorers.registry import method_params
 from fsad.text import class_names
 
 from .test_parameters_winclip import expected_zero_shot
-from .tiny_world import CATEGORY, TINY, ScoreOutputs, World, build_world
+from .tiny_world import CATEGORY, TINY, WINDOW_SIZES, ScoreOutputs, World, build_world, write_pool
 
 
 COVERED: dict[str, str] = {
@@ -42,6 +42,8 @@ COVERED: dict[str, str] = {
     "anomalous_memory.n_draws": "test_the_weight_search_parameters_reach_the_validation",
     "anomalous_memory.distributions": "test_the_weight_search_parameters_reach_the_validation",
     "anomalous_memory.score_weights": "test_the_weight_search_parameters_reach_the_validation",
+    "anomalous_memory.generator": "test_the_generator_and_its_count_add_the_pool_images_to_the_reference_memory_only",
+    "anomalous_memory.generated_references": "test_the_generator_and_its_count_add_the_pool_images_to_the_reference_memory_only",
     "anomalous_memory.baseline_scorer": "test_table_1_compares_with_the_configured_baseline_scorer_and_setting",
     "anomalous_memory.baseline_setting": "test_table_1_compares_with_the_configured_baseline_scorer_and_setting",
 }
@@ -284,3 +286,37 @@ def test_table_1_compares_with_the_configured_baseline_scorer_and_setting(world,
     # dropping either name, or both, reads another row: (winclip, k2) 70, (wc_b, k1) 80, the defaults 60
     chosen = table_1({"baseline_scorer": "wc_b", "baseline_setting": "k2"})
     assert (chosen["WinCLIP+ (1 normal)"], chosen["ours (1 anomalous)"]) == ("90.00", "50.00")  # one run: no spread
+
+
+# --- generated references (One-to-Normal's transfer) -------------------------------------------------------------
+
+
+def test_the_generator_and_its_count_add_the_pool_images_to_the_reference_memory_only(world, runs):
+    """The a1 run's pool: ``g0`` (an unused train normal) and ``g1`` (a copy of an anomalous test image). With both in the
+    reference memory, that test image finds itself at every scale (distance 0); the anomalous memory and the zero-shot
+    score do not move; each scale's memory grows by the pool images' patches or windows."""
+    declared = METHOD.generated(world.params("anomalous_memory", {"generator": "gen_a"}))
+    assert (declared.generator, declared.pool, declared.personalized) == ("gen_a", True, False)
+    assert METHOD.generated(world.params("anomalous_memory", {})).generator is None
+    pool = write_pool(world, WINDOW_SIZES, setting="a1")
+    generated = {"generated_pool": pool["generated_pool"], "generated_pool_features": pool["generated_pool_features"]}
+    alone = runs({})
+    outs = {count: world.score("anomalous_memory", FAST | {"generator": "gen_a", "generated_references": count}, setting="a1", generated=generated,
+                               out=world.root / "scores" / f"pool{count}") for count in (1, None)}
+    references = [f"reference_{scale}" for scale in DEFAULT_SCALES]
+    anomalous = [f"anomalous_{scale}" for scale in DEFAULT_SCALES]
+    base = alone.scores.set_index("image_id")
+    grid = 112 // 16  # the tiny CLIP's patch grid at 112 px
+    windows = {"patch": grid * grid, **{f"w{k}": (grid - k + 1) ** 2 for k in WINDOW_SIZES}}
+    for count, out in outs.items():
+        joined = out.scores.set_index("image_id")
+        pd.testing.assert_frame_equal(joined[anomalous + ["zero_shot"]], base[anomalous + ["zero_shot"]])
+        assert (joined[references] <= base[references] + 1e-6).all().all()  # more memory: never farther
+        n = 2 if count is None else 1
+        assert out.details["scorer_details"]["generated_references"] == ["g0", "g1"][:n]
+        sizes = out.details["scorer_details"]["reference_memory_sizes"]
+        without = alone.details["scorer_details"]["reference_memory_sizes"]
+        assert {scale: sizes[scale] - without[scale] for scale in sizes} == {scale: n * w for scale, w in windows.items()}
+        copy = joined.loc[pool["copy_of"], references].to_numpy()
+        assert (np.abs(copy) < 1e-5).all() == (count is None)
+    assert base.loc[pool["copy_of"], "reference_patch"] > 1e-2  # without the pool, that image's patches are far from the memory

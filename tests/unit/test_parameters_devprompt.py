@@ -43,7 +43,7 @@ from fsad.scorers.method import ReportContext, resolve
 from fsad.scorers.registry import method_params
 from fsad.text.class_names import READABLE_NAMES
 
-from .tiny_world import CATEGORY, World, build_world
+from .tiny_world import CATEGORY, World, build_world, write_pool
 
 OWNER = "devprompt"
 LOSSES = "test_each_loss_weight_scales_only_its_own_term_and_zero_removes_it"
@@ -70,6 +70,8 @@ COVERED: dict[str, str] = {
     f"{OWNER}.vv_block": "test_the_fit_trains_on_the_vv_tokens_of_its_normal_shot_and_anomalies",
     f"{OWNER}.memory_blocks": FULL_PROMPTAD,
     f"{OWNER}.cls_prompts": FULL_PROMPTAD,
+    f"{OWNER}.generator": "test_the_generator_and_its_count_add_the_pool_images_to_the_visual_galleries_at_scoring_time",
+    f"{OWNER}.generated_references": "test_the_generator_and_its_count_add_the_pool_images_to_the_visual_galleries_at_scoring_time",
     f"{OWNER}.logit_scale": LOSS_ARGUMENTS,
     f"{OWNER}.deviation_score": SCORING,
     f"{OWNER}.lambda_dev": DEVIATION_TERM,
@@ -587,3 +589,46 @@ def test_memory_blocks_and_cls_prompts_add_the_visual_memory_and_the_image_level
     textual = (t * F.normalize(test.patch_tokens @ tensors["visual_proj"], dim=-1) @ tensors["text_prototypes"].T).softmax(dim=-1)[..., 1]
     # the maps are stored as float16
     np.testing.assert_allclose(out.maps, up(1 / (1 / textual + 1 / visual)).numpy(), rtol=2e-3, atol=1e-4)
+
+
+def test_the_generator_and_its_count_add_the_pool_images_to_the_visual_galleries_at_scoring_time(world):
+    """PromptAD's visual memory with the k1 run's pool (``g0`` an unused train normal, ``g1`` a copy of an anomalous test
+    image): the galleries are the fitted normal shot's tokens, then the pool images', in pool order; the fitted prompts
+    and the textual columns do not move; the copied test image's visual map is 0."""
+    from fsad.backbones.loading import load_backbone
+    from fsad.features.extract import update_store
+    from .tiny_world import TINY
+
+    declared = METHOD.generated(world.params(OWNER, {"deviation_loss": False, "memory_blocks": [1, 2], "generator": "gen_p"}))
+    assert (declared.generator, declared.pool, declared.personalized) == ("gen_p", True, False)
+    assert "generator" not in METHOD.fit_params(world.params(OWNER, {"generator": "gen_p"}))  # a pool never reruns the fit
+    assert "memory_blocks" in METHOD.check(world.params(OWNER, {"deviation_loss": False, "generator": "gen_p"}), {"scorers": {}})
+    store = FeatureStore(world.store)
+    paths = pd.read_csv(world.manifest).set_index("image_id")["image_path"]
+    update_store(store, load_backbone(TINY, "cpu"), {i: paths[i] for i in store.image_ids()}, store.window_sizes, layers=store.layers,
+                 vv_layers=store.vv_layers, mid_layers=[1, 2])
+    pool = write_pool(world, mid_layers=[1, 2], name="gen_p")
+    generated = {"generated_pool": pool["generated_pool"], "generated_pool_features": pool["generated_pool_features"]}
+    params = {**BASE, "deviation_loss": False, "memory_blocks": [1, 2], "smoothing_sigma": 0.0}
+    fitted = run_fit(world, params, "promptad-memory")
+    alone = world.score(OWNER, params, model=fitted.model).scores.set_index("image_id")
+    split = read_split(world.splits["k1"])
+    pool_tokens = FeatureStore(pool["generated_pool_features"]).load(["g0", "g1"], window_sizes=[], mid_layers=[1, 2])
+    for count in (1, None):
+        out = world.score(OWNER, {**params, "generator": "gen_p", "generated_references": count}, model=fitted.model, generated=generated,
+                          out=world.root / "scores" / f"promptad-pool-{count}")
+        joined = out.scores.set_index("image_id")
+        n = 2 if count is None else 1
+        assert out.details["scorer_details"]["generated_references"] == ["g0", "g1"][:n]
+        pd.testing.assert_series_equal(joined["textual_global"], alone["textual_global"])
+        pd.testing.assert_series_equal(joined["textual_max"], alone["textual_max"])
+        test = store.load(list(split.test), mid_layers=[1, 2])
+        galleries = {b: torch.cat([fitted.tensors[f"memory_{b}"], F.normalize(pool_tokens.mid_layers[b][:n].reshape(-1, pool_tokens.mid_layers[b].shape[-1]), dim=-1)])
+                     for b in (1, 2)}
+        assert out.details["scorer_details"]["gallery_sizes"] == {str(b): len(g) for b, g in galleries.items()}
+        visual = sum((1 - F.normalize(test.mid_layers[b], dim=-1) @ galleries[b].T).min(dim=-1).values / 2 for b in (1, 2)) / 2
+        grid = test.grid
+        up = F.interpolate(visual.reshape(-1, 1, grid, grid), size=(world.map_size,) * 2, mode="bilinear", align_corners=False)[:, 0]
+        np.testing.assert_allclose(joined.loc[list(split.test), "visual_max"], up.amax(dim=(1, 2)).numpy(), rtol=1e-5, atol=1e-7)
+        assert (joined["visual_max"] <= alone["visual_max"] + 1e-7).all()
+        assert (joined.loc[pool["copy_of"], "visual_max"] < 1e-5) == (count is None)

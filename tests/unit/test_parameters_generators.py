@@ -43,16 +43,21 @@ BASE_MODEL = "local/tiny-copy"  # a name the spies map to the tiny preset: a con
 SEED = 3
 AUGMENT = {"hflip": False, "vflip": True, "rotation_degrees": 7, "crop_scale": 0.6}
 ENTRY = {
+    # models_from wires jobs (rules/common.smk), no stage job receives it: the stages here run as without it
+    "models_from": "source",
     "base_model": BASE_MODEL, "resolution": 16, "precision": "fp16", "instance_prompt": "a flawless photo of {}", "class_name_mode": "verbatim",
     "class_images": {"count": 3, "prompt": "a picture of {}", "steps": 3, "guidance_scale": 3.5, "batch_size": 2},
     "dreambooth": {"steps": 3, "learning_rate": 3e-4, "lora_learning_rate": 7e-4, "prior_loss_weight": 0.25, "batch_size": 2, "training": "lora", "lora_rank": 3,
                    "gradient_checkpointing": True, "max_grad_norm": 0.05, "adam_weight_decay": 0.03, "log_every": 2, "augment": AUGMENT},
-    "pool": {"text_to_image": 3, "image_to_image": 2, "strength": 0.45, "steps": 10, "guidance_scale": 5.5, "batch_size": 2},
-    "personalization": {"prompts": ["a clean {} shot", "an intact {} shot"], "fixed_prompt": "a plain {} shot", "strength": 0.65, "steps": 6,
-                        "guidance_scale": 2.5, "selection": "least_similar"},
+    # the single-prompt img2img (the ablation) here; the personalization process's keys have their own tests below
+    "pool": {"text_to_image": 3, "image_to_image": 2, "strength": 0.45, "steps": 10, "guidance_scale": 5.5, "batch_size": 2,
+             "image_to_image_process": "single_prompt", "prompts": "physical", "prompt_count": 2, "candidates_per_prompt": 2, "selection": "least_similar"},
+    "personalization": {"prompts": ["a clean {} shot", "an intact {} shot"], "prompt_count": 2, "fixed_prompt": "a plain {} shot", "strength": 0.65,
+                        "steps": 6, "guidance_scale": 2.5, "selection": "least_similar"},
 }
 
 COVERED: dict[str, str] = {
+    "generator.models_from": "test_models_from_names_an_equal_generator_and_reaches_no_stage_job",
     "generator.base_model": "test_the_base_model_is_the_pipeline_every_stage_loads",
     "generator.resolution": "test_the_resolution_sizes_every_image_generated_trained_on_and_personalized",
     "generator.precision": "test_the_precision_reaches_the_dtype_of_every_stage",
@@ -84,6 +89,12 @@ COVERED: dict[str, str] = {
     "generator.pool.steps": "test_the_pool_counts_strength_steps_and_guidance_reach_their_pipeline_calls",
     "generator.pool.guidance_scale": "test_the_pool_counts_strength_steps_and_guidance_reach_their_pipeline_calls",
     "generator.pool.batch_size": "test_the_batch_sizes_set_the_images_per_pipeline_call_and_only_the_rounding",
+    "generator.pool.image_to_image_process": "test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt",
+    "generator.pool.prompts": "test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt",
+    "generator.pool.prompt_count": "test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt",
+    "generator.pool.candidates_per_prompt": "test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt",
+    "generator.pool.selection": "test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt",
+    "generator.personalization.prompt_count": "test_named_prompt_sets_and_prompt_counts_reach_the_personalize_call",
     "generator.personalization.prompts": "test_the_personalization_settings_reach_the_img2img_call_of_each_test_image",
     "generator.personalization.fixed_prompt": "test_the_personalization_settings_reach_the_img2img_call_of_each_test_image",
     "generator.personalization.strength": "test_the_personalization_settings_reach_the_img2img_call_of_each_test_image",
@@ -561,7 +572,7 @@ SPEC = {
     "dreambooth": {"steps": 3, "learning_rate": 2.0e-4, "prior_loss_weight": 0.4, "batch_size": 2, "training": "full", "lora_rank": 3,
                    "gradient_checkpointing": True, "max_grad_norm": 0.25, "adam_weight_decay": 0.03, "log_every": 1,
                    "augment": {"hflip": False, "vflip": True, "rotation_degrees": 4.0, "crop_scale": 0.9}},
-    "pool": {"text_to_image": 2, "image_to_image": 3, "strength": 0.45, "steps": 9, "guidance_scale": 3.5, "batch_size": 2},
+    "pool": {"text_to_image": 2, "image_to_image": 3, "strength": 0.45, "steps": 9, "guidance_scale": 3.5, "batch_size": 2, "image_to_image_process": "single_prompt"},
     "personalization": {"prompts": ["a {} without flaw", "a {} without dent"], "fixed_prompt": "a plain {}", "strength": 0.35, "steps": 11,
                         "guidance_scale": 4.5, "selection": "least_similar"},
 }
@@ -696,3 +707,113 @@ def test_the_pool_index_lists_what_was_generated(params, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "image_to_image", Recorder(lambda a: len(a[1])))
     index = stages.pool(params, split, manifest, tmp_path / "model", 0, "cpu", tmp_path / "pool")
     assert isinstance(index, pd.DataFrame) and list(index["kind"]).count("text_to_image") + list(index["kind"]).count("image_to_image") == 5
+
+
+def _noisy(image: Image.Image, amplitude: float) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float64)
+    noise = np.random.default_rng(int(amplitude)).normal(0, amplitude, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("selection, kept", [("most_similar", 1), ("least_similar", 2)])
+def test_the_pool_personalization_process_keeps_the_ssim_choice_among_candidates_per_prompt(params, tmp_path, monkeypatch, selection, kept):
+    """Each img2img image: one call of 2 prompts x 2 seeds against its reference; candidates (noisy, the reference itself,
+    its negative, slightly noisy) make the SSIM choice known by hand: the reference itself is the most similar (SSIM 1),
+    the negative the least."""
+    from fsad.diffusion import personalize as personalize_module
+    from fsad.diffusion.image_sets import IMAGE_TO_IMAGE
+    from fsad.seeding import derive_seed
+
+    split, manifest = write_tiny_run(tmp_path / "run")
+    entry = json.loads(json.dumps(SPEC))
+    entry["pool"] |= {"image_to_image_process": "personalization", "prompts": "physical", "prompt_count": 2, "candidates_per_prompt": 2, "selection": selection}
+    run_params = generator_params(entry, "g")
+    monkeypatch.setattr(stages, "load_finetuned", lambda *a: object())
+    monkeypatch.setattr(stages, "text_to_image", Recorder(lambda a: len(a[1])))
+    single = Recorder(lambda a: len(a[1]))
+    monkeypatch.setattr(stages, "image_to_image", single)  # the single-prompt path: never called here
+    calls = []
+
+    def candidates(pipeline, images, prompts, seeds, strength, steps, guidance, batch):
+        calls.append({"images": [np.asarray(i) for i in images], "prompts": list(prompts), "seeds": list(seeds), "rest": (strength, steps, guidance, batch)})
+        target = images[0]
+        return [_noisy(target, 40), target.copy(), Image.fromarray(255 - np.asarray(target)), _noisy(target, 10)]
+
+    monkeypatch.setattr(personalize_module, "image_to_image", candidates)
+    stages.pool(run_params, split, manifest, tmp_path / "model", 0, "cpu", tmp_path / "pool")
+    index = read_image_set(tmp_path / "pool")
+    assert not single.calls and len(calls) == 3  # one call per img2img image
+    small, large = "a photo of a small normal wood.", "a photo of a large normal wood."  # figure 5's first two, verbatim name
+    refs = json.loads(split.read_text())["normal_refs"]
+    label = stages.read_split(split).label
+    rows = index[index["kind"] == "image_to_image"].reset_index(drop=True)
+    reference_images = {r: np.asarray(Image.open(pd.read_csv(manifest).set_index("image_id").at[r, "image_path"]).convert("RGB").resize((48, 48), Image.Resampling.BICUBIC)) for r in refs}
+    for i, (call, row) in enumerate(zip(calls, rows.itertuples())):
+        s0 = derive_seed(0, "pool", label, IMAGE_TO_IMAGE, i)  # single_prompt's seed of this image
+        s1 = derive_seed(0, "pool", label, IMAGE_TO_IMAGE, i, 1)
+        assert call["prompts"] == [small, large, small, large] and call["seeds"] == [s0, s0, s1, s1]
+        assert call["rest"] == (0.45, 9, 3.5, 4)  # the pool's strength, steps, guidance; the 4 candidates in one call
+        assert all(np.array_equal(image, reference_images[refs[i % 2]]) for image in call["images"]) and row.source == refs[i % 2]
+        similarities = [float(v) for v in row.candidate_ssims.split(";")]
+        assert similarities[1] == pytest.approx(1.0) and similarities[2] == min(similarities) and len(similarities) == 4
+        assert row.prompt == [small, large][kept % 2] and int(row.seed) == [s0, s1][kept // 2]
+        assert float(row.ssim) == pytest.approx(similarities[kept], abs=1e-6)
+        written = np.asarray(Image.open(row.file).convert("RGB"))
+        assert np.array_equal(written, reference_images[row.source]) == (kept == 1)
+        if kept == 2:
+            assert np.array_equal(written, 255 - reference_images[row.source])
+
+
+# figure 5(b)'s ten physical-level templates, [c] the normal object, written out for category wood
+PHYSICAL_WOOD = [
+    "a photo of a small normal wood.", "a photo of a large normal wood.", "a bright photo of a normal wood.", "a dark photo of a normal wood.",
+    "a blurry photo of a normal wood.", "a bad photo of a normal wood.", "a good photo of a normal wood.", "a cropped photo of a normal wood.",
+    "a close-up photo of a normal wood.", "a low resolution photo of a normal wood.",
+]
+
+
+@pytest.mark.parametrize(
+    "prompts, count, expected",
+    [
+        ("physical", 3, ["a photo of a small normal wood.", "a photo of a large normal wood.", "a bright photo of a normal wood."]),
+        ("physical", None, PHYSICAL_WOOD),
+        ("state", 1, ["a photo of normal wood without flaw"]),
+        ("empty", None, [""]),  # table 5's w/o text as no text
+        ("instance", None, ["a clean wood"]),  # table 5's w/o text as the one generic prompt (SPEC's instance prompt)
+    ],
+)
+def test_named_prompt_sets_and_prompt_counts_reach_the_personalize_call(tmp_path, monkeypatch, prompts, count, expected):
+    split, manifest = write_tiny_run(tmp_path / "run")
+    entry = json.loads(json.dumps(SPEC))
+    entry["personalization"] |= {"prompts": prompts, "prompt_count": count}
+    monkeypatch.setattr(stages, "load_finetuned", lambda *a: object())
+    calls = []
+
+    def personalize(pipeline, queries, seeds, prompts, fixed, strength, steps, guidance, selection):
+        calls.append(prompts)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(stages, "personalize", personalize)
+    with pytest.raises(RuntimeError, match="recorded"):
+        stages.personalization(generator_params(entry, "g"), split, manifest, tmp_path / "model", 0, "cpu", tmp_path / "out")
+    assert calls == [expected]
+
+
+def test_models_from_names_an_equal_generator_and_reaches_no_stage_job():
+    from fsad.diffusion.config import check_models_from, models_owner
+
+    source = generator_params({"base_model": "tiny"}, "generators.a")
+    reader = generator_params({"base_model": "tiny", "models_from": "a", "personalization": {"prompts": "physical"}}, "generators.b")
+    generators = {"a": source, "b": reader}
+    check_models_from(generators)  # personalization alone differs
+    assert (models_owner(generators, "b"), models_owner(generators, "a")) == ("a", "a")
+    assert all(stage_params(reader, stage) == stage_params(source, stage) for stage in ("class_images", "dreambooth", "pool"))
+    assert "models_from" not in stage_params(reader, "personalization")
+    other_pool = generator_params({"base_model": "tiny", "models_from": "a", "pool": {"steps": 9}}, "generators.c")
+    with pytest.raises(ValueError, match=r"generators.c.models_from: 'c' and 'a' differ in \['pool'\]"):
+        check_models_from({**generators, "c": other_pool})
+    with pytest.raises(ValueError, match="name another generator"):
+        check_models_from({"b": reader})
+    chained = generator_params({"base_model": "tiny", "models_from": "b"}, "generators.d")
+    with pytest.raises(ValueError, match="reads another's models itself; name 'a'"):
+        check_models_from({**generators, "d": chained})

@@ -34,7 +34,7 @@ from fsad.scorers.one_to_normal import report as report_module
 from fsad.scorers.one_to_normal import scorer as scorer_module
 from fsad.scorers.one_to_normal.method import METHOD
 from fsad.scorers.one_to_normal.torch_model import branch_pair_columns
-from fsad.scorers.registry import method_params
+from fsad.scorers.registry import MethodError, method_params
 from fsad.text import prompt_params
 
 from .table_files import csv_table
@@ -67,6 +67,9 @@ COVERED: dict[str, str] = {
     "one_to_normal.text_map_lr": "test_the_learning_rate_reaches_the_optimiser_of_the_text_maps",
     "one_to_normal.text_map_batch_size": "test_the_batch_size_sets_the_rows_of_every_loss_step",
     "one_to_normal.text_map_focal_gamma": "test_the_focal_gamma_reaches_the_loss_and_a_larger_one_lowers_it",
+    "one_to_normal.prompt_study": "test_the_prompt_study_table_lists_each_instance_under_its_label",
+    "one_to_normal.prompt_study.label": "test_the_prompt_study_table_lists_each_instance_under_its_label",
+    "one_to_normal.prompt_study.scorer": "test_the_prompt_study_table_lists_each_instance_under_its_label",
     "one_to_normal.transfer": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
     "one_to_normal.transfer.with": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
     "one_to_normal.transfer.without": "test_the_transfer_table_follows_the_configured_pairs_and_their_roles",
@@ -467,6 +470,40 @@ def test_the_transfer_table_follows_the_configured_pairs_and_their_roles(tmp_pat
     assert table.loc["wc_pool -> wc", ["without", "with", "change"]].tolist() == ["90.0", "80.0", "-10.0"]
     _report(tmp_path / "none", monkeypatch)
     assert "no transfer pairs" in (tmp_path / "none/tables/transfer.csv").read_text()
+
+
+def test_the_prompt_study_table_lists_each_instance_under_its_label(tmp_path, monkeypatch):
+    study = [{"label": "3 prompts", "scorer": "wc_pool"}, {"label": "1 prompt", "scorer": "wc"}]
+    _report(tmp_path, monkeypatch, prompt_study=study)
+    table = csv_table(tmp_path / "tables/prompt_study.csv")
+    # rows in the study's order; per dataset the I-AUROC and I-AUPRC of each instance (the hand-made metrics: 90 and 80)
+    assert list(table.columns) == ["setting", "prompts", "d / I-AUROC", "d / I-AUPRC", "weights"]
+    assert table.iloc[:, :4].values.tolist() == [["k2", "3 prompts", "90.0", "90.0"], ["k2", "1 prompt", "80.0", "80.0"]]
+    _report(tmp_path / "none", monkeypatch)
+    assert "no prompt study" in (tmp_path / "none/tables/prompt_study.csv").read_text()
+
+
+def test_the_prompt_study_and_transfer_checks_refuse_instances_that_differ_in_more_than_their_variable():
+    generators = {"g3": {"base_model": "tiny", "personalization": {"prompts": "physical", "prompt_count": 3}},
+                  "g1": {"base_model": "tiny", "personalization": {"prompts": "physical", "prompt_count": 1}}}
+    o2n = {"method": "one_to_normal", "backbone": "b", "layers": [1, 2]}
+    config = {"generators": generators, "scorers": {"p3": {**o2n, "generator": "g3"}, "p1": {**o2n, "generator": "g1"}, "wc": {"method": "winclip"}}}
+    study = [{"label": "1", "scorer": "p1"}, {"label": "3", "scorer": "p3"}]
+    assert METHOD.check(_params(generator="g3", prompt_study=study), config) is None
+    assert "not a one_to_normal instance" in METHOD.check(_params(generator="g3", prompt_study=[{"label": "w", "scorer": "wc"}]), config)
+    other_layers = {**config, "scorers": {**config["scorers"], "p1": {**o2n, "generator": "g1", "layers": [2]}}}
+    assert "differ in more than" in METHOD.check(_params(generator="g3", prompt_study=study), other_layers)
+    other_steps = {**config, "generators": {**generators, "g1": {**generators["g1"], "pool": {"steps": 9}}}}
+    assert "personalization.prompts/prompt_count" in METHOD.check(_params(generator="g3", prompt_study=study), other_steps)
+    # transfer: the pair alike but for the pool, the with-instance's method reading one
+    pairs = {"wc": {"method": "winclip", "window_sizes": [2]}, "wc_pool": {"method": "winclip", "window_sizes": [2], "generator": "g3"},
+             "wc_wide": {"method": "winclip", "window_sizes": [3], "generator": "g3"}, "fa": {"method": "faprompt", "train_dataset": "x"}, "fa_pool": {"method": "faprompt", "train_dataset": "x", "generator": "g3"}}
+    check = lambda without, with_: METHOD.check(_params(generator="g3", transfer=[{"without": without, "with": with_}]), {"scorers": pairs})  # noqa: E731
+    assert check("wc", "wc_pool") is None
+    assert "alike but for" in check("wc", "wc_wide")
+    assert "alike but for" in check("wc_pool", "wc_pool")  # the without-instance reads no pool
+    with pytest.raises(MethodError, match="'generator' was unexpected"):  # faprompt has no reference memory, so no generator key
+        check("fa", "fa_pool")
 
 
 def test_the_gallery_shows_the_first_gallery_categories_of_each_dataset(tmp_path, monkeypatch):

@@ -167,8 +167,8 @@ def memoized_scores(world: World, method: str, default_setting: str = "k1") -> C
 
 
 def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: str = "k1",
-               copy: Callable[[Image.Image], Image.Image] = lambda image: image) -> dict[str, Any]:
-    """A generator's pool ``gen_a`` for ``setting``'s run: the reference, then ``g0`` (a train normal the split does not
+               copy: Callable[[Image.Image], Image.Image] = lambda image: image, mid_layers=(), name: str = "gen_a") -> dict[str, Any]:
+    """A generator's pool ``name`` for ``setting``'s run: the reference, then ``g0`` (a train normal the split does not
     use) and ``g1`` (``copy`` of the first anomalous test image), with their feature store on the world's backbone.
 
     Returns:
@@ -178,15 +178,15 @@ def write_pool(world: World, window_sizes=(), layers=(), vv_layers=(), setting: 
     manifest = pd.read_csv(world.manifest).set_index("image_id")
     copy_of = next(i for i in split.test if manifest.loc[i, "label"] == 1)
     unused = next(i for i in manifest.index if manifest.loc[i, "split"] == "train" and i not in split.normal_refs)
-    directory = world.root / "pools" / "gen_a"
+    directory = world.root / "pools" / name
     directory.mkdir(parents=True)
     Image.open(manifest.loc[unused, "image_path"]).save(directory / "g0.png")
     copy(Image.open(manifest.loc[copy_of, "image_path"])).save(directory / "g1.png")
     pd.DataFrame({"image_id": [split.normal_refs[0], "g0", "g1"], "kind": ["reference", "text_to_image", "image_to_image"],
                   "file": ["", "g0.png", "g1.png"], "source": [split.normal_refs[0], "", copy_of]}).to_csv(directory / "index.csv", index=False)
-    store = world.root / "pools" / "gen_a.h5"
+    store = world.root / "pools" / f"{name}.h5"
     update_store(FeatureStore(store), load_backbone(world.backbone, "cpu"), {"g0": str(directory / "g0.png"), "g1": str(directory / "g1.png")},
-                 window_sizes, layers=layers, vv_layers=vv_layers)
+                 window_sizes, layers=layers, vv_layers=vv_layers, mid_layers=mid_layers)
     return {"generated_pool": directory, "generated_pool_features": store, "copy_of": copy_of, "unused": unused}
 
 

@@ -73,26 +73,34 @@ def expected_cross_dataset(datasets, learned_instances, training_datasets, backb
     }
 
 
-def expected_one_to_normal(datasets, settings, training_datasets, runs=5):
+def expected_one_to_normal(datasets, settings, training_datasets, transfer_datasets, memory_datasets, studies, transfer_backbones, runs=5):
     """One-to-Normal's protocol: per run a DreamBooth model, its pool and personalized test images, class images once
-    per category; scored by One-to-Normal and by WinCLIP+ without and with the pool; pool features on both backbones.
-    ELPV follows InCTRL's partition there (convert_elpv.py): one category."""
-    categories = sum(INCTRL_CATEGORIES[d] for d in datasets)
+    per category; the study instances (``studies``, 8 shots) personalize again from the same models and pools; the
+    transfer pairs (``transfer_backbones``: the backbone of each memory method, PromptAD's with a fit per run) score
+    ``transfer_datasets`` without and with the pool, the anomalous memory on ``memory_datasets`` at k8a1 (its own
+    splits, models and pools). ELPV follows InCTRL's partition there (convert_elpv.py): one category."""
+    count = lambda names: sum(INCTRL_CATEGORIES[d] for d in names)  # noqa: E731
+    categories, transfer, memory = count(datasets), count(transfer_datasets) * len(settings) * runs, count(memory_datasets) * runs
     per_run = categories * len(settings) * runs
+    study = categories * runs * studies
+    clip_memory_backbones = len(set(transfer_backbones))  # stores of the transfer methods' backbones beside ViT-L-14's
     return {
         "prepare_dataset": len(datasets),
         "draw_pool": categories,
-        "extract_features": categories * 2,
-        "draw_split": per_run,
+        "extract_features": categories + count(transfer_datasets) * clip_memory_backbones,
+        "draw_split": per_run + memory,
         "base_model": 1,  # the generator's base model as a pipeline directory, once
         "class_images": categories,
-        "dreambooth": per_run,
-        "generate_pool": per_run,
-        "personalize": per_run,
-        "extract_generated_features": per_run * 3,  # pools on both backbones, personalized images on One-to-Normal's
-        "fit_dataset": len(training_datasets),
-        "score": per_run * 3,
-        "evaluate": per_run * 3,
+        "dreambooth": per_run + memory,
+        "generate_pool": per_run + memory,
+        "personalize": per_run + study,
+        # pools on ViT-L-14 (One-to-Normal and its studies), on each transfer backbone, the k8a1 ones on ViT-B;
+        # personalized images on ViT-L-14, One-to-Normal's and each study generator's
+        "extract_generated_features": per_run + transfer * clip_memory_backbones + memory + per_run + study,
+        "fit_dataset": len(training_datasets) * (1 + studies),
+        "fit_run": 2 * transfer,  # PromptAD without and with the pool
+        "score": per_run + study + 2 * transfer * len(transfer_backbones) + 2 * memory,
+        "evaluate": per_run + study + 2 * transfer * len(transfer_backbones) + 2 * memory,
         "collect_metrics": 1,
     }
 
@@ -137,7 +145,10 @@ CASES = {
     ),
     "faprompt.yaml": expected_cross_dataset(FAPROMPT_DATASETS, 8, ["mvtec_ad", "visa"], backbones=3),
     "devprompt.yaml": expected_devprompt(["mvtec_ad", "visa"], "visa", 8),
-    "one_to_normal.yaml": expected_one_to_normal(ONE_TO_NORMAL_DATASETS, ["k2", "k4", "k8"], ["mvtec_ad", "visa"]),
+    # the studies: 1, 3, 5, 10 prompts and the empty fixed prompt; transfer: WinCLIP+ and PromptAD (ViT-B), PatchCore, AnomalyDINO
+    "one_to_normal.yaml": expected_one_to_normal(
+        ONE_TO_NORMAL_DATASETS, ["k2", "k4", "k8"], ["mvtec_ad", "visa"],
+        ["mvtec_ad", "visa", "sdd", "headct"], ["mvtec_ad", "visa"], studies=5, transfer_backbones=["vitb16plus", "vitb16plus", "wrn50", "dinov2"]),
     # fewshot_baselines.yaml: PatchCore on wide_resnet50_2, AnomalyDINO on DINOv2 ViT-S/14 at 448 and at 672 px
     "fewshot_baselines.yaml": expected_baselines(["mvtec_ad", "visa"], ["k1", "k2", "k4", "k8"], instances=3, backbones=3),
 }

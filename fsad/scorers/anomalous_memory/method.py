@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsad.scorers.method import FeatureNeeds, Method, Needs, Params, Report
+from fsad.scorers.method import FeatureNeeds, Method, Needs, Params, Report, generator_pool
 from fsad.text.class_names import configured_class_name
 
 
@@ -41,4 +41,5 @@ METHOD = Method(
         figures=("defect_size",),
     ),
     check=_check,
+    generated=generator_pool,
 )

@@ -13,7 +13,9 @@ Columns: ``score``, the sub-scores (``zero_shot``, ``reference_{scale}``, ``anom
 ``score_baseline`` and ``score_{distribution}`` per validated distribution. ``ScoreResult.extra`` holds
 the memory choices per scale and the weight-validation report.
 
-Needs ``ctx.encode_images`` to encode the augmented images.
+Needs ``ctx.encode_images`` to encode the augmented images. With ``generator`` set, the run's pool's generated images
+(``generated_references`` of them, all when null) join the reference memory of every scale (One-to-Normal's transfer);
+the split's normal references, if the setting has any, stay out of it as without the pool.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fsad.scorers.anomalous_memory.torch_model import (
     fused_map,
     sub_score_names,
     weighted_total,
+    with_generated_references,
 )
 from fsad.scorers.base import ScoreResult, ScoringContext
 from fsad.seeding import derive_seed
@@ -137,6 +140,11 @@ def score(ctx: ScoringContext) -> ScoreResult:
     memory = build_dual_memory(
         reference, torch.from_numpy(np.array(mask) > 0), window_sizes, coverage_threshold, params["partial_windows"]
     )
+    generated = ctx.generated_features(params["generated_references"])
+    if generated is not None:
+        generated.require(window_sizes=window_sizes)
+        memory = with_generated_references(memory, generated, window_sizes)
+        log.info("%s: %d generated images join the reference memory", ctx.split.label, len(generated.image_ids))
     for choice in memory.choices.values():
         log.info("%s memory %s", ctx.split.label, choice.summary())
         if choice.anomalous_fallback:
@@ -173,6 +181,8 @@ def score(ctx: ScoringContext) -> ScoreResult:
         "sub_scores": names,
         "baseline_weights": [float(w) for w in weights["baseline"]],
         "memory": {scale: choice.summary() for scale, choice in memory.choices.items()},
+        "generated_references": [] if generated is None else list(generated.image_ids),
+        "reference_memory_sizes": {scale: int(len(entries)) for scale, entries in memory.reference.items()},
         "validation": None if validation is None else validation.report,
     }
     return ScoreResult(pd.DataFrame(columns), maps.float().cpu().numpy(), extra)

@@ -179,6 +179,17 @@ def build_dual_memory(
     return DualMemory(reference, anomalous, choices)
 
 
+def with_generated_references(memory: DualMemory, generated: FeatureBatch, window_sizes: list[int]) -> DualMemory:
+    """``memory`` with every patch token and window embedding of ``generated`` (normal images, e.g. a generator's pool,
+    ``N`` of them) appended, L2-normalised, to the reference memory of its scale; the anomalous memory unchanged."""
+    reference = dict(memory.reference)
+    entries = {PATCH_SCALE: generated.patch_tokens, **{f"w{k}": generated.windows[k] for k in window_sizes}}
+    for scale, embeddings in entries.items():
+        added = F.normalize(embeddings.reshape(-1, embeddings.shape[-1]).float(), dim=-1)
+        reference[scale] = torch.cat([reference[scale], added.to(reference[scale].device)])
+    return DualMemory(reference, memory.anomalous, memory.choices)
+
+
 def anomalous_similarity_scores(embeddings: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
     """Similarity to the nearest anomalous entry, ``max_m (1 + cos(e, m)) / 2`` (the paper's Eq. 1).
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fsad.scorers.method import Fit, FeatureNeeds, Method, Needs, Params, Report
+from fsad.scorers.method import Fit, FeatureNeeds, Method, Needs, Params, Report, generator_pool
 from fsad.text.class_names import configured_class_name
 
 SCHEMA = Path(__file__).with_name("schema.yaml")
@@ -25,6 +25,8 @@ def _check(params: Params, config: dict[str, Any]) -> str | None:
     if params["deviation_loss"] and (params["memory_blocks"] or params["cls_prompts"] is not None):
         return ("memory_blocks and cls_prompts are PromptAD's visual memory and image-level model, which fuse with its softmax "
                 "scores; they need deviation_loss: false (leave them out for DevPrompt)")
+    if params["generator"] and not params["memory_blocks"]:
+        return "generator adds the pool's images to PromptAD's visual memory, and memory_blocks is []; set memory_blocks or drop generator"
     if params["cls_prompts"] is not None and params["promptad_weight"] == 0:
         return "cls_prompts trains PromptAD's image-level prompts with its losses, and promptad_weight is 0; set promptad_weight"
     scorers = config["scorers"]
@@ -57,4 +59,5 @@ METHOD = Method(
         tables=TABLES,
     ),
     check=_check,
+    generated=generator_pool,
 )

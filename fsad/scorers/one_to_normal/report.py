@@ -6,6 +6,9 @@
   (paper Table 4), per setting and dataset;
 - ``prompt_ablation``: image AUROC with S_P against the image personalized under one fixed prompt versus the one
   chosen by SSIM among the normal-state prompts (paper Table 5);
+- ``prompt_study``: image AUROC and AUPRC of the instances of ``prompt_study`` (the appendix's study of 1, 3, 5 and
+  10 personalization prompts: instances whose generators differ in the personalization prompt set only), per setting
+  and dataset;
 - ``transfer``: image AUROC of each configured pair of memory-scorer instances without and with the generated pool
   among their references (paper Figure 4);
 - ``gallery``: query, personalized image and their absolute difference for the best and worst test images of run 0.
@@ -17,7 +20,6 @@ percent, ``mean ± std`` over runs of the per-run mean over all of a dataset's c
 
 from __future__ import annotations
 
-import re
 from itertools import combinations
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from PIL import Image
 from fsad.evaluation.collect import read_metrics, read_score_files
 from fsad.evaluation.gallery import pick_examples
 from fsad.evaluation.metrics import SUB_SCORE_PREFIX
-from fsad.evaluation.summary import dataset_table
+from fsad.evaluation.summary import dataset_table, labelled_instances_table, natural_key
 from fsad.evaluation.tables import MISSING, category_means, over_runs, percent, stats_cells, with_weights_note, write_table
 from fsad.io import read_json, save_figure
 from fsad.scorers.method import ReportContext
@@ -36,11 +38,6 @@ from fsad.scorers.one_to_normal.torch_model import BRANCHES
 
 KSHOT_METRICS = {"image_auroc": "I-AUROC", "image_ap": "I-AUPRC"}
 BRANCH_LABELS = {"s_p": "S_P", "s_n": "S_N", "s_text": "S_text"}
-
-
-def natural_key(name: str) -> tuple:
-    """``k2 < k4 < k8 < k16``: digit runs compare as numbers."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def kshot_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
@@ -100,6 +97,13 @@ def prompt_ablation_table(metrics: pd.DataFrame, scorer: str) -> pd.DataFrame:
         return pd.DataFrame({"note": ["not computed: the generator's personalization.fixed_prompt is null"]})
     variants = {"one fixed prompt": SUB_SCORE_PREFIX + "score_fixed", "prompt set, SSIM selection": "image_auroc"}
     return _variant_table(metrics, scorer, variants, "prompt")
+
+
+def prompt_study_table(metrics: pd.DataFrame, study: list[dict[str, str]]) -> pd.DataFrame:
+    """Rows ``(setting, prompts)``, columns ``(dataset, metric)``: image AUROC and AUPRC of each study instance."""
+    if not study:
+        return pd.DataFrame({"note": ["no prompt study configured (the instance's prompt_study parameter)"]})
+    return labelled_instances_table(metrics, study, KSHOT_METRICS, row="prompts")
 
 
 def transfer_table(metrics: pd.DataFrame, pairs: list[dict[str, str]]) -> pd.DataFrame:
@@ -187,17 +191,20 @@ def gallery_examples(scores: pd.DataFrame, categories_per_dataset: int) -> tuple
 
 
 def write_report(ctx: ReportContext) -> list[Path]:
-    """Write the four tables under ``ctx.tables_dir`` and ``gallery.png`` under ``ctx.figures_dir``."""
+    """Write the five tables under ``ctx.tables_dir`` and ``gallery.png`` under ``ctx.figures_dir``."""
     params = ctx.params
     scores = read_score_files(ctx.score_files)
     (scorer,) = scores["scorer"].unique()
     metrics = read_metrics(ctx.metrics_csv)
     own = metrics[metrics["scorer"] == scorer]
     transfer_rows = metrics[metrics["scorer"].isin({p[r] for p in params["transfer"] for r in ("without", "with")})]
+    study_rows = metrics[metrics["scorer"].isin({entry["scorer"] for entry in params["prompt_study"]})]
     tables = {
         "kshot": (kshot_table(metrics, scorer), own, f"{scorer}: image AUROC and AUPRC (%) per setting"),
         "branch_ablation": (branch_ablation_table(metrics, scorer), own, f"{scorer}: image AUROC (%) of each branch combination"),
         "prompt_ablation": (prompt_ablation_table(metrics, scorer), own, f"{scorer}: image AUROC (%) by personalization prompt"),
+        "prompt_study": (prompt_study_table(metrics, params["prompt_study"]), study_rows if len(study_rows) else own,
+                         "Image AUROC and AUPRC (%) by number of personalization prompts"),
         "transfer": (transfer_table(metrics, params["transfer"]), transfer_rows if len(transfer_rows) else own, "Image AUROC (%) without and with the generated pool"),
     }
     written = []
