@@ -28,6 +28,11 @@ def check_inspections(
                 f"{where}: scorer {scorer!r} reads a personalized image made for each test image, which new images do not have; "
                 f"inspect with another instance"
             )
+        if methods[scorer].members(params[scorer]).scorers:
+            raise ConfigError(
+                f"{where}: scorer {scorer!r} fuses the score files of other instances, which have none for new images; "
+                f"inspect one of its members ({', '.join(methods[scorer].members(params[scorer]).scorers)})"
+            )
         decision = entry["decision"]
         setting = settings[entry["setting"]]
         needed = {"validation_normals": "validation_normals", "reference_normals": "normal_shots"}.get(decision)

@@ -241,7 +241,7 @@ def scoring_context(job: ScoreJob, device: torch.device) -> tuple[Method, Scorin
         generated_pool=read_generated(generated.get("generated_pool"), generated.get("generated_pool_features"), weights, device, reader),
         personalized=read_generated(generated.get("personalized"), generated.get("personalized_features"), weights, device, reader),
         input_size=job.backbone_spec.get("image_size"),
-        members=read_members(job.members, split.test, map_size),
+        members=read_members(job.members, split.test, job.map_size),
     )
     return method, ctx, weights
 

@@ -17,7 +17,7 @@ from fsad.inspect.demo import demo_images
 from fsad.inspect.folder import folder_files, inspect_image_id, readable_images
 from fsad.inspect.run import check_rescored, joined_features, percentile_population, seen_ids
 from fsad.inspect.thresholds import f1_max_threshold, fpr_threshold, is_anomalous, normal_percentile, thresholds
-from fsad.scorers.method import Generated
+from fsad.scorers.method import Generated, Members
 
 from tests.unit.feature_fixtures import random_features
 
@@ -114,8 +114,11 @@ def test_demo_folder_takes_normal_and_anomalous_images_in_turn():
     assert demo_images(scores, 4) == ["n1", "a1", "n2", "a2"]
 
 
-def _method(personalized=False):
-    return SimpleNamespace(generated=lambda params: Generated("g", personalized=True) if personalized else Generated())
+def _method(personalized=False, members=()):
+    return SimpleNamespace(
+        generated=lambda params: Generated("g", personalized=True) if personalized else Generated(),
+        members=lambda params: Members(tuple(members)),
+    )
 
 
 CONFIG = {"settings": [{"name": "k1", "normal_shots": 1, "validation_normals": 0}, {"name": "a1", "normal_shots": 0, "validation_normals": 1}]}
@@ -135,6 +138,13 @@ def test_inspect_entries_that_name_no_usable_setup_are_refused(entry, message):
     config = {**CONFIG, "inspect": {"mine": {"scorer": "s", "dataset": "d", "category": "c", "images": "x", **defaults, **entry}}}
     with pytest.raises(ConfigError, match=message):
         check_inspections(config, {"s": _method()}, {"s": {}}, JOBS)
+
+
+def test_inspect_refuses_a_fusion_whose_members_have_no_scores_of_new_images():
+    config = {**CONFIG, "inspect": {"mine": {"scorer": "s", "dataset": "d", "category": "c", "setting": "a1", "images": "x", "run": 0,
+                                     "decision": "validation_normals"}}}
+    with pytest.raises(ConfigError, match=r"fuses the score files of other instances.*inspect one of its members \(a, b\)"):
+        check_inspections(config, {"s": _method(members=["a", "b"])}, {"s": {}}, JOBS)
 
 
 def test_inspect_refuses_a_method_that_reads_personalized_test_images():

@@ -12,6 +12,7 @@ from fsad.text.learned_prompts import (
     INIT_STD,
     PLACEHOLDER,
     check_text_tower,
+    encode_shared_prefix,
     encode_token_embeddings,
     learned_tensor,
     pooled_positions,
@@ -53,6 +54,40 @@ def test_the_forward_from_token_embeddings_equals_open_clips_encode_text(tower):
     with torch.no_grad():
         ours = encode_token_embeddings(model, model.token_embedding(tokens), pooled_positions(model, tokens))
         torch.testing.assert_close(ours, model.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
+def _prompts_with_context(model: torch.nn.Module, contexts: torch.Tensor, assignment: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """PromptAD-like prompts: the start token, then context set ``assignment[i]`` (4 learned rows), then the text."""
+    texts = ["X X X X damaged object.", "X X X X object with a long scratch on it.", "X X X X normal metal nut.", "X X X X flaw."]
+    tokens = TOKENIZER([texts[i % len(texts)] for i in range(len(assignment))])
+    embedded = model.token_embedding(tokens)
+    embedded = torch.cat([embedded[:, :1], contexts[assignment], embedded[:, 5:]], dim=1)
+    return embedded, tokens
+
+
+@pytest.mark.parametrize("tower", [TOWERS["argmax"], TOWERS["sequence_first"]], ids=["batch_first", "sequence_first"])
+def test_shared_prefixes_give_the_padded_forward_and_its_gradients(tower):
+    model = clip(**tower)
+    contexts = torch.randn(2, 4, WIDTH, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    # two context sets, interleaved: a prompt given another set's prefix would differ from the padded forward
+    assignment = [0, 0, 1, 0, 1, 1, 0]
+    embedded, tokens = _prompts_with_context(model, contexts, assignment)
+    padded = encode_token_embeddings(model, embedded, pooled_positions(model, tokens))
+    weights = torch.randn(padded.shape, generator=torch.Generator().manual_seed(3))
+    (padded * weights).sum().backward()
+    expected_grad, contexts.grad = contexts.grad.clone(), None
+    embedded, tokens = _prompts_with_context(model, contexts, assignment)
+    shared = encode_shared_prefix(model, embedded, pooled_positions(model, tokens), prefix_length=5)
+    (shared * weights).sum().backward()
+    torch.testing.assert_close(shared, padded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(contexts.grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_pooled_position_inside_the_shared_prefix_is_refused():
+    model = clip()
+    tokens = TOKENIZER(["X X X X damaged object."])
+    with pytest.raises(ValueError, match="after the shared prefix of 12 tokens"):
+        encode_shared_prefix(model, model.token_embedding(tokens), pooled_positions(model, tokens), prefix_length=12)
 
 
 def test_deep_prompts_give_the_same_text_embeddings_batch_first_and_sequence_first():

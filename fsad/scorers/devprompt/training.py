@@ -19,7 +19,7 @@ from fsad.scorers.devprompt.deviation import deviation_loss, top_k_count
 from fsad.scorers.devprompt.losses import abnormal_alignment_loss, anchor, triplet_loss, visual_to_text_loss
 from fsad.scorers.devprompt.prompt_learner import PromptLearner
 from fsad.scorers.devprompt.torch_model import calibrated_scoring, devprompt_scores, similarity_score, prompt_cosines
-from fsad.text.learned_prompts import encode_token_embeddings, pooled_positions
+from fsad.text.learned_prompts import encode_shared_prefix, pooled_positions
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,17 @@ class TrainedPrompts:
 def encode_prompts(
     model: nn.Module, learner: PromptLearner, autocast_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Un-normalised ``(n, D)`` embeddings of the normal, handcrafted and learned abnormal prompts, in one text-tower pass."""
+    """Un-normalised ``(n, D)`` embeddings of the normal, handcrafted and learned abnormal prompts, in one text-tower pass.
+
+    Every prompt starts with the start token and one set of normal context vectors; those ``1 + n_ctx`` positions are
+    computed once per context set (:func:`fsad.text.learned_prompts.encode_shared_prefix`).
+    """
     prompts = learner()
     groups = [prompts.normal, prompts.handcrafted, prompts.learned]
     embeddings = torch.cat(groups)
     tokens = torch.cat([prompts.normal_tokens, prompts.handcrafted_tokens, prompts.learned_tokens])
     with torch.autocast(embeddings.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        encoded = encode_token_embeddings(model, embeddings, pooled_positions(model, tokens)).float()
+        encoded = encode_shared_prefix(model, embeddings, pooled_positions(model, tokens), 1 + learner.n_ctx).float()
     return tuple(encoded.split([len(group) for group in groups]))
 
 
