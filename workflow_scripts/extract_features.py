@@ -3,12 +3,11 @@ its store, or a run's generated images (pool or personalized) into their own sto
 
 import os
 
-from fsad.backbones.spec import backbone_name, run_settings
 from fsad.data.manifest import read_manifest
 from fsad.data.splits import pool_image_ids
 from fsad.devices import claim_device
 from fsad.diffusion.image_sets import generated_image_paths
-from fsad.features.extract import ExtractJob, extract
+from fsad.features.extract import extract, rule_extract_job
 from fsad.io import read_json, write_json
 from fsad.logs import job_logging
 
@@ -21,21 +20,7 @@ with job_logging(smk.log[0]) as log, claim_device() as device:
         manifest = read_manifest(smk.input.manifest, smk.wildcards.category).set_index("image_id")
         ids = pool_image_ids(read_json(smk.input.pool))
         image_paths = {i: manifest.at[i, "image_path"] for i in ids}
-    job = ExtractJob(
-        backbone_key=smk.wildcards.backbone,
-        backbone_spec=smk.params.backbone,
-        image_paths=image_paths,
-        store_path=smk.output.store,
-        window_sizes=smk.params.window_sizes,
-        layers=smk.params.layers,
-        vv_layers=smk.params.vv_layers,
-        mid_layers=smk.params.mid_layers,
-        # batch size and workers change no number: read from the config, not params, so changing them reruns nothing
-        **run_settings(smk.config, backbone_name(smk.wildcards.backbone)),
-        weights_fallback=smk.params.weights_fallback,
-        seed=smk.params.seed,
-        threads=smk.threads,
-    )
+    job = rule_extract_job(smk, image_paths)
     summary = extract(job, device)
     log.info("features: %s", summary)
     if not generated:

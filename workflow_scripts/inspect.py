@@ -3,25 +3,15 @@
 from fsad.devices import claim_device
 from fsad.inspect.run import InspectJob, run_inspect
 from fsad.logs import job_logging
-from fsad.scorers.run import ScoreJob
+from fsad.scorers.run import rule_score_job
 
 smk = snakemake  # noqa: F821
-setup = ScoreJob(
+setup = rule_score_job(
+    smk,
     smk.params.scorer,
-    method_module=smk.params.method_module,
-    split_path=smk.input.split,
-    manifest_path=smk.input.manifest,
-    features_store=smk.input.features,
-    text_cache_dir=smk.params.text_cache,
-    backbone_spec=smk.params.backbone,
-    scorer_params=smk.params.scorer_params,
-    map_size=smk.params.map_size,
-    weights_fallback=smk.params.weights_fallback,
-    seed=smk.params.seed,
     out_scores=smk.input.saved_scores,
     out_maps=smk.input.saved_maps,
     out_details="",
-    model_path=smk.input.get("model"),
     generated={key: smk.input[key] for key in ("generated_pool", "generated_pool_features") if key in smk.input.keys()},
 )
 job = InspectJob(

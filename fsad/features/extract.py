@@ -119,6 +119,28 @@ class ExtractJob:
     mid_layers: list[int] = field(default_factory=list)
 
 
+def rule_extract_job(smk: Any, image_paths: dict[str, str]) -> ExtractJob:
+    """The :class:`ExtractJob` of a Snakemake feature job (``smk``: rule extract_features, extract_generated_features or
+    inspect_features) for ``image_paths``."""
+    from fsad.backbones.spec import backbone_name, run_settings
+
+    return ExtractJob(
+        backbone_key=smk.wildcards.backbone,
+        backbone_spec=smk.params.backbone,
+        image_paths=image_paths,
+        store_path=smk.output.store,
+        window_sizes=smk.params.window_sizes,
+        layers=smk.params.layers,
+        vv_layers=smk.params.vv_layers,
+        mid_layers=smk.params.mid_layers,
+        # batch size and workers change no number: read from the config, not params, so changing them reruns nothing
+        **run_settings(smk.config, backbone_name(smk.wildcards.backbone)),
+        weights_fallback=smk.params.weights_fallback,
+        seed=smk.params.seed,
+        threads=smk.threads,
+    )
+
+
 def extract(job: ExtractJob, device: torch.device | str) -> dict[str, Any]:
     """Encode the job's images missing from its store, and the parts missing from the images it holds; return a summary.
 

@@ -211,6 +211,26 @@ class ScoreJob:
     members: list[dict[str, Any]] = field(default_factory=list)
 
 
+def rule_score_job(smk: Any, scorer: str, **fields: Any) -> ScoreJob:
+    """The :class:`ScoreJob` of a Snakemake job of rule score or inspect_score (``smk``): the inputs and params the two
+    share, plus ``fields`` (outputs, generated images, members)."""
+    return ScoreJob(
+        scorer,
+        method_module=smk.params.method_module,
+        split_path=smk.input.split,
+        manifest_path=smk.input.manifest,
+        features_store=smk.input.features,
+        text_cache_dir=smk.params.text_cache,
+        backbone_spec=smk.params.backbone,
+        scorer_params=smk.params.scorer_params,
+        map_size=smk.params.map_size,
+        weights_fallback=smk.params.weights_fallback,
+        seed=smk.params.seed,
+        model_path=smk.input.get("model"),
+        **fields,
+    )
+
+
 def scoring_context(job: ScoreJob, device: torch.device) -> tuple[Method, ScoringContext, str]:
     """The job's method, the context its score step receives (split, manifest, features, fit) and the features' weights."""
     from fsad.features.store import FeatureStore
