@@ -379,7 +379,7 @@ ROWS: list[Row] = [
         "sub_scores": ([], report_of("promptad")),
         # the pool joins the visual memory at scoring time: its generation and features, then promptad's scores; no fit
         "generated_references": (2, after_score("promptad")),
-        "generator": ("tiny", ["class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*", *after_score("promptad")]),
+        "generator": ("tiny", ["base_model:tiny", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*", *after_score("promptad")]),
     }, method="devprompt"),
     *method_rows("faprompt", "faprompt", {
         **{key: (value, after_fit("faprompt")) for key, value in {
@@ -426,7 +426,7 @@ ROWS: list[Row] = [
     Row("scorers.anomalous_memory.generator", "anomalous_memory",
         {"settings": [*yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["settings"], {"name": "k1a1", "normal_shots": 1, "anomalous_shots": 1, "validation_normals": 1}],
          "scorers": {"anomalous_memory": {"generator": "tiny", "settings": ["k1a1"]}}},
-        ["draw_split:synthetic/*/k1a1/*", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*",
+        ["draw_split:synthetic/*/k1a1/*", "base_model:tiny", "class_images:*", "dreambooth:*", "generate_pool:*", "extract_generated_features:vitb16plus/pools/*",
          *after_score("anomalous_memory")],
         ["draw_split:synthetic/*/a1/*", "score:anomalous_memory/*/a1/*", "evaluate:anomalous_memory/*/a1/*", "gallery:anomalous_memory/*/a1"]),
     # a transfer pair: winclip_t and its twin reading tiny's pool (a new instance: its score jobs, the pool's windows)
