@@ -103,7 +103,8 @@ def test_every_parameter_but_smoothing_and_the_reports_changes_the_fit():
     from fsad.schemas import load_schema
 
     properties = set(load_schema(METHOD.schema)["properties"])
-    score_or_report_only = {"smoothing_sigma", "compare_with", "sensitivity", "sensitivity_metric", "sub_scores"}
+    # the generated pool joins PromptAD's visual memory when scoring: it never reruns the fit
+    score_or_report_only = {"smoothing_sigma", "compare_with", "sensitivity", "sensitivity_metric", "sub_scores", "generator", "generated_references"}
     assert set(METHOD.stage_names("fit")) == properties - score_or_report_only
     assert set(METHOD.stage_names("report")) == {"compare_with", "sensitivity", "sensitivity_metric", "sub_scores"}
     assert "smoothing_sigma" in METHOD.score_params(method_params(METHOD, {})) and "compare_with" not in METHOD.score_params(method_params(METHOD, {}))

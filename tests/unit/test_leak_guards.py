@@ -389,14 +389,15 @@ def diffusion(world, tmp_path_factory) -> dict[str, Run]:
             stages.dreambooth(params, base, split, manifest, root / "class_images", 0, "cpu", root / "model")
         runs["dreambooth"] = Run(audit, {"training": training})
 
-        img2img: list = []
+        img2img: list = []  # the single-prompt pool's one batch, or one batch per image of the personalization process
+        original = personalize.image_to_image
         spy(mp, stages, "image_to_image", img2img, lambda pipeline, images, *a, **k: [rgb(image) for image in images])
+        spy(mp, personalize, "image_to_image", img2img, lambda pipeline, images, *a, **k: [rgb(image) for image in images])
         with read_audit() as audit:
             stages.pool(params, split, manifest, root / "model", 0, "cpu", root / "pool")
         runs["pool"] = Run(audit, {"image_to_image": img2img}, root / "pool")
 
         queries: list = []
-        original = personalize.image_to_image
 
         def per_query(pipeline, images, *args, **kwargs):
             outputs = original(pipeline, images, *args, **kwargs)
@@ -437,9 +438,12 @@ def test_the_pool_generates_from_the_normal_references_and_holds_no_test_image(w
     refs = data.split.normal_refs
     run = diffusion["pool"]
     assert data.read(run.audit) == data.files(refs)
-    ((sources),) = run.calls["image_to_image"]
     expected = data.digests(refs, RESOLUTION)
-    assert [digest(image) for image in sources] == [expected[refs[i % len(refs)]] for i in range(GENERATOR["pool"]["image_to_image"])]
+    # the personalization process (the default): one call per img2img image, every candidate made from its reference
+    calls = run.calls["image_to_image"]
+    assert len(calls) == GENERATOR["pool"]["image_to_image"]
+    for i, sources in enumerate(calls):
+        assert {digest(image) for image in sources} == {expected[refs[i % len(refs)]]}
     generated = [f for f in read_image_set(run.result)["file"] if f]
     assert len(generated) == GENERATOR["pool"]["text_to_image"] + GENERATOR["pool"]["image_to_image"]
     for path in generated:
