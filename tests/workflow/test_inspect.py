@@ -57,7 +57,8 @@ def test_demo_images_score_as_in_the_run_and_decide_by_the_test_normals_at_the_f
     assert thresholds.loc["test_normals", "threshold"] == pytest.approx(by_hand)
     assert thresholds.loc["test_normals", "n_scores"] == len(normals)
     assert bool(thresholds.loc["test_normals", "decides"]) and bool(thresholds.loc["test_normals", "percentile_of"])
-    assert np.isnan(thresholds.loc["validation_normals", "threshold"])  # k1 holds no validation normals
+    # k1 holds one validation normal: at any FPR below 1 its threshold is that image's own score
+    assert thresholds.loc["validation_normals", "n_scores"] == 1 and np.isfinite(thresholds.loc["validation_normals", "threshold"])
     assert all(isinstance(c, str) and c for c in thresholds["caveat"])
     assert list(scores["decision"]) == ["anomalous" if s > by_hand else "normal" for s in scores["score"]]
     assert list(scores["normal_percentile"]) == pytest.approx([float(np.mean(normals < s)) for s in scores["score"]])

@@ -13,7 +13,7 @@ from .conftest import TINY, snakemake
 pytestmark = pytest.mark.slow
 
 # Outputs that aggregate over jobs: they must update whenever any job's result changes or appears.
-AGGREGATES = {"collect_metrics", "tables", "summary_table", "plots", "gallery", "method_report_anomalous_memory", "all"}
+AGGREGATES = {"collect_metrics", "tables", "summary_table", "statistics_tables", "plots", "gallery", "method_report_anomalous_memory", "all"}
 UPSTREAM = {"prepare_dataset", "draw_pool", "draw_split", "extract_features"}
 
 
